@@ -1,0 +1,1 @@
+"""Alembic migrations (env.py reads services.config unless a URL is passed in)."""

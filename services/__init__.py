@@ -1,0 +1,1 @@
+"""Sift's domain: everything below the API and the worker."""

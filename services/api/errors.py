@@ -1,0 +1,59 @@
+"""One place maps domain errors and request problems to JSON errors:
+{"error": {"code", "message", "details"}} with a 4xx status that fits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.errors import Conflict, DomainError, InvalidInput, NotFound, Transient
+
+STATUS_FOR: dict[type[DomainError], int] = {InvalidInput: 422, NotFound: 404, Conflict: 409, Transient: 503}
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    """The error envelope every 4xx/5xx response uses."""
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+async def _domain(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    status = next((code for cls, code in STATUS_FOR.items() if isinstance(exc, cls)), 400)
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status)
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        detail = errors[0].get("ctx", {}).get("error", "")
+        return JSONResponse(
+            error_body("invalid_json", f"the request body is not valid JSON: {detail}".strip()), status_code=400
+        )
+    details = [
+        {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "problem": e.get("msg", "")}
+        for e in errors
+    ]
+    first = details[0] if details else {"field": "", "problem": "invalid"}
+    message = f"{first['field'] or 'body'}: {first['problem']}"
+    if len(details) > 1:
+        message += f" (and {len(details) - 1} more problem(s), see details)"
+    return JSONResponse(error_body("invalid_input", message, details), status_code=422)
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        error_body(f"http_{exc.status_code}", str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on app."""
+    app.add_exception_handler(DomainError, _domain)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)

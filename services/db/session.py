@@ -1,0 +1,73 @@
+"""Engines and the session scope. Sessions live at the boundary (a request, a task);
+repositories take a session, may flush, never commit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.errors import DatabaseUnavailable
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for PostgreSQL or SQLite; SQLite runs in WAL mode so the API, the worker
+    and the CLI can share one file."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Database:
+    """One engine and its session factory, per process."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session_scope(self) -> Iterator[Session]:
+        """One transaction: commit on success, roll back on error; a lost connection
+        surfaces as DatabaseUnavailable so callers can retry."""
+        session = self.sessions()
+        try:
+            yield session
+            session.commit()
+        except (OperationalError, DBAPIError) as exc:
+            session.rollback()
+            if isinstance(exc, OperationalError) or exc.connection_invalidated:
+                raise DatabaseUnavailable(f"database unavailable: {exc.orig}") from exc
+            raise
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def ping(self) -> None:
+        """Raise DatabaseUnavailable unless a trivial query answers."""
+        with self.session_scope() as session:
+            session.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        """Drop pooled connections (after a fork, or at shutdown)."""
+        self.engine.dispose()

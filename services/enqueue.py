@@ -1,0 +1,162 @@
+"""The one way into the broker: tasks are sent by name, so the API and the CLI enqueue without
+importing the worker, and the domain never needs Celery.
+
+The broker carries only event ids; the SQL row is the source of truth. A publish that fails
+leaves the events `queued`, and the beat sweep sends them again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+from services.config import QUEUES, Settings
+from services.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+PROCESS_EVENTS = "sift.ingest.process_events"
+SWEEP = "sift.ingest.sweep"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration shared by producers (API, CLI) and workers."""
+    config: dict[str, Any] = {
+        "broker_url": settings.celery_broker_url,
+        "task_queues": [Queue(name) for name in QUEUES],
+        "task_default_queue": "ingest",
+        "task_routes": {pattern: {"queue": queue} for pattern, queue in settings.routes.items()},
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_backend": None,
+        "task_ignore_result": True,
+        # A task's message is acked after it finished; a worker lost mid-task gets it re-delivered.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_timeout": 5,
+        "broker_transport_options": _transport_options(settings),
+        "timezone": "UTC",
+    }
+    return config
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if settings.celery_broker_url.startswith("filesystem"):
+        folder = settings.broker_folder
+        for sub in ("out", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder / "out"),
+            "data_folder_out": str(folder / "out"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+            "polling_interval": 0.05,
+        }
+    # Redis re-delivers an unacked message after this long; our tasks are idempotent, so a
+    # duplicate is harmless, and a lost worker's batch is also picked up by the sweep.
+    return {"visibility_timeout": settings.visibility_timeout_s, "max_retries": 3}
+
+
+def make_celery(settings: Settings, name: str = "sift") -> Celery:
+    """A Celery app configured for Sift (the worker adds its tasks to the same config)."""
+    app = Celery(name)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+class Enqueuer:
+    """Sends batches of event ids to the ingest queue."""
+
+    def __init__(self, app: Celery, *, batch_size: int) -> None:
+        self.app = app
+        self.batch_size = batch_size
+
+    def send(self, ids: Sequence[str]) -> None:
+        """Publish ids in chunks of batch_size; raises BrokerUnavailable when the broker is down."""
+        try:
+            for start in range(0, len(ids), self.batch_size):
+                chunk = list(ids[start : start + self.batch_size])
+                self.app.send_task(PROCESS_EVENTS, args=[chunk], retry=True, retry_policy={"max_retries": 2})
+        except Exception as exc:  # kombu raises OperationalError and friends: all mean "not now"
+            raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
+
+
+class CoalescingEnqueuer:
+    """Gathers ids from many requests and publishes them together, up to batch_size ids or
+    after wait_ms, so a stream of single-event requests still reaches the worker as batches
+    (one broker message per batch, not per event)."""
+
+    def __init__(self, enqueuer: Enqueuer, *, wait_ms: int) -> None:
+        self._enqueuer = enqueuer
+        self._wait = wait_ms / 1000
+        self._pending: list[str] = []
+        self._oldest = 0.0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="sift-enqueue", daemon=True)
+        self._thread.start()
+
+    def submit(self, ids: Sequence[str]) -> None:
+        """Queue ids for publishing (returns at once)."""
+        if not ids:
+            return
+        with self._cond:
+            if not self._pending:
+                self._oldest = time.monotonic()
+            self._pending.extend(ids)
+            self._cond.notify()
+
+    def _take(self) -> list[str] | None:
+        with self._cond:
+            while True:
+                if self._pending and (
+                    len(self._pending) >= self._enqueuer.batch_size
+                    or time.monotonic() - self._oldest >= self._wait
+                    or self._closed
+                ):
+                    batch, self._pending = self._pending, []
+                    return batch
+                if self._closed:
+                    return None
+                timeout = None if not self._pending else max(0.0, self._wait - (time.monotonic() - self._oldest))
+                self._cond.wait(timeout)
+
+    def _run(self) -> None:
+        while (batch := self._take()) is not None:
+            try:
+                self._enqueuer.send(batch)
+            except BrokerUnavailable as exc:
+                # The rows are committed as queued; the sweep re-sends them once the broker is back.
+                log.warning("could not enqueue %d events, the sweep will: %s", len(batch), exc)
+
+    def close(self) -> None:
+        """Publish what is pending, then stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+
+def queue_depths(app: Celery, queues: Sequence[str]) -> dict[str, int | None]:
+    """Messages waiting in each queue, read from the broker; None where it does not answer."""
+    depths: dict[str, int | None] = {}
+    try:
+        with app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=1)
+            channel = conn.default_channel
+            for name in queues:
+                try:
+                    depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+                except Exception:
+                    depths[name] = None
+    except Exception as exc:
+        log.warning("broker did not answer for queue depths: %s", exc)
+        depths = {name: None for name in queues}
+    return depths

@@ -1,0 +1,163 @@
+"""Accepting events: validate, then write them idempotently. Used by the API and `sift ingest`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session
+
+from services.db import events as repo
+from services.errors import Conflict, InvalidInput
+
+log = logging.getLogger(__name__)
+
+# Deterministic point ids for producer ids that are not UUIDs: a re-send maps to the same point.
+POINT_NAMESPACE = uuid.UUID("6f1c1a52-5b1e-4d4e-9a43-6a8f3f0b2f11")
+MAX_ID_CHARS = 128
+MAX_METADATA_BYTES = 16_384
+
+
+class EventIn(BaseModel):
+    """One event as a producer sends it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="your id; re-sending it is safe")
+    kind: Literal["ticket", "news", "product"]
+    text: str = Field(description="the text to embed and classify; must not be blank")
+    title: str | None = Field(None, max_length=1000)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    entities: list[str] = Field(default_factory=list, max_length=100)
+    occurred_at: datetime | None = None
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must not be empty or blank")
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _printable_id(cls, value: str | None) -> str | None:
+        if value is not None and (not value.isprintable() or value != value.strip()):
+            raise ValueError("id must be printable, without surrounding spaces")
+        return value
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Size limits for one request, from settings."""
+
+    max_events: int
+    max_text_chars: int
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Ids of all events in the request (in order) and those that now wait for processing."""
+
+    ids: list[str]
+    queued: list[str]
+
+
+def accept(session: Session, *, events: Sequence[EventIn], limits: Limits, now: datetime | None = None) -> Accepted:
+    """Validate sizes, then write every event in one statement; nothing is written on any error."""
+    check_limits(events=events, limits=limits)
+    now = now or datetime.now(UTC)
+    new = [to_new_event(event) for event in events]
+    _refuse_duplicates(new)
+    _refuse_kind_changes(session, new)
+    queued = repo.upsert_new(session, events=new, now=now)
+    return Accepted(ids=[e.id for e in new], queued=queued)
+
+
+def check_limits(*, events: Sequence[EventIn], limits: Limits) -> None:
+    """Raise InvalidInput naming each event that is over a limit."""
+    if not events:
+        raise InvalidInput("send at least one event in 'events'")
+    if len(events) > limits.max_events:
+        raise InvalidInput(
+            f"too many events: {len(events)} in one request, at most {limits.max_events}; split the request",
+            details={"max_events": limits.max_events, "received": len(events)},
+        )
+    problems = []
+    for index, event in enumerate(events):
+        if len(event.text) > limits.max_text_chars:
+            problems.append({"index": index, "field": "text", "problem": f"longer than {limits.max_text_chars} characters"})
+        if "\x00" in event.text or (event.title and "\x00" in event.title):
+            problems.append({"index": index, "field": "text", "problem": "contains a NUL character"})
+        if len(json.dumps(event.metadata, default=str)) > MAX_METADATA_BYTES:
+            problems.append({"index": index, "field": "metadata", "problem": f"larger than {MAX_METADATA_BYTES} bytes"})
+    if problems:
+        raise InvalidInput(f"{len(problems)} event(s) are invalid; nothing was written", details=problems)
+
+
+def to_new_event(event: EventIn) -> repo.NewEvent:
+    """Give the event its ids, normalised timestamp and content hash."""
+    event_id = event.id or str(uuid.uuid4())
+    occurred = event.occurred_at
+    if occurred is not None and occurred.tzinfo is None:
+        occurred = occurred.replace(tzinfo=UTC)
+    content = json.dumps(
+        [event.kind, event.text, event.title, event.metadata, event.entities, occurred.isoformat() if occurred else None],
+        sort_keys=True,
+        default=str,
+    )
+    return repo.NewEvent(
+        id=event_id,
+        point_id=point_id_for(event_id),
+        kind=event.kind,
+        text=event.text,
+        title=event.title,
+        metadata=event.metadata,
+        entities=list(event.entities),
+        content_hash=hashlib.sha256(content.encode()).hexdigest(),
+        occurred_at=occurred,
+    )
+
+
+def point_id_for(event_id: str) -> str:
+    """The vector store's point id: the event id if it is a UUID, else a UUID derived from it."""
+    try:
+        return str(uuid.UUID(event_id))
+    except ValueError:
+        return str(uuid.uuid5(POINT_NAMESPACE, event_id))
+
+
+def _refuse_duplicates(events: Sequence[repo.NewEvent]) -> None:
+    seen: set[str] = set()
+    twice = sorted({e.id for e in events if e.id in seen or seen.add(e.id)})  # type: ignore[func-returns-value]
+    if twice:
+        raise InvalidInput("an id appears more than once in this request; send each event once", details=twice)
+
+
+def _refuse_kind_changes(session: Session, events: Sequence[repo.NewEvent]) -> None:
+    existing = repo.kinds_of(session, ids=[e.id for e in events if e.id])
+    clashes = [
+        {"id": e.id, "stored_kind": existing[e.id], "sent_kind": e.kind}
+        for e in events
+        if e.id in existing and existing[e.id] != e.kind
+    ]
+    if clashes:
+        raise Conflict("an event id is already used by an event of another kind; ids are unique across kinds", details=clashes)
+
+
+def due_for_resend(session: Session, *, now: datetime, after_s: float, max_attempts: int, limit: int) -> list[str]:
+    """The sweep: fail events that keep killing their worker, then return (and stamp) the ids
+    left queued or processing for longer than after_s, whose message was lost."""
+    given_up = repo.give_up(session, max_attempts=max_attempts, now=now)
+    if given_up:
+        log.warning("gave up on %d events after %d attempts", given_up, max_attempts)
+    ids = repo.stuck(session, older_than=repo.window(now, after_s), limit=limit)
+    if ids:
+        repo.mark_enqueued(session, ids=ids, now=now)
+    return ids

@@ -1,0 +1,136 @@
+"""Process a batch of events end to end: encode once, run the kind's steps on the same
+vectors, upsert one call per collection, and report an outcome per event.
+
+A failure of one event (a poison event) fails that event only; a Transient error (database or
+vector store down) propagates so the task retries the whole batch, which is safe because every
+write is an upsert keyed by the event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from services.db.events import Outcome
+from services.db.models import Event
+from services.embedding import Encoder
+from services.errors import Transient
+from services.vectors.base import VectorPoint, VectorStore
+from services.vectors.schema import collection_for
+
+log = logging.getLogger(__name__)
+
+# A kind-specific step sees the event and its vector and returns predictions to merge
+# (classification heads, FAQ suggestions, entity links come in as steps).
+Step = Callable[[Event, np.ndarray], Mapping[str, Any]]
+
+
+def text_to_embed(event: Event) -> str:
+    """The title (when there is one) and the text, as one passage."""
+    return f"{event.title}. {event.text}" if event.title else event.text
+
+
+@dataclass
+class Pipeline:
+    """The per-process pipeline: one encoder, one vector store, the steps for each kind."""
+
+    encoder: Encoder
+    store: VectorStore
+    collection_prefix: str
+    steps: Mapping[str, Sequence[Step]] = field(default_factory=dict)
+
+    def process(self, events: Sequence[Event], *, now: datetime) -> list[Outcome]:
+        """Outcomes for events, in order; raises Transient when a dependency is down."""
+        outcomes: dict[str, Outcome] = {}
+        vectors = self._encode(events, outcomes)
+        points: dict[str, list[tuple[Event, VectorPoint]]] = defaultdict(list)
+        for event in events:
+            if event.id in outcomes:
+                continue
+            try:
+                predictions = self._run_steps(event, vectors[event.id])
+            except Transient:
+                raise
+            except Exception as exc:  # a poison event must not block its batch
+                outcomes[event.id] = _failed(event, "step", exc)
+                continue
+            outcomes[event.id] = Outcome(event.id, True, predictions, self.encoder.version)
+            point = VectorPoint(event.point_id, vectors[event.id].tolist(), self._payload(event, predictions, now))
+            points[collection_for(event.kind, prefix=self.collection_prefix)].append((event, point))
+        for collection, pairs in points.items():
+            self._upsert(collection, pairs, outcomes)
+        return [outcomes[event.id] for event in events]
+
+    def _encode(self, events: Sequence[Event], outcomes: dict[str, Outcome]) -> dict[str, np.ndarray]:
+        texts = [text_to_embed(event) for event in events]
+        try:
+            matrix = self.encoder.encode(texts)
+            return {event.id: matrix[i] for i, event in enumerate(events)}
+        except Transient:
+            raise
+        except Exception:
+            log.exception("batch encode failed; encoding events one by one to find the poison")
+        vectors: dict[str, np.ndarray] = {}
+        for event, text in zip(events, texts, strict=True):
+            try:
+                vectors[event.id] = self.encoder.encode([text])[0]
+            except Exception as exc:
+                outcomes[event.id] = _failed(event, "encode", exc)
+        return vectors
+
+    def _run_steps(self, event: Event, vector: np.ndarray) -> dict[str, Any]:
+        predictions: dict[str, Any] = {}
+        for step in self.steps.get(event.kind, ()):
+            predictions.update(step(event, vector))
+        return predictions
+
+    def _upsert(
+        self, collection: str, pairs: Sequence[tuple[Event, VectorPoint]], outcomes: dict[str, Outcome]
+    ) -> None:
+        try:
+            self.store.upsert(collection, [point for _, point in pairs])
+            return
+        except Transient:
+            raise
+        except Exception:
+            log.exception("batch upsert to %s failed; upserting points one by one", collection)
+        for event, point in pairs:
+            try:
+                self.store.upsert(collection, [point])
+            except Transient:
+                raise
+            except Exception as exc:
+                outcomes[event.id] = _failed(event, "upsert", exc)
+
+    def _payload(self, event: Event, predictions: Mapping[str, Any], now: datetime) -> dict[str, Any]:
+        return {
+            "event_id": event.id,
+            "kind": event.kind,
+            "title": event.title,
+            "text": event.text,
+            "metadata": event.meta,
+            "entities": event.entities,
+            "predictions": dict(predictions),
+            "model_version": self.encoder.version,
+            "occurred_at": _iso(event.occurred_at),
+            "received_at": _iso(event.received_at),
+            "processed_at": now.isoformat(),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    # SQLite hands datetimes back naive; they were written as UTC.
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def _failed(event: Event, stage: str, exc: BaseException) -> Outcome:
+    log.warning("event %s failed at %s: %s", event.id, stage, exc)
+    return Outcome(event.id, False, {}, None, error=f"{stage}: {type(exc).__name__}: {exc}"[:2000])

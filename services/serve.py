@@ -1,0 +1,67 @@
+"""`sift up`: the API, a worker and beat in one process.
+
+The embedded vector store (Qdrant Edge) is single-process, so the process that owns it serves
+both the API and the worker. With a Qdrant server, PostgreSQL and Redis configured, the same
+code runs; there `sift api`, `sift worker` and `sift beat` may also run as separate processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from rich.console import Console
+
+from services.config import QUEUES, Settings
+from services.db.migrate import upgrade
+from services.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+def serve_all(settings: Settings) -> int:
+    """Upgrade the database, start the API and beat in threads and the worker in this thread;
+    returns an exit code once the worker stops (SIGINT / SIGTERM)."""
+    import uvicorn
+    from celery.beat import EmbeddedService
+
+    from services.api.app import create_app
+    from worker.app import app as celery_app
+
+    console = Console(stderr=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.sqlalchemy_url)
+    runtime = get_runtime()
+    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host=settings.host, port=settings.port, log_level="warning"))
+    api_thread = threading.Thread(target=server.run, name="sift-api", daemon=True)
+    api_thread.start()
+    if not _wait_started(server, api_thread):
+        console.print(f"[red]error:[/red] the API could not listen on {settings.host}:{settings.port} (port in use?)")
+        return 1
+    console.print(f"Sift API listening on http://{settings.host}:{settings.port}  (OpenAPI: /docs, ready: /readyz)")
+    beat = EmbeddedService(celery_app, thread=True, schedule_filename=str(settings.data_dir / "celerybeat-schedule"))
+    beat.start()
+    try:
+        worker = celery_app.Worker(
+            pool="solo", concurrency=1, queues=list(QUEUES), loglevel=settings.log_level,
+            without_gossip=True, without_mingle=True, hostname="sift-up@%h",
+        )
+        worker.start()
+        return int(worker.exitcode or 0)
+    finally:
+        beat.stop()
+        server.should_exit = True
+        api_thread.join(timeout=10)
+        runtime.close()
+
+
+def _wait_started(server: object, thread: threading.Thread, timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if getattr(server, "started", False):
+            return True
+        if not thread.is_alive():
+            return False
+        time.sleep(0.05)
+    return False

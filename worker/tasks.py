@@ -1,0 +1,60 @@
+"""Thin tasks: ids in, domain services do the work. Every body is idempotent."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from celery import Task, shared_task
+
+from services import ingest
+from services.db import events as repo
+from services.enqueue import PROCESS_EVENTS, SWEEP, Enqueuer
+from services.errors import Transient
+from services.runtime import get_runtime
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, name=PROCESS_EVENTS, max_retries=8)
+def process_events(self: Task, event_ids: list[str]) -> dict[str, int]:
+    """Encode, store and index a batch of events; retries with backoff while a dependency is down."""
+    try:
+        return run_batch(event_ids)
+    except Transient as exc:
+        countdown = min(60, 2 ** self.request.retries)
+        log.warning("batch of %d events: %s; retry in %ss", len(event_ids), exc, countdown)
+        raise self.retry(exc=exc, countdown=countdown) from exc
+
+
+def run_batch(event_ids: list[str]) -> dict[str, int]:
+    """The task body: claim, process, record; callable directly in tests."""
+    runtime = get_runtime()
+    pipeline = runtime.pipeline
+    with runtime.db.session_scope() as session:
+        batch = repo.claim(session, ids=event_ids, now=datetime.now(UTC))
+    if not batch:
+        return {"done": 0, "failed": 0}
+    now = datetime.now(UTC)
+    outcomes = pipeline.process(batch, now=now)
+    with runtime.db.session_scope() as session:
+        repo.record(session, outcomes=outcomes, now=now)
+    done = sum(o.ok for o in outcomes)
+    return {"done": done, "failed": len(outcomes) - done}
+
+
+@shared_task(name=SWEEP, soft_time_limit=60)
+def sweep() -> int:
+    """Re-send events whose message was lost (stuck queued or processing past the timeout)."""
+    runtime = get_runtime()
+    s = runtime.settings
+    with runtime.db.session_scope() as session:
+        ids = ingest.due_for_resend(
+            session, now=datetime.now(UTC), after_s=s.sweep_after_s, max_attempts=s.max_attempts, limit=10_000
+        )
+    if ids:
+        from worker.app import app
+
+        Enqueuer(app, batch_size=s.batch_size).send(ids)
+        log.info("sweep re-sent %d events", len(ids))
+    return len(ids)
