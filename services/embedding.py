@@ -60,7 +60,8 @@ class Encoder:
         self.version = version
         self.device = device
         self.batch_size = batch_size
-        self.dimension = int(model.get_sentence_embedding_dimension())
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dimension = int(dimension())
         self._lock = threading.Lock()
 
     @classmethod

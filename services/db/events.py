@@ -143,7 +143,7 @@ def stuck(session: Session, *, older_than: datetime, limit: int) -> list[str]:
         .where(
             or_(
                 and_(Event.status == "queued", Event.enqueued_at < older_than),
-                and_(Event.status == "processing", Event.claimed_at < older_than),
+                and_(Event.status == "processing", Event.claimed_at < older_than, Event.enqueued_at < older_than),
             )
         )
         .order_by(Event.enqueued_at)

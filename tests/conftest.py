@@ -1,0 +1,75 @@
+"""Shared fixtures. Integration tests use the machine's real PostgreSQL and Redis (each test gets
+its own database / Redis db number) and embedded Qdrant in a temporary data dir."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from services.config import Settings
+from services.embedding import Encoder
+
+PG_ADMIN_URL = os.environ.get("SIFT_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("SIFT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+@pytest.fixture(scope="session")
+def encoder() -> Encoder:
+    """The packaged model, loaded once per test session."""
+    settings = Settings()
+    return Encoder.load(settings.model_path, device="cpu")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "sift-data"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = f"sift_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database number of its own for one test, flushed before and after."""
+    client = redis.Redis.from_url(REDIS_URL)
+    lock_key = "sift-test-db-lock"
+    for number in range(1, 16):
+        if client.set(f"{lock_key}:{number}", os.getpid(), nx=True, ex=3600):
+            break
+    else:  # pragma: no cover
+        pytest.fail("no free Redis database number for the test")
+    url = f"{REDIS_URL}/{number}"
+    db = redis.Redis.from_url(url)
+    db.flushdb()
+    try:
+        yield url
+    finally:
+        db.flushdb()
+        client.delete(f"{lock_key}:{number}")
+
+
+def settings_for(data_dir: Path, **overrides: object) -> Settings:
+    """Settings for a test: its own data dir, small batches, fast sweeps."""
+    values: dict[str, object] = {"data_dir": data_dir, "batch_wait_ms": 20, "log_level": "WARNING"}
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,120 @@
+"""The events repository and migrations on both SQLite (embedded) and PostgreSQL (production)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from services import ingest
+from services.db import events as repo
+from services.db.migrate import upgrade
+from services.db.session import Database
+from services.errors import Conflict
+
+LIMITS = ingest.Limits(max_events=1000, max_text_chars=10_000)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    url = f"sqlite:///{tmp_path / 'sift.db'}" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+    upgrade(url)
+    database = Database(url)
+    yield database
+    database.dispose()
+
+
+def events(n: int, prefix: str = "e", kind: str = "ticket") -> list[ingest.EventIn]:
+    return [ingest.EventIn(id=f"{prefix}{i}", kind=kind, text=f"text number {i}") for i in range(n)]  # type: ignore[arg-type]
+
+
+def count(db: Database) -> int:
+    with db.session_scope() as s:
+        return int(s.scalar(sa.text("SELECT count(*) FROM events")) or 0)
+
+
+def test_migrations_are_idempotent(db: Database) -> None:
+    upgrade(db.url)  # a second upgrade (every `sift up`) changes nothing
+    with db.session_scope() as s:
+        assert s.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0001"
+
+
+def test_resending_the_same_events_never_duplicates(db: Database) -> None:
+    with db.session_scope() as s:
+        first = ingest.accept(s, events=events(50), limits=LIMITS)
+    with db.session_scope() as s:
+        again = ingest.accept(s, events=events(50), limits=LIMITS)
+    assert len(first.queued) == 50
+    assert again.ids == first.ids and again.queued == []
+    assert count(db) == 50
+
+
+def test_changed_content_is_updated_and_queued_again(db: Database) -> None:
+    with db.session_scope() as s:
+        ingest.accept(s, events=events(3), limits=LIMITS)
+        repo.record(s, outcomes=[repo.Outcome("e1", True, {}, "m1")], now=datetime.now(UTC))
+    changed = [ingest.EventIn(id="e1", kind="ticket", text="a new text")]  # type: ignore[call-arg]
+    with db.session_scope() as s:
+        accepted = ingest.accept(s, events=changed, limits=LIMITS)
+    with db.session_scope() as s:
+        row = repo.get(s, event_id="e1")
+        assert row is not None and row.text == "a new text" and row.status == "queued"
+    assert accepted.queued == ["e1"] and count(db) == 3
+
+
+def test_an_id_of_another_kind_is_a_conflict_and_writes_nothing(db: Database) -> None:
+    with db.session_scope() as s:
+        ingest.accept(s, events=events(2), limits=LIMITS)
+    mixed = [*events(1, prefix="new"), *events(1, kind="news")]
+    with pytest.raises(Conflict, match="another kind"), db.session_scope() as s:
+        ingest.accept(s, events=mixed, limits=LIMITS)
+    assert count(db) == 2
+
+
+def test_claim_skips_finished_events_and_counts_attempts(db: Database) -> None:
+    now = datetime.now(UTC)
+    with db.session_scope() as s:
+        ingest.accept(s, events=events(4), limits=LIMITS)
+        repo.record(s, outcomes=[repo.Outcome("e0", True, {}, "m")], now=now)
+    with db.session_scope() as s:
+        claimed = repo.claim(s, ids=["e0", "e1", "e2"], now=now)
+    assert sorted(e.id for e in claimed) == ["e1", "e2"]
+    assert all(e.status == "processing" and e.attempts == 1 for e in claimed)
+
+
+def test_record_writes_a_batch_of_outcomes(db: Database) -> None:
+    now = datetime.now(UTC)
+    with db.session_scope() as s:
+        ingest.accept(s, events=events(3), limits=LIMITS)
+        outcomes = [
+            repo.Outcome("e0", True, {"sentiment": {"label": "neutral"}}, "m@1"),
+            repo.Outcome("e1", True, {}, "m@1"),
+            repo.Outcome("e2", False, {}, None, error="step: ValueError: poison"),
+        ]
+        repo.record(s, outcomes=outcomes, now=now)
+    with db.session_scope() as s:
+        assert repo.counts(s) == {"ticket": {"done": 2, "failed": 1}}
+        e0, e2 = repo.get(s, event_id="e0"), repo.get(s, event_id="e2")
+        assert e0 is not None and e0.predictions == {"sentiment": {"label": "neutral"}} and e0.model_version == "m@1"
+        assert e2 is not None and e2.error == "step: ValueError: poison"
+        assert repo.processed_since(s, since=now - timedelta(seconds=1)) == 3
+
+
+def test_sweep_finds_lost_messages_and_gives_up_on_killers(db: Database) -> None:
+    long_ago = datetime.now(UTC) - timedelta(hours=1)
+    with db.session_scope() as s:
+        ingest.accept(s, events=events(3), limits=LIMITS, now=long_ago)
+        repo.claim(s, ids=["e1"], now=long_ago)
+        for _ in range(5):
+            repo.claim(s, ids=["e2"], now=long_ago)
+    with db.session_scope() as s:
+        due = ingest.due_for_resend(s, now=datetime.now(UTC), after_s=60, max_attempts=5, limit=100)
+    assert sorted(due) == ["e0", "e1"]
+    with db.session_scope() as s:
+        e2 = repo.get(s, event_id="e2")
+        assert e2 is not None and e2.status == "failed" and "gave up after 5" in (e2.error or "")
+        # just re-sent: not due again until the timeout passes once more
+        assert ingest.due_for_resend(s, now=datetime.now(UTC), after_s=60, max_attempts=5, limit=100) == []

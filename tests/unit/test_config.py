@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from services.config import Settings
+
+
+def test_embedded_defaults_need_no_server(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path)
+    assert s.sqlalchemy_url == f"sqlite:///{tmp_path / 'sift.db'}"
+    assert s.celery_broker_url == "filesystem://"
+    assert s.embedded_vectors
+    assert Path(s.model_path, "config.json").is_file()
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SIFT_DATABASE_URL", "postgresql+psycopg://u:pw@db/sift")
+    monkeypatch.setenv("SIFT_BATCH_SIZE", "64")
+    monkeypatch.setenv("SIFT_DATA_DIR", str(tmp_path))
+    s = Settings()
+    assert s.sqlalchemy_url == "postgresql+psycopg://u:pw@db/sift"
+    assert s.batch_size == 64
+    assert s.data_dir == tmp_path.resolve()
+
+
+def test_masked_hides_secrets_and_passwords(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, database_url="postgresql://user:hunter2@db/sift", api_keys="k1,k2")
+    shown = s.masked()
+    assert "hunter2" not in str(shown)
+    assert "k1" not in str(shown)
+    assert shown["SIFT_API_KEYS"] == "********"
+    assert shown["SIFT_DATABASE_URL"] == "postgresql://user:********@db/sift"
+
+
+def test_production_refuses_development_defaults(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="SIFT_DATABASE_URL"):
+        Settings(data_dir=tmp_path, env="production").check_secrets()
+    Settings(data_dir=tmp_path, env="production", database_url="postgresql://db/x", broker_url="redis://r").check_secrets()
+
+
+def test_bad_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIFT_BATCH_SIZE", "0")
+    with pytest.raises(ValueError, match="batch_size"):
+        Settings()
