@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -81,13 +81,18 @@ def worker(
     queues: Annotated[str, typer.Option(help="comma-separated queues to consume")] = ",".join(QUEUES),
     pool: Annotated[str, typer.Option(help="solo (one process per GPU) or prefork")] = "solo",
     concurrency: Annotated[int, typer.Option(min=1)] = 1,
+    beat: Annotated[bool, typer.Option("--beat", help="also run beat in this worker (one per deployment)")] = False,
 ) -> None:
     """Run a Celery worker (`solo` keeps the model and any CUDA context in this one process)."""
     from worker.app import app as celery_app
 
     _logging()
+    settings = get_settings()
     argv = ["worker", f"--queues={queues}", f"--pool={pool}", f"--concurrency={concurrency}", "--without-gossip"]
-    celery_app.worker_main(argv=[*argv, f"--loglevel={get_settings().log_level}"])
+    if beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}"]
+    celery_app.worker_main(argv=[*argv, f"--loglevel={settings.log_level}"])
 
 
 @app.command()
@@ -126,5 +131,5 @@ def _message(exc: Exception) -> str:
     return str(exc)
 
 
-def main() -> Any:  # pragma: no cover - console script entry
-    return app()
+if __name__ == "__main__":
+    app()

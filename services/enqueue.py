@@ -22,6 +22,7 @@ from services.errors import BrokerUnavailable
 log = logging.getLogger(__name__)
 
 PROCESS_EVENTS = "sift.ingest.process_events"
+FILESYSTEM_TRANSPORT = "services.broker_fs:Transport"
 SWEEP = "sift.ingest.sweep"
 
 
@@ -42,6 +43,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_timeout": 5,
         "broker_transport_options": _transport_options(settings),
+        "broker_transport": FILESYSTEM_TRANSPORT if settings.celery_broker_url.startswith("filesystem") else None,
         "timezone": "UTC",
     }
     return config
@@ -50,12 +52,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def _transport_options(settings: Settings) -> dict[str, Any]:
     if settings.celery_broker_url.startswith("filesystem"):
         folder = settings.broker_folder
-        for sub in ("out", "processed"):
+        for sub in ("out", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "out"),
             "data_folder_out": str(folder / "out"),
             "processed_folder": str(folder / "processed"),
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.05,
         }

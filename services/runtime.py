@@ -1,14 +1,18 @@
 """What one process holds: the settings, its database engine, its vector store and its model.
 
-Everything heavy is created lazily and once. After a fork, reset() drops what the parent made
-(connections, and never a CUDA context: the model is only loaded in the process that uses it).
+Everything heavy is created lazily, once, even when the API thread and the worker thread ask
+at the same moment (the embedded vector store may be opened only once per process). After a
+fork, reset_runtime() drops what the parent made; the model is only ever loaded in the process
+that uses it, so no CUDA context crosses a fork.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from functools import cached_property
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from services.config import Settings, get_settings
 from services.db.session import Database
@@ -18,6 +22,7 @@ from services.vectors import VectorStore, open_store
 from services.vectors.schema import ensure_collections
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Runtime:
@@ -25,50 +30,68 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.pid = os.getpid()
         self._lock = threading.RLock()
+        self._made: dict[str, Any] = {}
 
-    @cached_property
+    def _once(self, name: str, make: Callable[[], T]) -> T:
+        made = self._made.get(name)
+        if made is None:
+            with self._lock:
+                made = self._made.get(name)
+                if made is None:
+                    made = self._made[name] = make()
+        return made  # type: ignore[no-any-return]
+
+    @property
     def db(self) -> Database:
         """The database of this process."""
-        return Database(self.settings.sqlalchemy_url)
+        return self._once("db", lambda: Database(self.settings.sqlalchemy_url))
 
-    @cached_property
+    @property
     def encoder(self) -> Encoder:
         """The model, loaded once, with torch limited to the cores this process owns."""
-        with self._lock:
-            set_threads(self.settings.threads_for_this_process())
-            s = self.settings
-            encoder = Encoder.load(
-                s.model_path, device=s.device, max_seq_length=s.max_seq_length, batch_size=s.encode_batch_size
-            )
-            log.info("model %s loaded on %s", encoder.version, encoder.device)
-            return encoder
+        return self._once("encoder", self._load_encoder)
 
-    @cached_property
+    def _load_encoder(self) -> Encoder:
+        s = self.settings
+        set_threads(s.threads_for_this_process())
+        encoder = Encoder.load(s.model_path, device=s.device, max_seq_length=s.max_seq_length, batch_size=s.encode_batch_size)
+        log.info("model %s loaded on %s", encoder.version, encoder.device)
+        return encoder
+
+    @property
     def store(self) -> VectorStore:
         """The vector store, with every collection and payload index in place."""
-        with self._lock:
-            s = self.settings
-            api_key = s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None
-            store = open_store(qdrant_url=s.qdrant_url, qdrant_api_key=api_key, vectors_dir=s.vectors_dir)
-            ensure_collections(store, prefix=s.collection_prefix, dimension=self.encoder.dimension)
-            return store
+        return self._once("store", self._open_store)
 
-    @cached_property
+    def _open_store(self) -> VectorStore:
+        s = self.settings
+        api_key = s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None
+        store = open_store(qdrant_url=s.qdrant_url, qdrant_api_key=api_key, vectors_dir=s.vectors_dir)
+        ensure_collections(store, prefix=s.collection_prefix, dimension=self.encoder.dimension)
+        return store
+
+    @property
     def pipeline(self) -> Pipeline:
         """The batch pipeline over this process's encoder and store."""
-        return Pipeline(encoder=self.encoder, store=self.store, collection_prefix=self.settings.collection_prefix)
+        return self._once(
+            "pipeline",
+            lambda: Pipeline(encoder=self.encoder, store=self.store, collection_prefix=self.settings.collection_prefix),
+        )
 
     def model_loaded(self) -> bool:
         """True once the encoder is in memory (readiness)."""
-        return "encoder" in self.__dict__
+        return "encoder" in self._made
 
     def close(self) -> None:
         """Flush the vector store and drop connections."""
-        if "store" in self.__dict__:
-            self.store.close()
-        if "db" in self.__dict__:
-            self.db.dispose()
+        with self._lock:
+            if "store" in self._made:
+                self._made.pop("store").close()
+                self._made.pop("pipeline", None)
+            if "db" in self._made:
+                self._made["db"].dispose()
 
 
 _runtime: Runtime | None = None
@@ -88,7 +111,14 @@ def reset_runtime(settings: Settings | None = None) -> Runtime:
     """Forget inherited resources (after a fork) or switch settings (tests); returns the new runtime."""
     global _runtime
     with _runtime_lock:
-        if _runtime is not None and "db" in _runtime.__dict__:
-            _runtime.db.dispose()
+        if _runtime is not None and "db" in _runtime._made:
+            _runtime._made["db"].engine.dispose(close=False)  # the parent's connections stay the parent's
         _runtime = Runtime(settings or get_settings())
         return _runtime
+
+
+def forget_inherited_runtime() -> None:
+    """In a forked child, drop the parent's runtime; in the process that made it (the solo pool,
+    `sift up`), keep it: the embedded vector store may be opened only once per process."""
+    if _runtime is not None and _runtime.pid != os.getpid():
+        reset_runtime(_runtime.settings)

@@ -15,7 +15,7 @@ from celery.signals import worker_process_init, worker_shutdown
 
 from services.config import get_settings
 from services.enqueue import make_celery
-from services.runtime import get_runtime, reset_runtime
+from services.runtime import forget_inherited_runtime, get_runtime
 from worker.schedule import beat_schedule
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def create_app() -> Celery:
 def _fresh_process(**_: Any) -> None:
     # A forked child must not reuse the parent's pooled connections; the model is loaded
     # lazily in the child, so no CUDA context ever crosses a fork.
-    reset_runtime()
+    forget_inherited_runtime()
 
 
 @worker_shutdown.connect

@@ -1,0 +1,187 @@
+"""VectorStore adapter for a Qdrant server (or cluster) through qdrant-client. `QdrantClient(":memory:")`
+runs the same calls in-process for tests (brute force, payload indexes ignored)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+import httpx
+from qdrant_client import QdrantClient
+from qdrant_client import models as qm
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from services.errors import Conflict, DomainError, InvalidInput, NotFound, VectorStoreUnavailable
+from services.vectors.base import Filters, Hit, PayloadIndex, VectorPoint
+
+_SCHEMA = {
+    "keyword": qm.PayloadSchemaType.KEYWORD,
+    "integer": qm.PayloadSchemaType.INTEGER,
+    "float": qm.PayloadSchemaType.FLOAT,
+    "bool": qm.PayloadSchemaType.BOOL,
+    "datetime": qm.PayloadSchemaType.DATETIME,
+}
+
+# Statuses that name the caller's mistake; any other (401, 403 "locked", 408, 429, 5xx) may pass.
+_HTTP_ERRORS: dict[int, type[DomainError]] = {400: InvalidInput, 422: InvalidInput, 404: NotFound, 409: Conflict}
+_GRPC_ERRORS: dict[grpc.StatusCode, type[DomainError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: Conflict,
+}
+_UNREACHABLE = (ResponseHandlingException, httpx.HTTPError, ConnectionError, TimeoutError)
+
+
+def _translate(exc: Exception, action: str) -> DomainError | None:
+    """The domain error for a client failure, or None for one that is a bug of ours."""
+    text = f"{action}: {exc}"
+    if isinstance(exc, UnexpectedResponse):
+        return _HTTP_ERRORS.get(exc.status_code or 0, VectorStoreUnavailable)(text)
+    if isinstance(exc, grpc.RpcError):
+        code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
+        return _GRPC_ERRORS.get(code, VectorStoreUnavailable)(text)
+    if isinstance(exc, _UNREACHABLE):
+        return VectorStoreUnavailable(text)
+    # Local mode (":memory:" or a path) raises plain Python errors.
+    if isinstance(exc, RuntimeError):  # "QdrantLocal instance is closed"
+        return VectorStoreUnavailable(text)
+    if isinstance(exc, ValueError) and "not found" in str(exc):
+        return NotFound(text)
+    if isinstance(exc, ValueError | TypeError):  # bad ids, wrong vector size; pydantic errors too
+        return InvalidInput(text)
+    return None
+
+
+@contextmanager
+def _client(action: str) -> Iterator[None]:
+    """Run client calls, raising domain errors instead of transport and HTTP errors."""
+    try:
+        yield
+    except DomainError:
+        raise
+    except Exception as exc:
+        error = _translate(exc, action)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _condition(key: str, value: Any) -> Any:
+    """One key's condition: a list means any of its values, anything else that exact value."""
+    if isinstance(value, list | tuple | set | frozenset):
+        values = list(value)
+        if values and all(isinstance(v, bool) for v in values):  # MatchAny takes strings or ints only
+            return qm.Filter(should=[_condition(key, v) for v in dict.fromkeys(values)])
+        return qm.FieldCondition(key=key, match=qm.MatchAny(any=values))
+    if isinstance(value, str | int):  # bool is an int
+        return qm.FieldCondition(key=key, match=qm.MatchValue(value=value))
+    raise InvalidInput(f"cannot filter {key!r} on {type(value).__name__} value {value!r}: use str, int or bool")
+
+
+def server_filter(filters: Filters | None) -> qm.Filter | None:
+    """{key: value} / {key: [values]} as a qdrant-client filter in which every key must hold."""
+    if not filters:
+        return None
+    return qm.Filter(must=[_condition(key, value) for key, value in filters.items()])
+
+
+def _plain(vector: Any) -> list[float] | None:
+    if isinstance(vector, dict):  # named vectors; Sift uses only the default one, named ""
+        vector = vector.get("")
+    return None if vector is None else [float(x) for x in vector]
+
+
+def _vector_size(info: qm.CollectionInfo) -> int | None:
+    vectors = info.config.params.vectors
+    if isinstance(vectors, dict):
+        vectors = vectors.get("")
+    return vectors.size if isinstance(vectors, qm.VectorParams) else None
+
+
+class QdrantServerStore:
+    """A Qdrant server through qdrant-client."""
+
+    def __init__(self, client: QdrantClient) -> None:
+        self.client = client
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None = None) -> QdrantServerStore:
+        """A store on the server at url; ":memory:" gives qdrant-client's in-process local mode."""
+        if url == ":memory:":
+            return cls(QdrantClient(":memory:"))
+        return cls(QdrantClient(url=url, api_key=api_key, timeout=10))
+
+    def ensure_collection(self, name: str, *, dimension: int, indexes: Sequence[PayloadIndex]) -> None:
+        """Create the collection, then its payload indexes before any upload (qdrant-client #408)."""
+        unknown = sorted({index.kind for index in indexes} - _SCHEMA.keys())
+        if unknown:
+            raise InvalidInput(f"unknown payload index kind(s) {unknown}; use one of {sorted(_SCHEMA)}")
+        with _client(f"cannot prepare collection {name!r}"):
+            if not self.client.collection_exists(name):
+                self._create(name, dimension)
+            info = self.client.get_collection(name)
+            size = _vector_size(info)
+            if size != dimension:
+                raise Conflict(f"collection {name!r} holds {size}-d vectors, not {dimension}-d")
+            existing = set(info.payload_schema or {})
+            for index in indexes:
+                if index.field not in existing:
+                    self.client.create_payload_index(name, index.field, field_schema=_SCHEMA[index.kind], wait=True)
+
+    def _create(self, name: str, dimension: int) -> None:
+        vectors = qm.VectorParams(size=dimension, distance=qm.Distance.COSINE)
+        try:
+            self.client.create_collection(name, vectors_config=vectors)
+        except UnexpectedResponse as exc:
+            if exc.status_code != 409:  # 409: another process created it first
+                raise
+
+    def upsert(self, name: str, points: Sequence[VectorPoint]) -> None:
+        """One request for the batch, answered once the server has applied it (wait=True)."""
+        if not points:
+            return
+        with _client(f"cannot upsert into {name!r}"):
+            batch = [qm.PointStruct(id=p.id, vector=[float(x) for x in p.vector], payload=p.payload) for p in points]
+            self.client.upsert(name, points=batch, wait=True)
+
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        """Remove points by id; unknown ids are ignored."""
+        if not ids:
+            return
+        with _client(f"cannot delete from {name!r}"):
+            self.client.delete(name, points_selector=qm.PointIdsList(points=list(ids)), wait=True)
+
+    def search(self, name: str, vector: Sequence[float], *, limit: int, filters: Filters | None = None) -> list[Hit]:
+        """Nearest points by cosine similarity, best first."""
+        with _client(f"cannot search {name!r}"):
+            query_filter = server_filter(filters)
+            result = self.client.query_points(
+                name, query=[float(x) for x in vector], query_filter=query_filter, limit=limit, with_payload=True
+            )
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
+
+    def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:
+        """Points by id (score 1.0); unknown ids are left out."""
+        if not ids:
+            return []
+        with _client(f"cannot retrieve from {name!r}"):
+            records = self.client.retrieve(name, ids=list(ids), with_payload=True, with_vectors=with_vectors)
+        return [Hit(str(r.id), 1.0, dict(r.payload or {}), _plain(r.vector) if with_vectors else None) for r in records]
+
+    def count(self, name: str, *, filters: Filters | None = None) -> int:
+        """Exact number of points matching filters."""
+        with _client(f"cannot count {name!r}"):
+            return int(self.client.count(name, count_filter=server_filter(filters), exact=True).count)
+
+    def ping(self) -> None:
+        """Raise VectorStoreUnavailable unless the server answers."""
+        try:
+            self.client.get_collections()
+        except Exception as exc:  # whatever the reason, a server that does not answer is unavailable
+            raise VectorStoreUnavailable(f"Qdrant does not answer: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the client's connections."""
+        self.client.close()
