@@ -89,8 +89,9 @@ class Server:
             env.update(SIFT_DATABASE_URL=PG_ADMIN.rsplit("/", 1)[0] + f"/{self.db_name}", SIFT_BROKER_URL=REDIS)
         self.db_url = env.get("SIFT_DATABASE_URL", f"sqlite:///{self.dir / 'sift.db'}")
         self.log = (self.dir / "up.log").open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env, cwd=ROOT,
-                                     stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "up"], env=env, cwd=ROOT, stdout=self.log, stderr=self.log
+        )
         self.base = f"http://127.0.0.1:{self.port}"
         self._wait_ready()
 
@@ -167,8 +168,14 @@ def run_style(texts: list[str], mode: str, per_request: int, clients: int, env: 
     wait_done(server.base, len(texts), timeout_s=3600)
     elapsed = time.perf_counter() - start
     counts = server.stop()
-    return {"per_request": per_request, "clients": clients, "seconds": elapsed, "post_seconds": posted,
-            "events_per_s": len(texts) / elapsed, **counts}
+    return {
+        "per_request": per_request,
+        "clients": clients,
+        "seconds": elapsed,
+        "post_seconds": posted,
+        "events_per_s": len(texts) / elapsed,
+        **counts,
+    }
 
 
 def main() -> None:
@@ -194,7 +201,8 @@ def main() -> None:
         results.append(result)
         print(
             f"sift end to end, {style:>3}-event requests ({clients} clients): {result['events_per_s']:.1f} events/s"
-            f" = {result['ratio_to_raw']:.2f} x raw; rows {result['rows']}, done {result['done']}, points {result['points']}"
+            f" = {result['ratio_to_raw']:.2f} x raw;"
+            f" rows {result['rows']}, done {result['done']}, points {result['points']}"
         )
     print(json.dumps({"dataset": str(args.dataset), "n": len(texts), "mode": args.mode, "raw": raw, "sift": results}))
 

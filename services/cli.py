@@ -108,7 +108,9 @@ def beat() -> None:
 
 @app.command()
 def ingest(
-    file: Annotated[Path, typer.Argument(help="JSONL (one event per line) or CSV (columns: text, kind, id, title, ...)")],
+    file: Annotated[
+        Path, typer.Argument(help="JSONL (one event per line) or CSV (columns: text, kind, id, title, ...)")
+    ],
     kind: Annotated[str | None, typer.Option(help="kind for rows that have none")] = None,
     chunk: Annotated[int, typer.Option(min=1, max=1000, help="events per write")] = 500,
 ) -> None:

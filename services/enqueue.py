@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 
 from services.config import QUEUES, Settings
 from services.errors import BrokerUnavailable

@@ -92,7 +92,9 @@ def check_limits(*, events: Sequence[EventIn], limits: Limits) -> None:
     problems = []
     for index, event in enumerate(events):
         if len(event.text) > limits.max_text_chars:
-            problems.append({"index": index, "field": "text", "problem": f"longer than {limits.max_text_chars} characters"})
+            problems.append(
+                {"index": index, "field": "text", "problem": f"longer than {limits.max_text_chars} characters"}
+            )
         if "\x00" in event.text or (event.title and "\x00" in event.title):
             problems.append({"index": index, "field": "text", "problem": "contains a NUL character"})
         if len(json.dumps(event.metadata, default=str)) > MAX_METADATA_BYTES:
@@ -108,7 +110,14 @@ def to_new_event(event: EventIn) -> repo.NewEvent:
     if occurred is not None and occurred.tzinfo is None:
         occurred = occurred.replace(tzinfo=UTC)
     content = json.dumps(
-        [event.kind, event.text, event.title, event.metadata, event.entities, occurred.isoformat() if occurred else None],
+        [
+            event.kind,
+            event.text,
+            event.title,
+            event.metadata,
+            event.entities,
+            occurred.isoformat() if occurred else None,
+        ],
         sort_keys=True,
         default=str,
     )
@@ -148,7 +157,9 @@ def _refuse_kind_changes(session: Session, events: Sequence[repo.NewEvent]) -> N
         if e.id in existing and existing[e.id] != e.kind
     ]
     if clashes:
-        raise Conflict("an event id is already used by an event of another kind; ids are unique across kinds", details=clashes)
+        raise Conflict(
+            "an event id is already used by an event of another kind; ids are unique across kinds", details=clashes
+        )
 
 
 def due_for_resend(session: Session, *, now: datetime, after_s: float, max_attempts: int, limit: int) -> list[str]:

@@ -124,7 +124,9 @@ def ingest_file(path: Path, *, default_kind: str | None, chunk: int, console: Co
     return summary
 
 
-def _write(batch: list[ingest.EventIn], runtime: Any, enqueuer: Enqueuer, limits: ingest.Limits, summary: dict[str, Any]) -> None:
+def _write(
+    batch: list[ingest.EventIn], runtime: Any, enqueuer: Enqueuer, limits: ingest.Limits, summary: dict[str, Any]
+) -> None:
     with runtime.db.session_scope() as session:
         accepted = ingest.accept(session, events=batch, limits=limits, now=datetime.now(UTC))
     summary["queued"] += len(accepted.queued)

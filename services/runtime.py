@@ -56,7 +56,9 @@ class Runtime:
     def _load_encoder(self) -> Encoder:
         s = self.settings
         set_threads(s.threads_for_this_process())
-        encoder = Encoder.load(s.model_path, device=s.device, max_seq_length=s.max_seq_length, batch_size=s.encode_batch_size)
+        encoder = Encoder.load(
+            s.model_path, device=s.device, max_seq_length=s.max_seq_length, batch_size=s.encode_batch_size
+        )
         log.info("model %s loaded on %s", encoder.version, encoder.device)
         return encoder
 

@@ -33,7 +33,9 @@ def serve_all(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.sqlalchemy_url)
     runtime = get_runtime()
-    server = uvicorn.Server(uvicorn.Config(create_app(runtime), host=settings.host, port=settings.port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(runtime), host=settings.host, port=settings.port, log_level="warning")
+    )
     api_thread = threading.Thread(target=server.run, name="sift-api", daemon=True)
     api_thread.start()
     if not _wait_started(server, api_thread):
@@ -44,8 +46,13 @@ def serve_all(settings: Settings) -> int:
     beat.start()
     try:
         worker = celery_app.Worker(
-            pool="solo", concurrency=1, queues=list(QUEUES), loglevel=settings.log_level,
-            without_gossip=True, without_mingle=True, hostname="sift-up@%h",
+            pool="solo",
+            concurrency=1,
+            queues=list(QUEUES),
+            loglevel=settings.log_level,
+            without_gossip=True,
+            without_mingle=True,
+            hostname="sift-up@%h",
         )
         worker.start()
         return int(worker.exitcode or 0)

@@ -22,7 +22,7 @@ def process_events(self: Task, event_ids: list[str]) -> dict[str, int]:
     try:
         return run_batch(event_ids)
     except Transient as exc:
-        countdown = min(60, 2 ** self.request.retries)
+        countdown = min(60, 2**self.request.retries)
         log.warning("batch of %d events: %s; retry in %ss", len(event_ids), exc, countdown)
         raise self.retry(exc=exc, countdown=countdown) from exc
 

@@ -34,7 +34,12 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
         yield
         enqueuer.close()
 
-    app = FastAPI(title="Sift", version="1", lifespan=lifespan, description="Text events in; answers, alerts and recommendations out.")
+    app = FastAPI(
+        title="Sift",
+        version="1",
+        lifespan=lifespan,
+        description="Text events in; answers, alerts and recommendations out.",
+    )
     app.state.runtime = runtime
     app.state.enqueuer_app = producer
     errors.install(app)
@@ -55,7 +60,9 @@ def _limit_body(max_bytes: int) -> Callable[[Request, Callable[[Request], Awaita
     async def limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_bytes:
-            body = errors.error_body("body_too_large", f"request body over {max_bytes} bytes; send fewer or smaller events")
+            body = errors.error_body(
+                "body_too_large", f"request body over {max_bytes} bytes; send fewer or smaller events"
+            )
             return JSONResponse(body, status_code=413)
         return await call_next(request)
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.db.models import Event
 
+EVENTS = cast(Table, Event.__table__)
 _CONTENT_COLUMNS = ("kind", "text", "title", "metadata", "entities", "content_hash", "occurred_at")
 
 
@@ -56,17 +57,16 @@ def upsert_new(session: Session, *, events: Sequence[NewEvent], now: datetime) -
     rows = [_row(event, now) for event in events]
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(Event.__table__).values(rows)
+    stmt = insert(EVENTS).values(rows)
     excluded = stmt.excluded
-    changed = {name: excluded[name] for name in _CONTENT_COLUMNS}
+    changed: dict[str, Any] = {name: excluded[name] for name in _CONTENT_COLUMNS}
     changed.update(status="queued", enqueued_at=excluded.enqueued_at, error=None, attempts=0)
-    table = Event.__table__
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.id],
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[EVENTS.c.id],
         set_=changed,
-        where=and_(table.c.kind == excluded.kind, table.c.content_hash != excluded.content_hash),
-    ).returning(table.c.id)
-    return [row[0] for row in session.execute(stmt)]
+        where=and_(EVENTS.c.kind == excluded.kind, EVENTS.c.content_hash != excluded.content_hash),
+    ).returning(EVENTS.c.id)
+    return [row[0] for row in session.execute(upsert)]
 
 
 def _row(event: NewEvent, now: datetime) -> dict[str, Any]:
@@ -105,7 +105,7 @@ def record(session: Session, *, outcomes: Sequence[Outcome], now: datetime) -> N
     """Write a batch of outcomes with one executemany per status."""
     done = [o for o in outcomes if o.ok]
     failed = [o for o in outcomes if not o.ok]
-    table = Event.__table__
+    table = EVENTS
     if done:
         session.execute(
             update(table)
@@ -117,10 +117,7 @@ def record(session: Session, *, outcomes: Sequence[Outcome], now: datetime) -> N
                 predictions=bindparam("b_predictions"),
                 model_version=bindparam("b_model_version"),
             ),
-            [
-                {"b_id": o.event_id, "b_predictions": o.predictions, "b_model_version": o.model_version}
-                for o in done
-            ],
+            [{"b_id": o.event_id, "b_predictions": o.predictions, "b_model_version": o.model_version} for o in done],
         )
     if failed:
         session.execute(

@@ -51,9 +51,7 @@ class VectorStore(Protocol):
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Remove points; unknown ids are ignored."""
 
-    def search(
-        self, name: str, vector: Sequence[float], *, limit: int, filters: Filters | None = None
-    ) -> list[Hit]:
+    def search(self, name: str, vector: Sequence[float], *, limit: int, filters: Filters | None = None) -> list[Hit]:
         """Nearest points by cosine similarity, best first, honouring filters."""
 
     def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:

@@ -135,6 +135,8 @@ class QdrantEdgeStore:
             shard = self._shards.get(name)
             if shard is None:
                 shard = self._open(name, dimension)
+            # A shard first opened by a read has no recorded size (Python cannot read the config
+            # back); a wrong size then surfaces as InvalidInput on the first upsert.
             elif self._dimensions.setdefault(name, dimension) != dimension:
                 raise Conflict(f"collection {name!r} holds {self._dimensions[name]}-d vectors, not {dimension}-d")
             with _engine(f"cannot index collection {name!r}"):

@@ -51,7 +51,9 @@ def test_sift_up_serves_the_api_a_worker_and_beat(data_dir: Path) -> None:
             singles = [{"id": f"s{i}", "kind": "ticket", "text": f"card {i} never arrived"} for i in range(20)]
             for event in singles:
                 assert http.post("/v1/events", json={"events": [event]}).status_code == 202
-            bulk = [{"id": f"n{i}", "kind": "news", "title": "Acme", "text": f"Acme shares fell {i}%"} for i in range(100)]
+            bulk = [
+                {"id": f"n{i}", "kind": "news", "title": "Acme", "text": f"Acme shares fell {i}%"} for i in range(100)
+            ]
             assert http.post("/v1/events", json={"events": bulk}).status_code == 202
             done = lambda: http.get("/v1/stats").json()["events"] == {"ticket": {"done": 20}, "news": {"done": 100}}  # noqa: E731
             wait_for(done, 120, "all 120 events done", log)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ INDEXES = (
     PayloadIndex("occurred_at", "datetime"),
 )
 CATEGORIES = ("billing", "shipping", "returns")
+ADAPTERS = ["edge", "server"]
 
 
 @dataclass
@@ -46,17 +48,16 @@ class Backend:
     break_: Callable[[VectorStore], None]
 
 
-@pytest.fixture(params=["edge", "server"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+@contextmanager
+def open_backend(kind: str, root: Path) -> Iterator[Backend]:
+    """A fresh store of kind (edge under root, server in local mode), closed afterwards."""
     opened: list[VectorStore] = []
 
     def track(store: VectorStore) -> VectorStore:
         opened.append(store)
         return store
 
-    if request.param == "edge":
-        root = tmp_path / "vectors"
-        root.mkdir()
+    if kind == "edge":
 
         def reopen_edge(store: VectorStore) -> VectorStore:
             store.close()  # the shard directory can be open once only
@@ -76,6 +77,13 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         )
     for store in opened:
         store.close()
+
+
+@pytest.fixture(params=ADAPTERS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A store of its own, for tests that change or break it."""
+    with open_backend(request.param, tmp_path / "vectors") as opened:
+        yield opened
 
 
 def unit(vector: np.ndarray) -> list[float]:
@@ -114,9 +122,19 @@ def ids_where(predicate: Callable[[dict[str, Any]], bool]) -> set[str]:
 
 @pytest.fixture
 def filled(backend: Backend) -> VectorStore:
+    """A store of its own holding POINTS."""
     backend.store.ensure_collection(NAME, dimension=DIM, indexes=INDEXES)
     backend.store.upsert(NAME, POINTS)
     return backend.store
+
+
+@pytest.fixture(scope="module", params=ADAPTERS)
+def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VectorStore]:
+    """A store holding POINTS, shared by the tests that only read (creating one costs ~0.2 s on Edge)."""
+    with open_backend(request.param, tmp_path_factory.mktemp("shared") / "vectors") as opened:
+        opened.store.ensure_collection(NAME, dimension=DIM, indexes=INDEXES)
+        opened.store.upsert(NAME, POINTS)
+        yield opened.store
 
 
 def test_ensure_collection_is_idempotent_and_data_survives_a_reopen(backend: Backend) -> None:
@@ -160,8 +178,8 @@ def test_upserting_an_id_again_keeps_one_point_with_the_newer_payload(filled: Ve
     assert hit.vector == pytest.approx(VECTORS[9], abs=1e-5)
 
 
-def test_search_returns_the_nearest_first(filled: VectorStore) -> None:
-    hits = filled.search(NAME, VECTORS[4], limit=5)
+def test_search_returns_the_nearest_first(shared: VectorStore) -> None:
+    hits = shared.search(NAME, VECTORS[4], limit=5)
     assert len(hits) == 5
     assert hits[0].id == POINTS[4].id
     assert hits[0].score == pytest.approx(1.0, abs=1e-4)
@@ -170,20 +188,20 @@ def test_search_returns_the_nearest_first(filled: VectorStore) -> None:
     assert len({hit.id for hit in hits}) == 5
 
 
-def test_search_with_an_exact_value_filter(filled: VectorStore) -> None:
-    hits = filled.search(NAME, VECTORS[0], limit=N, filters={"kind": "review"})
+def test_search_with_an_exact_value_filter(shared: VectorStore) -> None:
+    hits = shared.search(NAME, VECTORS[0], limit=N, filters={"kind": "review"})
     assert {hit.id for hit in hits} == ids_where(lambda p: p["kind"] == "review")
     assert POINTS[0].id not in {hit.id for hit in hits}
 
 
-def test_search_with_an_any_of_filter_on_a_nested_key(filled: VectorStore) -> None:
-    hits = filled.search(NAME, VECTORS[0], limit=N, filters={"metadata.category": ["billing", "returns"]})
+def test_search_with_an_any_of_filter_on_a_nested_key(shared: VectorStore) -> None:
+    hits = shared.search(NAME, VECTORS[0], limit=N, filters={"metadata.category": ["billing", "returns"]})
     assert {hit.id for hit in hits} == ids_where(lambda p: p["metadata"]["category"] in {"billing", "returns"})
 
 
-def test_search_with_several_keys_requires_all_of_them(filled: VectorStore) -> None:
+def test_search_with_several_keys_requires_all_of_them(shared: VectorStore) -> None:
     filters = {"kind": "ticket", "metadata.in_stock": True, "entities": ["customer-0"], "priority": 0}
-    hits = filled.search(NAME, VECTORS[1], limit=N, filters=filters)
+    hits = shared.search(NAME, VECTORS[1], limit=N, filters=filters)
     expected = ids_where(
         lambda p: (
             p["kind"] == "ticket" and p["metadata"]["in_stock"] and "customer-0" in p["entities"] and p["priority"] == 0
@@ -193,43 +211,43 @@ def test_search_with_several_keys_requires_all_of_them(filled: VectorStore) -> N
     assert {hit.id for hit in hits} == expected
 
 
-def test_bool_filters_match_bool_payloads(filled: VectorStore) -> None:
+def test_bool_filters_match_bool_payloads(shared: VectorStore) -> None:
     in_stock = ids_where(lambda p: p["metadata"]["in_stock"])
     assert 0 < len(in_stock) < N
-    hits = filled.search(NAME, VECTORS[0], limit=N, filters={"metadata.in_stock": True})
+    hits = shared.search(NAME, VECTORS[0], limit=N, filters={"metadata.in_stock": True})
     assert {hit.id for hit in hits} == in_stock
     assert all(type(hit.payload["metadata"]["in_stock"]) is bool for hit in hits)  # not 1 / 0
-    assert filled.count(NAME, filters={"metadata.in_stock": False}) == N - len(in_stock)
-    assert filled.count(NAME, filters={"metadata.in_stock": [True]}) == len(in_stock)
-    assert filled.count(NAME, filters={"metadata.in_stock": [True, False]}) == N
+    assert shared.count(NAME, filters={"metadata.in_stock": False}) == N - len(in_stock)
+    assert shared.count(NAME, filters={"metadata.in_stock": [True]}) == len(in_stock)
+    assert shared.count(NAME, filters={"metadata.in_stock": [True, False]}) == N
 
 
-def test_a_filter_value_of_another_type_is_invalid_input(filled: VectorStore) -> None:
+def test_a_filter_value_of_another_type_is_invalid_input(shared: VectorStore) -> None:
     with pytest.raises(InvalidInput):
-        filled.search(NAME, VECTORS[0], limit=3, filters={"metadata.price": 10.5})
+        shared.search(NAME, VECTORS[0], limit=3, filters={"metadata.price": 10.5})
     with pytest.raises(InvalidInput):
-        filled.count(NAME, filters={"kind": ["ticket", 3]})
+        shared.count(NAME, filters={"kind": ["ticket", 3]})
 
 
-def test_search_with_a_filter_that_matches_nothing_is_empty(filled: VectorStore) -> None:
-    assert filled.search(NAME, VECTORS[0], limit=N, filters={"kind": "no-such-kind"}) == []
-    assert filled.search(NAME, VECTORS[0], limit=N, filters={"metadata.category": []}) == []
+def test_search_with_a_filter_that_matches_nothing_is_empty(shared: VectorStore) -> None:
+    assert shared.search(NAME, VECTORS[0], limit=N, filters={"kind": "no-such-kind"}) == []
+    assert shared.search(NAME, VECTORS[0], limit=N, filters={"metadata.category": []}) == []
 
 
-def test_retrieve_by_ids_with_and_without_vectors(filled: VectorStore) -> None:
+def test_retrieve_by_ids_with_and_without_vectors(shared: VectorStore) -> None:
     unknown = str(uuid.uuid4())
     wanted = [POINTS[2].id, unknown, POINTS[7].id]
-    with_vectors = {hit.id: hit for hit in filled.retrieve(NAME, wanted, with_vectors=True)}
+    with_vectors = {hit.id: hit for hit in shared.retrieve(NAME, wanted, with_vectors=True)}
     assert set(with_vectors) == {POINTS[2].id, POINTS[7].id}
     for i in (2, 7):
         hit = with_vectors[POINTS[i].id]
         assert hit.score == 1.0
         assert hit.payload == POINTS[i].payload
         assert hit.vector == pytest.approx(VECTORS[i], abs=1e-5)
-    without = filled.retrieve(NAME, wanted)
+    without = shared.retrieve(NAME, wanted)
     assert {hit.id for hit in without} == {POINTS[2].id, POINTS[7].id}
     assert all(hit.vector is None for hit in without)
-    assert filled.retrieve(NAME, []) == []
+    assert shared.retrieve(NAME, []) == []
 
 
 def test_delete_removes_points_and_ignores_unknown_ids(filled: VectorStore) -> None:
@@ -240,14 +258,14 @@ def test_delete_removes_points_and_ignores_unknown_ids(filled: VectorStore) -> N
     assert not {hit.id for hit in filled.search(NAME, VECTORS[0], limit=N)} & set(gone)
 
 
-def test_count_with_filters(filled: VectorStore) -> None:
-    assert filled.count(NAME, filters={"kind": "ticket"}) == len(ids_where(lambda p: p["kind"] == "ticket"))
-    assert filled.count(NAME, filters={"priority": [1, 2]}) == len(ids_where(lambda p: p["priority"] in {1, 2}))
-    assert filled.count(NAME, filters={"kind": "no-such-kind"}) == 0
+def test_count_with_filters(shared: VectorStore) -> None:
+    assert shared.count(NAME, filters={"kind": "ticket"}) == len(ids_where(lambda p: p["kind"] == "ticket"))
+    assert shared.count(NAME, filters={"priority": [1, 2]}) == len(ids_where(lambda p: p["priority"] in {1, 2}))
+    assert shared.count(NAME, filters={"kind": "no-such-kind"}) == 0
 
 
-def test_a_hit_round_trips_nested_metadata_and_iso_datetimes(filled: VectorStore) -> None:
-    [hit] = filled.search(NAME, VECTORS[6], limit=1)
+def test_a_hit_round_trips_nested_metadata_and_iso_datetimes(shared: VectorStore) -> None:
+    [hit] = shared.search(NAME, VECTORS[6], limit=1)
     assert isinstance(hit, Hit)
     assert hit.id == POINTS[6].id
     assert hit.payload == POINTS[6].payload

@@ -40,9 +40,13 @@ class Deployment:
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIFT_")}
         env.update(
-            SIFT_DATA_DIR=str(s.data_dir), SIFT_DATABASE_URL=s.sqlalchemy_url, SIFT_BROKER_URL=s.celery_broker_url,
-            SIFT_BATCH_SIZE=str(s.batch_size), SIFT_SWEEP_AFTER_S=str(s.sweep_after_s),
-            SIFT_SWEEP_INTERVAL_S=str(s.sweep_interval_s), SIFT_LOG_LEVEL="INFO",
+            SIFT_DATA_DIR=str(s.data_dir),
+            SIFT_DATABASE_URL=s.sqlalchemy_url,
+            SIFT_BROKER_URL=s.celery_broker_url,
+            SIFT_BATCH_SIZE=str(s.batch_size),
+            SIFT_SWEEP_AFTER_S=str(s.sweep_after_s),
+            SIFT_SWEEP_INTERVAL_S=str(s.sweep_interval_s),
+            SIFT_LOG_LEVEL="INFO",
         )
         return env
 
@@ -117,12 +121,14 @@ def test_events_flow_to_done_and_resending_changes_nothing(deployment: Deploymen
 
 def test_sigkill_mid_batch_loses_and_duplicates_nothing(data_dir: Path, pg_url: str, redis_url: str) -> None:
     d = Deployment(
-        settings_for(data_dir, database_url=pg_url, broker_url=redis_url, batch_size=64, sweep_after_s=3, sweep_interval_s=1)
+        settings_for(
+            data_dir, database_url=pg_url, broker_url=redis_url, batch_size=64, sweep_after_s=3, sweep_interval_s=1
+        )
     )
     try:
         first = d.start_worker()
         d.ingest(640)
-        d.wait(lambda: 0 < d.counts().get("done", 0) and d.counts().get("processing", 0) > 0, 120, "a batch in flight")
+        d.wait(lambda: d.counts().get("done", 0) > 0 and d.counts().get("processing", 0) > 0, 120, "a batch in flight")
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         killed_at = d.counts()

@@ -37,7 +37,9 @@ def test_masked_hides_secrets_and_passwords(tmp_path: Path) -> None:
 def test_production_refuses_development_defaults(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="SIFT_DATABASE_URL"):
         Settings(data_dir=tmp_path, env="production").check_secrets()
-    Settings(data_dir=tmp_path, env="production", database_url="postgresql://db/x", broker_url="redis://r").check_secrets()
+    Settings(
+        data_dir=tmp_path, env="production", database_url="postgresql://db/x", broker_url="redis://r"
+    ).check_secrets()
 
 
 def test_bad_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,4 +36,6 @@ def readyz(request: Request, runtime: RuntimeDep) -> JSONResponse:
     results = run_checks(checks, timeout_s=1.0)
     results.setdefault("vectors", "waiting for the model")
     ready = all(v == "ok" for v in results.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": results}, status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": results}, status_code=200 if ready else 503
+    )
