@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from services.db import events as repo
-from services.errors import Conflict, InvalidInput
+from services.errors import Conflict, DomainError, InvalidInput
 
 log = logging.getLogger(__name__)
 
@@ -70,14 +70,41 @@ class Accepted:
 
 
 def accept(session: Session, *, events: Sequence[EventIn], limits: Limits, now: datetime | None = None) -> Accepted:
-    """Validate sizes, then write every event in one statement; nothing is written on any error."""
+    """Validate, then write every event in one statement; nothing is written on any error."""
+    result = write_requests(session, requests=[prepare(events=events, limits=limits)], now=now)[0]
+    if isinstance(result, DomainError):
+        raise result
+    return result
+
+
+def prepare(*, events: Sequence[EventIn], limits: Limits) -> list[repo.NewEvent]:
+    """Everything that needs no database: limits, ids, hashes, duplicates within the request."""
     check_limits(events=events, limits=limits)
-    now = now or datetime.now(UTC)
     new = [to_new_event(event) for event in events]
     _refuse_duplicates(new)
-    _refuse_kind_changes(session, new)
-    queued = repo.upsert_new(session, events=new, now=now)
-    return Accepted(ids=[e.id for e in new], queued=queued)
+    return new
+
+
+def write_requests(
+    session: Session, *, requests: Sequence[Sequence[repo.NewEvent]], now: datetime | None = None
+) -> list[Accepted | DomainError]:
+    """Write the events of several requests with one SELECT and one upsert (group commit).
+    A request whose ids clash with stored events of another kind gets a Conflict and writes nothing;
+    the others are unaffected. An id sent by two requests at once is written once, as the last sent it."""
+    now = now or datetime.now(UTC)
+    existing = repo.kinds_of(session, ids=[e.id for events in requests for e in events])
+    results: list[Accepted | DomainError] = []
+    latest: dict[str, repo.NewEvent] = {}
+    for events in requests:
+        clash = _kind_clash(events, existing)
+        results.append(clash or Accepted(ids=[e.id for e in events], queued=[]))
+        if clash is None:
+            latest.update((e.id, e) for e in events)
+    queued = set(repo.upsert_new(session, events=list(latest.values()), now=now))
+    return [
+        Accepted(ids=r.ids, queued=[i for i in r.ids if i in queued]) if isinstance(r, Accepted) else r
+        for r in results
+    ]
 
 
 def check_limits(*, events: Sequence[EventIn], limits: Limits) -> None:
@@ -149,17 +176,15 @@ def _refuse_duplicates(events: Sequence[repo.NewEvent]) -> None:
         raise InvalidInput("an id appears more than once in this request; send each event once", details=twice)
 
 
-def _refuse_kind_changes(session: Session, events: Sequence[repo.NewEvent]) -> None:
-    existing = repo.kinds_of(session, ids=[e.id for e in events if e.id])
+def _kind_clash(events: Sequence[repo.NewEvent], existing: dict[str, str]) -> Conflict | None:
     clashes = [
         {"id": e.id, "stored_kind": existing[e.id], "sent_kind": e.kind}
         for e in events
         if e.id in existing and existing[e.id] != e.kind
     ]
-    if clashes:
-        raise Conflict(
-            "an event id is already used by an event of another kind; ids are unique across kinds", details=clashes
-        )
+    if not clashes:
+        return None
+    return Conflict("an event id is already used by an event of another kind; ids are unique across kinds", details=clashes)
 
 
 def due_for_resend(session: Session, *, now: datetime, after_s: float, max_attempts: int, limit: int) -> list[str]:

@@ -28,19 +28,34 @@ def process_events(self: Task, event_ids: list[str]) -> dict[str, int]:
 
 
 def run_batch(event_ids: list[str]) -> dict[str, int]:
-    """The task body: claim, process, record; callable directly in tests."""
+    """The task body: claim (topping the batch up from the backlog), process, record."""
     runtime = get_runtime()
+    s = runtime.settings
     pipeline = runtime.pipeline
     with runtime.db.session_scope() as session:
-        batch = repo.claim(session, ids=event_ids, now=datetime.now(UTC))
+        extra = max(0, s.batch_size - len(event_ids))
+        batch = repo.claim(session, ids=event_ids, now=datetime.now(UTC), stale_after_s=s.sweep_after_s, extra=extra)
     if not batch:
         return {"done": 0, "failed": 0}
     now = datetime.now(UTC)
-    outcomes = pipeline.process(batch, now=now)
+    try:
+        outcomes = pipeline.process(batch, now=now)
+    except Transient:
+        _release([e.id for e in batch])
+        raise
     with runtime.db.session_scope() as session:
         repo.record(session, outcomes=outcomes, now=now)
     done = sum(o.ok for o in outcomes)
     return {"done": done, "failed": len(outcomes) - done}
+
+
+def _release(ids: list[str]) -> None:
+    # Best effort: if the database is down too, the events stay processing and the sweep re-sends them.
+    try:
+        with get_runtime().db.session_scope() as session:
+            repo.release(session, ids=ids)
+    except Transient:
+        log.warning("could not release %d events; the sweep will re-send them", len(ids))
 
 
 @shared_task(name=SWEEP, soft_time_limit=60)

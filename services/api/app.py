@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.api import errors
 from services.api.routers import events, health, stats
 from services.enqueue import CoalescingEnqueuer, Enqueuer, make_celery
+from services.group_writer import GroupWriter
 from services.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,12 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
         enqueuer = CoalescingEnqueuer(
             Enqueuer(producer, batch_size=runtime.settings.batch_size), wait_ms=runtime.settings.batch_wait_ms
         )
-        app.state.enqueuer = enqueuer
+        writer = GroupWriter(runtime.db, on_queued=enqueuer.submit)
+        app.state.writer = writer
         if warm_model:
             threading.Thread(target=_warm, args=(runtime,), name="sift-warm", daemon=True).start()
         yield
+        writer.close()
         enqueuer.close()
 
     app = FastAPI(
@@ -43,7 +47,7 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
     app.state.runtime = runtime
     app.state.enqueuer_app = producer
     errors.install(app)
-    app.middleware("http")(_limit_body(runtime.settings.max_body_bytes))
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
     for router in (health.router, events.router, stats.router):
         app.include_router(router)
     return app
@@ -56,14 +60,19 @@ def _warm(runtime: Runtime) -> None:
         log.exception("could not load the model or open the vector store; /readyz will say why")
 
 
-def _limit_body(max_bytes: int) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    async def limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > max_bytes:
-            body = errors.error_body(
-                "body_too_large", f"request body over {max_bytes} bytes; send fewer or smaller events"
-            )
-            return JSONResponse(body, status_code=413)
-        return await call_next(request)
+class BodyLimit:
+    """Refuse a body over max_bytes with 413 before it is read (plain ASGI: no per-request task)."""
 
-    return limit
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.max_bytes:
+                message = f"request body over {self.max_bytes} bytes; send fewer or smaller events"
+                response = JSONResponse(errors.error_body("body_too_large", message), status_code=413)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

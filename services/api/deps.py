@@ -1,4 +1,4 @@
-"""Request-scoped dependencies: one session per request, the process runtime, the enqueuer."""
+"""Request-scoped dependencies: one session per request, the process runtime, the event writer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from services.enqueue import CoalescingEnqueuer
+from services.group_writer import GroupWriter
 from services.runtime import Runtime
 
 
@@ -30,10 +30,10 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_enqueuer(request: Request) -> CoalescingEnqueuer:
-    """The process's coalescing publisher."""
-    enqueuer: CoalescingEnqueuer = request.app.state.enqueuer
-    return enqueuer
+def get_writer(request: Request) -> GroupWriter:
+    """The process's group-commit writer for new events."""
+    writer: GroupWriter = request.app.state.writer
+    return writer
 
 
-EnqueuerDep = Annotated[CoalescingEnqueuer, Depends(get_enqueuer)]
+WriterDep = Annotated[GroupWriter, Depends(get_writer)]

@@ -88,17 +88,40 @@ def _row(event: NewEvent, now: datetime) -> dict[str, Any]:
     }
 
 
-def claim(session: Session, *, ids: Sequence[str], now: datetime) -> list[Event]:
-    """Mark the not-yet-finished events among ids as processing and return them.
-    Done and failed events are skipped, so a duplicate message is a no-op."""
-    pending = (Event.id.in_(ids), Event.status.in_(("queued", "processing")))
+def claim(session: Session, *, ids: Sequence[str], now: datetime, stale_after_s: float, extra: int = 0) -> list[Event]:
+    """Mark events as processing and return them: those of ids that wait (queued, or processing
+    but abandoned for stale_after_s), plus up to `extra` other queued events, oldest first, so
+    batches grow by themselves when a backlog builds up. Done and failed events, and events a
+    live worker holds, are skipped: a duplicate message is a no-op."""
+    targets = list(ids)
+    if extra > 0:
+        more = select(Event.id).where(Event.status == "queued").order_by(Event.enqueued_at).limit(extra + len(ids))
+        if session.get_bind().dialect.name == "postgresql":
+            more = more.with_for_update(skip_locked=True)  # concurrent workers take different events
+        seen = set(targets)
+        targets += [i for i in session.scalars(more) if i not in seen][:extra]
+    waiting = or_(
+        Event.status == "queued",
+        and_(Event.status == "processing", Event.claimed_at <= now - timedelta(seconds=stale_after_s)),
+    )
+    claimed = session.scalars(
+        update(Event)
+        .where(Event.id.in_(targets), waiting)
+        .values(status="processing", claimed_at=now, attempts=Event.attempts + 1)
+        .returning(Event.id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return list(session.scalars(select(Event).where(Event.id.in_(claimed)))) if claimed else []
+
+
+def release(session: Session, *, ids: Sequence[str]) -> None:
+    """Put claimed events back to queued (their batch will be retried)."""
     session.execute(
         update(Event)
-        .where(*pending)
-        .values(status="processing", claimed_at=now, attempts=Event.attempts + 1)
+        .where(Event.id.in_(ids), Event.status == "processing")
+        .values(status="queued")
         .execution_options(synchronize_session=False)
     )
-    return list(session.scalars(select(Event).where(*pending)))
 
 
 def record(session: Session, *, outcomes: Sequence[Outcome], now: datetime) -> None:

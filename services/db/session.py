@@ -3,6 +3,7 @@ repositories take a session, may flush, never commit."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,11 +44,23 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time and its busy handler sleeps in steps of up to 100 ms;
+        # taking turns in-process instead keeps concurrent requests from sleeping on each other.
+        self._turns: threading.Lock | None = threading.Lock() if url.startswith("sqlite") else None
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:
         """One transaction: commit on success, roll back on error; a lost connection
         surfaces as DatabaseUnavailable so callers can retry."""
+        if self._turns is None:
+            with self._transaction() as session:
+                yield session
+            return
+        with self._turns, self._transaction() as session:
+            yield session
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Session]:
         session = self.sessions()
         try:
             yield session

@@ -104,7 +104,7 @@ def test_a_store_outage_propagates_for_retry_and_the_retry_completes(runtime: Ru
     ids = accept(runtime, ["a", "b", "c"])
     with pytest.raises(VectorStoreUnavailable):
         run_batch(ids)
-    assert set(statuses(runtime).values()) == {"processing"}  # nothing half-written as done
+    assert set(statuses(runtime).values()) == {"queued"}  # released for the retry, nothing marked done
     flaky.down = False
     assert run_batch(ids) == {"done": 3, "failed": 0}
     assert runtime.store.count("sift_ticket") == 3

@@ -80,9 +80,28 @@ def test_claim_skips_finished_events_and_counts_attempts(db: Database) -> None:
         ingest.accept(s, events=events(4), limits=LIMITS)
         repo.record(s, outcomes=[repo.Outcome("e0", True, {}, "m")], now=now)
     with db.session_scope() as s:
-        claimed = repo.claim(s, ids=["e0", "e1", "e2"], now=now)
+        claimed = repo.claim(s, ids=["e0", "e1", "e2"], now=now, stale_after_s=60)
     assert sorted(e.id for e in claimed) == ["e1", "e2"]
     assert all(e.status == "processing" and e.attempts == 1 for e in claimed)
+    with db.session_scope() as s:  # a live worker holds e1 and e2: a duplicate message takes nothing
+        assert repo.claim(s, ids=["e1", "e2"], now=now, stale_after_s=60) == []
+    with db.session_scope() as s:  # abandoned for longer than the timeout: taken again
+        later = now + timedelta(seconds=61)
+        assert sorted(e.id for e in repo.claim(s, ids=["e1"], now=later, stale_after_s=60)) == ["e1"]
+
+
+def test_claim_tops_a_small_batch_up_from_the_backlog(db: Database) -> None:
+    now = datetime.now(UTC)
+    with db.session_scope() as s:
+        ingest.accept(s, events=events(10), limits=LIMITS, now=now - timedelta(seconds=5))
+    with db.session_scope() as s:
+        claimed = repo.claim(s, ids=["e9"], now=now, stale_after_s=60, extra=4)
+    assert len(claimed) == 5 and "e9" in {e.id for e in claimed}
+    with db.session_scope() as s:
+        assert repo.counts(s) == {"ticket": {"processing": 5, "queued": 5}}
+        repo.release(s, ids=[e.id for e in claimed])
+    with db.session_scope() as s:
+        assert repo.counts(s) == {"ticket": {"queued": 10}}
 
 
 def test_record_writes_a_batch_of_outcomes(db: Database) -> None:
@@ -107,9 +126,9 @@ def test_sweep_finds_lost_messages_and_gives_up_on_killers(db: Database) -> None
     long_ago = datetime.now(UTC) - timedelta(hours=1)
     with db.session_scope() as s:
         ingest.accept(s, events=events(3), limits=LIMITS, now=long_ago)
-        repo.claim(s, ids=["e1"], now=long_ago)
+        repo.claim(s, ids=["e1"], now=long_ago, stale_after_s=0)
         for _ in range(5):
-            repo.claim(s, ids=["e2"], now=long_ago)
+            repo.claim(s, ids=["e2"], now=long_ago, stale_after_s=0)
     with db.session_scope() as s:
         due = ingest.due_for_resend(s, now=datetime.now(UTC), after_s=60, max_attempts=5, limit=100)
     assert sorted(due) == ["e0", "e1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from services import ingest
-from services.api.deps import EnqueuerDep, RuntimeDep, SessionDep
+from services.api.deps import RuntimeDep, SessionDep, WriterDep
 from services.db import events as repo
 from services.errors import NotFound
 
@@ -46,13 +47,13 @@ class EventOut(BaseModel):
 
 
 @router.post("", status_code=202, response_model=EventsAccepted)
-def post_events(body: EventsIn, runtime: RuntimeDep, enqueuer: EnqueuerDep) -> EventsAccepted:
-    """Accept events: rows are committed first, then their ids are enqueued."""
+async def post_events(body: EventsIn, runtime: RuntimeDep, writer: WriterDep) -> EventsAccepted:
+    """Accept events: rows are committed (with other requests' in one transaction), then their
+    ids are enqueued, then the answer goes out."""
     s = runtime.settings
     limits = ingest.Limits(max_events=s.max_events_per_request, max_text_chars=s.max_text_chars)
-    with runtime.db.session_scope() as session:
-        accepted = ingest.accept(session, events=body.events, limits=limits)
-    enqueuer.submit(accepted.queued)
+    prepared = ingest.prepare(events=body.events, limits=limits)
+    accepted = await asyncio.wrap_future(writer.submit(prepared))
     return EventsAccepted(ids=accepted.ids, queued=len(accepted.queued))
 
 
