@@ -102,8 +102,7 @@ def write_requests(
             latest.update((e.id, e) for e in events)
     queued = set(repo.upsert_new(session, events=list(latest.values()), now=now))
     return [
-        Accepted(ids=r.ids, queued=[i for i in r.ids if i in queued]) if isinstance(r, Accepted) else r
-        for r in results
+        Accepted(ids=r.ids, queued=[i for i in r.ids if i in queued]) if isinstance(r, Accepted) else r for r in results
     ]
 
 
@@ -184,7 +183,9 @@ def _kind_clash(events: Sequence[repo.NewEvent], existing: dict[str, str]) -> Co
     ]
     if not clashes:
         return None
-    return Conflict("an event id is already used by an event of another kind; ids are unique across kinds", details=clashes)
+    return Conflict(
+        "an event id is already used by an event of another kind; ids are unique across kinds", details=clashes
+    )
 
 
 def due_for_resend(session: Session, *, now: datetime, after_s: float, max_attempts: int, limit: int) -> list[str]:
