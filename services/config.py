@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     max_seq_length: int = Field(256, ge=8, le=512)
     encode_batch_size: int = Field(32, ge=1, le=1024)
 
-    batch_size: int = Field(256, ge=1, le=1000)
+    batch_size: int = Field(512, ge=1, le=1000)
     batch_wait_ms: int = Field(50, ge=0, le=10_000)
     max_events_per_request: int = Field(1000, ge=1)
     max_text_chars: int = Field(20_000, ge=1)

@@ -33,8 +33,9 @@ def run_batch(event_ids: list[str]) -> dict[str, int]:
     s = runtime.settings
     pipeline = runtime.pipeline
     with runtime.db.session_scope() as session:
-        extra = max(0, s.batch_size - len(event_ids))
-        batch = repo.claim(session, ids=event_ids, now=datetime.now(UTC), stale_after_s=s.sweep_after_s, extra=extra)
+        batch = repo.claim(
+            session, ids=event_ids, now=datetime.now(UTC), stale_after_s=s.sweep_after_s, limit=s.batch_size
+        )
     if not batch:
         return {"done": 0, "failed": 0}
     now = datetime.now(UTC)

@@ -88,30 +88,35 @@ def _row(event: NewEvent, now: datetime) -> dict[str, Any]:
     }
 
 
-def claim(session: Session, *, ids: Sequence[str], now: datetime, stale_after_s: float, extra: int = 0) -> list[Event]:
+def claim(session: Session, *, ids: Sequence[str], now: datetime, stale_after_s: float, limit: int = 0) -> list[Event]:
     """Mark events as processing and return them: those of ids that wait (queued, or processing
-    but abandoned for stale_after_s), plus up to `extra` other queued events, oldest first, so
-    batches grow by themselves when a backlog builds up. Done and failed events, and events a
-    live worker holds, are skipped: a duplicate message is a no-op."""
-    targets = list(ids)
-    if extra > 0:
-        more = select(Event.id).where(Event.status == "queued").order_by(Event.enqueued_at).limit(extra + len(ids))
-        if session.get_bind().dialect.name == "postgresql":
-            more = more.with_for_update(skip_locked=True)  # concurrent workers take different events
-        seen = set(targets)
-        targets += [i for i in session.scalars(more) if i not in seen][:extra]
+    but abandoned for stale_after_s), then other queued events, oldest first, until the batch
+    holds `limit` events, so batches grow by themselves when a backlog builds up. Done and
+    failed events, and events a live worker holds, are skipped: a duplicate message is a no-op."""
     waiting = or_(
         Event.status == "queued",
         and_(Event.status == "processing", Event.claimed_at <= now - timedelta(seconds=stale_after_s)),
     )
-    claimed = session.scalars(
+    claimed = _mark_processing(session, Event.id.in_(ids), waiting, now=now)
+    if len(claimed) < limit:
+        more = select(Event.id).where(Event.status == "queued").order_by(Event.enqueued_at).limit(limit - len(claimed))
+        if session.get_bind().dialect.name == "postgresql":
+            more = more.with_for_update(skip_locked=True)  # concurrent workers take different events
+        extra = list(session.scalars(more))
+        if extra:
+            claimed += _mark_processing(session, Event.id.in_(extra), Event.status == "queued", now=now)
+    return list(session.scalars(select(Event).where(Event.id.in_(claimed)))) if claimed else []
+
+
+def _mark_processing(session: Session, *conditions: Any, now: datetime) -> list[str]:
+    stmt = (
         update(Event)
-        .where(Event.id.in_(targets), waiting)
+        .where(*conditions)
         .values(status="processing", claimed_at=now, attempts=Event.attempts + 1)
         .returning(Event.id)
         .execution_options(synchronize_session=False)
-    ).all()
-    return list(session.scalars(select(Event).where(Event.id.in_(claimed)))) if claimed else []
+    )
+    return list(session.scalars(stmt).all())
 
 
 def release(session: Session, *, ids: Sequence[str]) -> None:

@@ -95,7 +95,7 @@ def test_claim_tops_a_small_batch_up_from_the_backlog(db: Database) -> None:
     with db.session_scope() as s:
         ingest.accept(s, events=events(10), limits=LIMITS, now=now - timedelta(seconds=5))
     with db.session_scope() as s:
-        claimed = repo.claim(s, ids=["e9"], now=now, stale_after_s=60, extra=4)
+        claimed = repo.claim(s, ids=["e9"], now=now, stale_after_s=60, limit=5)
     assert len(claimed) == 5 and "e9" in {e.id for e in claimed}
     with db.session_scope() as s:
         assert repo.counts(s) == {"ticket": {"processing": 5, "queued": 5}}
