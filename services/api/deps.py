@@ -12,8 +12,8 @@ from services.group_writer import GroupWriter
 from services.runtime import Runtime
 
 
-def get_runtime_dep(request: Request) -> Runtime:
-    """The runtime the app was created with."""
+async def get_runtime_dep(request: Request) -> Runtime:
+    """The runtime the app was created with (async: no thread-pool hop for an attribute read)."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -30,7 +30,7 @@ def get_session(runtime: RuntimeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_writer(request: Request) -> GroupWriter:
+async def get_writer(request: Request) -> GroupWriter:
     """The process's group-commit writer for new events."""
     writer: GroupWriter = request.app.state.writer
     return writer

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Table, and_, bindparam, func, or_, select, update
@@ -55,18 +56,24 @@ def upsert_new(session: Session, *, events: Sequence[NewEvent], now: datetime) -
     if not events:
         return []
     rows = [_row(event, now) for event in events]
-    dialect = session.get_bind().dialect.name
+    # One statement shape whatever the row count, sent as executemany: SQLAlchemy batches it into
+    # multi-row INSERTs ("insertmanyvalues") and compiles it once per process, not per request.
+    result = session.execute(_upsert_statement(session.get_bind().dialect.name), rows)
+    return [row[0] for row in result]
+
+
+@lru_cache(maxsize=4)
+def _upsert_statement(dialect: str) -> Any:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(EVENTS).values(rows)
+    stmt = insert(EVENTS)
     excluded = stmt.excluded
     changed: dict[str, Any] = {name: excluded[name] for name in _CONTENT_COLUMNS}
     changed.update(status="queued", enqueued_at=excluded.enqueued_at, error=None, attempts=0)
-    upsert = stmt.on_conflict_do_update(
+    return stmt.on_conflict_do_update(
         index_elements=[EVENTS.c.id],
         set_=changed,
         where=and_(EVENTS.c.kind == excluded.kind, EVENTS.c.content_hash != excluded.content_hash),
     ).returning(EVENTS.c.id)
-    return [row[0] for row in session.execute(upsert)]
 
 
 def _row(event: NewEvent, now: datetime) -> dict[str, Any]:

@@ -1,0 +1,84 @@
+"""`sift` commands as a person runs them: ingest a file (JSONL or CSV), refuse a bad one with
+exit code 2 and nothing written, print the settings with secrets masked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+
+def sift(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SIFT_")}
+    base.update(SIFT_DATA_DIR=str(data_dir), SIFT_LOG_LEVEL="WARNING", **env)
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args], env=base, capture_output=True, text=True, timeout=120
+    )
+
+
+def rows(data_dir: Path) -> dict[str, int]:
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'sift.db'}")
+    with engine.connect() as conn:
+        out = dict(conn.execute(sa.text("SELECT status, count(*) FROM events GROUP BY status")).all())
+    engine.dispose()
+    return {str(k): int(v) for k, v in out.items()}
+
+
+def test_ingest_jsonl_and_csv_with_a_summary(data_dir: Path, tmp_path: Path) -> None:
+    assert sift(data_dir, "db", "upgrade").returncode == 0
+    jsonl = tmp_path / "events.jsonl"
+    jsonl.write_text(
+        "\n".join(json.dumps({"id": f"j{i}", "kind": "news", "text": f"shares up {i}%"}) for i in range(30))
+    )
+    done = sift(data_dir, "ingest", str(jsonl))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "file": str(jsonl),
+        "events": 30,
+        "queued": 30,
+        "unchanged": 0,
+        "not_enqueued": 0,
+    }
+    csv_file = tmp_path / "tickets.csv"
+    csv_file.write_text("text,category\nmy card is lost,lost_card\nwhere is my refund,refund\n")
+    done = sift(data_dir, "ingest", str(csv_file), "--kind", "ticket")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["queued"] == 2
+    assert rows(data_dir) == {"queued": 32}
+    again = sift(data_dir, "ingest", str(jsonl))  # idempotent: nothing new
+    assert json.loads(again.stdout)["unchanged"] == 30 and rows(data_dir) == {"queued": 32}
+
+
+def test_a_bad_file_exits_2_names_the_lines_and_writes_nothing(data_dir: Path, tmp_path: Path) -> None:
+    assert sift(data_dir, "db", "upgrade").returncode == 0
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        "\n".join(
+            [
+                json.dumps({"id": "a", "kind": "ticket", "text": "fine"}),
+                json.dumps({"id": "b", "kind": "tweet", "text": "unknown kind"}),
+                "{not json",
+                json.dumps({"id": "a", "kind": "ticket", "text": "same id again"}),
+                json.dumps({"id": "c", "kind": "ticket", "text": ""}),
+            ]
+        )
+    )
+    result = sift(data_dir, "ingest", str(bad))
+    assert result.returncode == 2
+    for expected in ("line 2: kind", "line 3: not valid JSON", "line 4: id 'a' already on line 1", "line 5: text"):
+        assert expected in result.stderr
+    assert "nothing was written" in result.stderr
+    assert rows(data_dir) == {}
+    missing = sift(data_dir, "ingest", str(tmp_path / "nope.jsonl"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_config_masks_secrets(data_dir: Path) -> None:
+    shown = sift(data_dir, "config", SIFT_DATABASE_URL="postgresql://u:s3cret@db/x", SIFT_API_KEYS="key-123")
+    assert shown.returncode == 0
+    assert "s3cret" not in shown.stdout and "key-123" not in shown.stdout
+    assert "SIFT_BATCH_SIZE" in shown.stdout and "********" in shown.stdout
