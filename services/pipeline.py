@@ -12,13 +12,13 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
 
 from services.db.events import Outcome
-from services.db.models import Event
+from services.db.models import Event, as_utc
 from services.embedding import Encoder
 from services.errors import Transient
 from services.vectors.base import VectorPoint, VectorStore
@@ -125,10 +125,7 @@ class Pipeline:
 
 
 def _iso(value: datetime | None) -> str | None:
-    # SQLite hands datetimes back naive; they were written as UTC.
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return as_utc(value).isoformat() if value else None
 
 
 def _failed(event: Event, stage: str, exc: BaseException) -> Outcome:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STATUSES: tuple[str, ...] = ("queued", "processing", "done", "failed")
+
+
+def as_utc(value: datetime) -> datetime:
+    """A timestamp read back from the database, with its zone: SQLite returns it naive (written in UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Base(DeclarativeBase):

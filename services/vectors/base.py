@@ -65,3 +65,10 @@ class VectorStore(Protocol):
 
     def close(self) -> None:
         """Flush and release resources."""
+
+
+def plain_vector(vector: Any) -> list[float] | None:
+    """A stored vector as a list of floats; of named vectors, Sift uses only the default one ("")."""
+    if isinstance(vector, dict):
+        vector = vector.get("")
+    return None if vector is None else [float(x) for x in vector]

@@ -14,7 +14,7 @@ import numpy as np
 import qdrant_edge as qe
 
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, VectorStoreUnavailable
-from services.vectors.base import Filters, Hit, PayloadIndex, VectorPoint
+from services.vectors.base import Filters, Hit, PayloadIndex, VectorPoint, plain_vector
 
 _SCHEMA = {
     "keyword": qe.PayloadSchemaType.Keyword,
@@ -80,12 +80,6 @@ def edge_filter(filters: Filters | None) -> qe.Filter | None:
     if not filters:
         return None
     return qe.Filter(must=[_condition(key, value) for key, value in filters.items()])
-
-
-def _plain(vector: Any) -> list[float] | None:
-    if isinstance(vector, dict):  # named vectors; Sift uses only the default one, named ""
-        vector = vector.get("")
-    return None if vector is None else [float(x) for x in vector]
 
 
 def _shard_exists(path: Path) -> bool:
@@ -191,7 +185,10 @@ class QdrantEdgeStore:
         with _engine(f"cannot retrieve from {name!r}"):
             # with_vector is required despite the stub's default of None.
             records = shard.retrieve(list(ids), with_payload=True, with_vector=with_vectors)
-        return [Hit(str(r.id), 1.0, dict(r.payload or {}), _plain(r.vector) if with_vectors else None) for r in records]
+        return [
+            Hit(str(r.id), 1.0, dict(r.payload or {}), plain_vector(r.vector) if with_vectors else None)
+            for r in records
+        ]
 
     def count(self, name: str, *, filters: Filters | None = None) -> int:
         """Exact number of points matching filters."""

@@ -14,7 +14,7 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, VectorStoreUnavailable
-from services.vectors.base import Filters, Hit, PayloadIndex, VectorPoint
+from services.vectors.base import Filters, Hit, PayloadIndex, VectorPoint, plain_vector
 
 _SCHEMA = {
     "keyword": qm.PayloadSchemaType.KEYWORD,
@@ -85,12 +85,6 @@ def server_filter(filters: Filters | None) -> qm.Filter | None:
     if not filters:
         return None
     return qm.Filter(must=[_condition(key, value) for key, value in filters.items()])
-
-
-def _plain(vector: Any) -> list[float] | None:
-    if isinstance(vector, dict):  # named vectors; Sift uses only the default one, named ""
-        vector = vector.get("")
-    return None if vector is None else [float(x) for x in vector]
 
 
 def _vector_size(info: qm.CollectionInfo) -> int | None:
@@ -168,7 +162,10 @@ class QdrantServerStore:
             return []
         with _client(f"cannot retrieve from {name!r}"):
             records = self.client.retrieve(name, ids=list(ids), with_payload=True, with_vectors=with_vectors)
-        return [Hit(str(r.id), 1.0, dict(r.payload or {}), _plain(r.vector) if with_vectors else None) for r in records]
+        return [
+            Hit(str(r.id), 1.0, dict(r.payload or {}), plain_vector(r.vector) if with_vectors else None)
+            for r in records
+        ]
 
     def count(self, name: str, *, filters: Filters | None = None) -> int:
         """Exact number of points matching filters."""

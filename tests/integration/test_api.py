@@ -47,6 +47,7 @@ def test_accepted_events_are_stored_and_enqueued(client: TestClient, runtime: Ru
     assert response.json() == {"ids": [f"t{i}" for i in range(5)], "queued": 5}
     event = client.get("/v1/events/t3").json()
     assert event["status"] == "queued" and event["kind"] == "ticket" and event["predictions"] == {}
+    assert event["received_at"].endswith("Z") or event["received_at"].endswith("+00:00")
     deadline = time.monotonic() + 5
     while client.get("/v1/stats").json()["queues"]["ingest"] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)  # the coalescing publisher sends after SIFT_BATCH_WAIT_MS

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from services import ingest
 from services.api.deps import RuntimeDep, SessionDep, WriterDep
 from services.db import events as repo
+from services.db.models import as_utc
 from services.errors import NotFound
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -74,6 +75,6 @@ def get_event(event_id: str, session: SessionDep) -> EventOut:
         abstain=predictions.get("abstain"),
         model_version=event.model_version,
         attempts=event.attempts,
-        received_at=event.received_at,
-        processed_at=event.processed_at,
+        received_at=as_utc(event.received_at),
+        processed_at=as_utc(event.processed_at) if event.processed_at else None,
     )
