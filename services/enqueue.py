@@ -15,6 +15,7 @@ from typing import Any
 
 from celery import Celery
 from kombu.entity import Queue
+from kombu.exceptions import ChannelError
 
 from services.config import QUEUES, Settings
 from services.errors import BrokerUnavailable
@@ -157,6 +158,8 @@ def queue_depths(app: Celery, queues: Sequence[str]) -> dict[str, int | None]:
             for name in queues:
                 try:
                     depths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)
+                except ChannelError as exc:  # a queue nothing was ever sent to does not exist yet
+                    depths[name] = 0 if "NOT_FOUND" in str(exc) else None
                 except Exception:
                     depths[name] = None
     except Exception as exc:

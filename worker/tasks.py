@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 
 from celery import Task, shared_task
@@ -32,21 +33,31 @@ def run_batch(event_ids: list[str]) -> dict[str, int]:
     runtime = get_runtime()
     s = runtime.settings
     pipeline = runtime.pipeline
+    started = time.perf_counter()
     with runtime.db.session_scope() as session:
         batch = repo.claim(
             session, ids=event_ids, now=datetime.now(UTC), stale_after_s=s.sweep_after_s, limit=s.batch_size
         )
     if not batch:
         return {"done": 0, "failed": 0}
+    claimed = time.perf_counter()
     now = datetime.now(UTC)
     try:
         outcomes = pipeline.process(batch, now=now)
     except Transient:
         _release([e.id for e in batch])
         raise
+    processed = time.perf_counter()
     with runtime.db.session_scope() as session:
         repo.record(session, outcomes=outcomes, now=now)
     done = sum(o.ok for o in outcomes)
+    log.info(
+        "batch of %d: claim %.0f ms, encode+upsert %.0f ms, record %.0f ms",
+        len(batch),
+        1000 * (claimed - started),
+        1000 * (processed - claimed),
+        1000 * (time.perf_counter() - processed),
+    )
     return {"done": done, "failed": len(outcomes) - done}
 
 

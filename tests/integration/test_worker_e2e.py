@@ -19,7 +19,7 @@ from services.config import Settings
 from services.db import events as repo
 from services.db.migrate import upgrade
 from services.db.session import Database
-from services.enqueue import Enqueuer, make_celery
+from services.enqueue import Enqueuer, make_celery, queue_depths
 from services.vectors import open_store
 from services.vectors.schema import collection_for
 from tests.conftest import settings_for
@@ -115,6 +115,8 @@ def test_events_flow_to_done_and_resending_changes_nothing(deployment: Deploymen
     assert deployment.ingest(300) == ids  # the same ids again: nothing queued
     time.sleep(1)
     assert deployment.counts() == {"done": 300}
+    depths = queue_depths(make_celery(deployment.settings, name="test"), ["ingest", "alerts"])
+    assert depths == {"ingest": 0, "alerts": 0}  # read from Redis; alerts never held a message
     deployment.stop_workers()
     assert deployment.points() == 300
 
