@@ -70,8 +70,8 @@ def _release(ids: list[str]) -> None:
         log.warning("could not release %d events; the sweep will re-send them", len(ids))
 
 
-@shared_task(name=SWEEP, soft_time_limit=60)
-def sweep() -> int:
+@shared_task(bind=True, name=SWEEP, soft_time_limit=60)
+def sweep(self: Task) -> int:
     """Re-send events whose message was lost (stuck queued or processing past the timeout)."""
     runtime = get_runtime()
     s = runtime.settings
@@ -80,8 +80,6 @@ def sweep() -> int:
             session, now=datetime.now(UTC), after_s=s.sweep_after_s, max_attempts=s.max_attempts, limit=10_000
         )
     if ids:
-        from worker.app import app
-
-        Enqueuer(app, batch_size=s.batch_size).send(ids)
+        Enqueuer(self.app, batch_size=s.batch_size).send(ids)
         log.info("sweep re-sent %d events", len(ids))
     return len(ids)

@@ -143,24 +143,22 @@ class QdrantEdgeStore:
 
     def upsert(self, name: str, points: Sequence[VectorPoint]) -> None:
         """One update for the whole batch, flushed before returning."""
-        if not points:
-            return
-        shard = self._shard(name)
-        with _engine(f"cannot upsert into {name!r}"):
+        if points:
             batch = [qe.Point(p.id, [float(x) for x in p.vector], dict(p.payload)) for p in points]
-            shard.update(qe.UpdateOperation.upsert_points(batch))
-            # The WAL alone already survives a killed process (it is written through mmap), but
-            # only flush() syncs it and the segments to disk, so a power cut cannot lose an
-            # acknowledged batch either. About 6 ms per 100-point batch of 384-d vectors.
-            shard.flush()
+            self._write(name, qe.UpdateOperation.upsert_points(batch), f"cannot upsert into {name!r}")
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Remove points by id, flushed before returning; unknown ids are ignored."""
-        if not ids:
-            return
+        if ids:
+            self._write(name, qe.UpdateOperation.delete_points(list(ids)), f"cannot delete from {name!r}")
+
+    def _write(self, name: str, operation: Any, action: str) -> None:
         shard = self._shard(name)
-        with _engine(f"cannot delete from {name!r}"):
-            shard.update(qe.UpdateOperation.delete_points(list(ids)))
+        with _engine(action):
+            shard.update(operation)
+            # The WAL alone already survives a killed process (it is written through mmap), but
+            # only flush() syncs it and the segments to disk, so a power cut cannot lose an
+            # acknowledged write either. About 6 ms per 100-point batch of 384-d vectors.
             shard.flush()
 
     def search(self, name: str, vector: Sequence[float], *, limit: int, filters: Filters | None = None) -> list[Hit]:
