@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,11 +15,17 @@ from rich.markup import escape
 from rich.table import Table
 
 from services.config import QUEUES, get_settings
-from services.errors import DomainError, InvalidInput
+from services.errors import DomainError, InvalidInput, NotFound
 
 app = typer.Typer(help="Sift: text events in; answers, alerts and recommendations out.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+tasks_app = typer.Typer(help="Classification tasks.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
+labels_app = typer.Typer(help="Labels for tasks.", no_args_is_help=True)
+app.add_typer(labels_app, name="labels")
+models_app = typer.Typer(help="The model registry: versions, metrics, rollback.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
 console = Console(stderr=True)
 
 
@@ -126,6 +133,164 @@ def ingest(
     except DomainError as exc:
         raise _fail(_message(exc), code=1) from exc
     Console().print_json(json.dumps(summary))
+
+
+@tasks_app.command("list")
+def tasks_list() -> None:
+    """Print every task with its kind and labels."""
+    from services import classify
+    from services.runtime import get_runtime
+
+    table = Table("task", "kind", "labels", "open", "fine-tune")
+    with get_runtime().db.session_scope() as session:
+        for task in classify.list_tasks(session):
+            names = [d.name for d in classify.label_defs(task)]
+            shown = ", ".join(names[:8]) + (f" (+{len(names) - 8})" if len(names) > 8 else "")
+            table.add_row(task.name, task.kind, shown or "-", str(task.open_labels), str(task.fine_tune))
+    Console().print(table)
+
+
+@tasks_app.command("add")
+def tasks_add(
+    name: str,
+    kind: Annotated[str, typer.Option(help="ticket, news or product")],
+    label: Annotated[list[str] | None, typer.Option(help="a label, or label=description; repeat")] = None,
+    open_labels: Annotated[bool, typer.Option("--open-labels", help="learn label names from the data")] = False,
+) -> None:
+    """Add a classification task."""
+    from services import classify
+    from services.runtime import get_runtime
+
+    defs = []
+    for item in label or []:
+        label_name, _, description = item.partition("=")
+        defs.append(classify.LabelDef(label_name.strip(), description.strip() or classify.describe(label_name)))
+    try:
+        with get_runtime().db.session_scope() as session:
+            classify.add_task(session, name=name, kind=kind, labels=defs, open_labels=open_labels)
+    except DomainError as exc:
+        raise _fail(_message(exc)) from exc
+    console.print(f"task {name} on {kind}: {len(defs)} label(s)")
+
+
+@labels_app.command("import")
+def labels_import(
+    file: Annotated[Path, typer.Argument(help="CSV or JSONL with text or event_id, task, label")],
+    task: Annotated[str | None, typer.Option(help="task for rows that have none")] = None,
+    label_column: Annotated[str, typer.Option(help="the column that holds the label")] = "label",
+) -> None:
+    """Import labels: the whole file is checked first; a bad line exits 2 and nothing is written."""
+    from services.labels_file import import_file
+
+    _logging()
+    try:
+        summary = import_file(file, task=task, label_column=label_column, console=console)
+    except (InvalidInput, FileNotFoundError) as exc:
+        raise _fail(_message(exc)) from exc
+    except DomainError as exc:
+        raise _fail(_message(exc), code=1) from exc
+    Console().print_json(json.dumps(summary))
+
+
+@app.command()
+def train(
+    task: Annotated[str | None, typer.Option(help="the task to train (default: every task with new labels)")] = None,
+) -> None:
+    """Train in this process with a progress bar: snapshot, split, fine-tune, evaluate, promote if better."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from services import training
+    from services.enqueue import REINDEX, make_celery, send
+    from services.runtime import get_runtime
+
+    _logging()
+    runtime = get_runtime()
+    with runtime.db.session_scope() as session:
+        names = [task] if task else training.due_tasks(session, min_new_labels=1)
+    if not names:
+        console.print("no task has new labels; nothing to train")
+        return
+    results = []
+    for name in names:
+        try:
+            with runtime.db.session_scope() as session:
+                run_id = training.new_run(session, task=name, trigger="cli").id
+            columns = (
+                TextColumn(f"{name} {{task.fields[stage]}}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>3.0f}%"),
+                TimeElapsedColumn(),
+            )
+            with Progress(*columns, console=console) as progress:
+                bar = progress.add_task(name, total=1.0, stage="snapshot")
+                outcome = runtime.trainer.execute(run_id, progress=_progress_to(progress, bar))
+        except (InvalidInput, NotFound) as exc:  # a bad task name or too few labels: the caller's to fix
+            raise _fail(_message(exc)) from exc
+        except DomainError as exc:
+            raise _fail(_message(exc), code=1) from exc
+        if outcome.reindex_job is not None:
+            send(make_celery(runtime.settings, name="sift-cli"), REINDEX, outcome.reindex_job)
+        results.append(
+            {
+                "task": name,
+                "run_id": run_id,
+                "version": outcome.version,
+                "promoted": outcome.promoted,
+                "reindex_job": outcome.reindex_job,
+                "metrics": outcome.metrics,
+            }
+        )
+    Console().print_json(json.dumps(results, default=str))
+
+
+def _progress_to(progress: Any, bar: Any) -> Callable[[str, float], None]:
+    def update(stage: str, fraction: float) -> None:
+        progress.update(bar, completed=fraction, stage=stage)
+
+    return update
+
+
+@models_app.command("list")
+def models_list(task: Annotated[str | None, typer.Option()] = None) -> None:
+    """Model versions, newest first, with their holdout metrics."""
+    from services import training
+    from services.runtime import get_runtime
+
+    table = Table("version", "task", "status", "accuracy", "macro-F1", "baseline", "labels", "created")
+    with get_runtime().db.session_scope() as session:
+        for v in training.list_versions(session, task=task):
+            m = v.metrics
+            table.add_row(
+                v.version,
+                v.task,
+                v.status,
+                str(m.get("accuracy", "")),
+                str(m.get("macro_f1", "")),
+                str(m.get("baseline", {}).get("accuracy", "")),
+                str(v.snapshot.get("labels", "")),
+                f"{v.created_at:%Y-%m-%d %H:%M}",
+            )
+    Console().print(table)
+
+
+@models_app.command("activate")
+def models_activate(version: str) -> None:
+    """Make a version active (rollback); re-indexes first when it uses another encoder."""
+    from services import training
+    from services.enqueue import REINDEX, make_celery, send
+    from services.runtime import get_runtime
+
+    runtime = get_runtime()
+    try:
+        with runtime.db.session_scope() as session:
+            job = training.activate(session, version=version, settings=runtime.settings)
+    except DomainError as exc:
+        raise _fail(_message(exc)) from exc
+    if job is None:
+        console.print(f"{version} is active; workers serve it within {runtime.settings.model_reload_s:g} s")
+        return
+    send(make_celery(runtime.settings, name="sift-cli"), REINDEX, job)
+    console.print(f"{version} needs its own encoder: re-index job {job} queued; it becomes active when the job is done")
 
 
 def _message(exc: Exception) -> str:

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     batch_wait_ms: int = Field(50, ge=0, le=10_000)
     max_events_per_request: int = Field(1000, ge=1)
     max_text_chars: int = Field(20_000, ge=1)
+    max_labels_per_request: int = Field(1000, ge=1)
     max_body_bytes: int = Field(10_000_000, ge=1024)
     max_attempts: int = Field(5, ge=1)
     sweep_interval_s: float = Field(30.0, gt=0)
@@ -57,6 +58,22 @@ class Settings(BaseSettings):
     routes: dict[str, str] = Field(
         default_factory=lambda: {"sift.ingest.*": "ingest", "sift.alerts.*": "alerts", "sift.train.*": "train"}
     )
+
+    model_reload_s: float = Field(10.0, gt=0, description="how often workers look for a newly active model")
+    train_min_new_labels: int = Field(50, ge=1, description="new labels since the last run that start one")
+    train_check_interval_s: float = Field(300.0, gt=0)
+    train_holdout: float = Field(0.2, gt=0, lt=1)
+    train_min_holdout_per_label: int = Field(1, ge=1)
+    train_fine_tune_min_labels: int = Field(200, ge=2, description="below this, only the head is trained")
+    train_budget_s: float = Field(840.0, gt=0, description="wall time a fine-tuning may take")
+    train_epochs: float = Field(1.0, gt=0)
+    train_batch_size: int = Field(32, ge=4)
+    train_learning_rate: float = Field(5e-5, gt=0)
+    train_promote_margin: float = Field(
+        0.005, ge=0, description="accuracy a new version must add to replace the active one"
+    )
+    reindex_page: int = Field(256, ge=1)
+    zero_shot_temperature: float = Field(0.05, gt=0)
 
     api_keys: SecretStr | None = None
     webhook_secret: SecretStr | None = None
@@ -88,6 +105,11 @@ class Settings(BaseSettings):
     def vectors_dir(self) -> Path:
         """Where embedded Qdrant Edge shards live."""
         return self.data_dir / "qdrant"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where trained model versions (heads and fine-tuned encoders) are kept."""
+        return self.data_dir / "models"
 
     @property
     def model_path(self) -> str:

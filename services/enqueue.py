@@ -25,6 +25,17 @@ log = logging.getLogger(__name__)
 PROCESS_EVENTS = "sift.ingest.process_events"
 FILESYSTEM_TRANSPORT = "services.broker_fs:Transport"
 SWEEP = "sift.ingest.sweep"
+TRAIN_RUN = "sift.train.run"
+TRAIN_CHECK = "sift.train.check"
+REINDEX = "sift.train.reindex"
+
+
+def send(app: Celery, name: str, *args: Any) -> None:
+    """Send one task by name (routed by SIFT_ROUTES); raises BrokerUnavailable when the broker is down."""
+    try:
+        app.send_task(name, args=list(args), retry=True, retry_policy={"max_retries": 2})
+    except Exception as exc:  # kombu raises OperationalError and friends: all mean "not now"
+        raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,14 +21,18 @@ from services.runtime import get_runtime
 MAX_REPORTED = 20
 
 
-def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, raw dict) for each record of a .jsonl/.json-lines or .csv file."""
+def read_rows(
+    path: Path, *, csv_row: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, raw dict) for each record of a .jsonl/.json-lines or .csv file; CSV rows
+    go through csv_row (default: the events' form, extra columns as metadata)."""
+    csv_row = csv_row or _csv_row
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
             for number, row in enumerate(csv.DictReader(handle), start=2):
-                yield number, _csv_row(row)
+                yield number, csv_row(row)
         return
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):

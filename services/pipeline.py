@@ -1,5 +1,6 @@
-"""Process a batch of events end to end: encode once, run the kind's steps on the same
-vectors, upsert one call per collection, and report an outcome per event.
+"""Process a batch of events end to end: encode once per kind with the kind's served encoder,
+classify with every task's head on the same vectors, run the kind's steps, upsert one call per
+collection, and report an outcome per event.
 
 A failure of one event (a poison event) fails that event only; a Transient error (database or
 vector store down) propagates so the task retries the whole batch, which is safe because every
@@ -17,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from services.classify import ActiveModels, KindModel
 from services.db.events import Outcome
 from services.db.models import Event, as_utc
 from services.embedding import Encoder
 from services.errors import Transient
 from services.vectors.base import VectorPoint, VectorStore
-from services.vectors.schema import collection_for
 
 log = logging.getLogger(__name__)
 
@@ -38,39 +39,50 @@ def text_to_embed(event: Event) -> str:
 
 @dataclass
 class Pipeline:
-    """The per-process pipeline: one encoder, one vector store, the steps for each kind."""
+    """The per-process pipeline: the served models, one vector store, the steps for each kind."""
 
-    encoder: Encoder
+    models: ActiveModels
     store: VectorStore
-    collection_prefix: str
     steps: Mapping[str, Sequence[Step]] = field(default_factory=dict)
 
     def process(self, events: Sequence[Event], *, now: datetime) -> list[Outcome]:
         """Outcomes for events, in order; raises Transient when a dependency is down."""
         outcomes: dict[str, Outcome] = {}
-        vectors = self._encode(events, outcomes)
-        points: dict[str, list[tuple[Event, VectorPoint]]] = defaultdict(list)
+        by_kind: dict[str, list[Event]] = defaultdict(list)
         for event in events:
-            if event.id in outcomes:
-                continue
+            by_kind[event.kind].append(event)
+        for kind, group in by_kind.items():
+            self._process_kind(self.models.for_kind(kind), group, outcomes, now=now)
+        return [outcomes[event.id] for event in events]
+
+    def _process_kind(
+        self, model: KindModel, events: Sequence[Event], outcomes: dict[str, Outcome], *, now: datetime
+    ) -> None:
+        vectors = self._encode(model.encoder, events, outcomes)
+        encoded = [event for event in events if event.id in vectors]
+        if not encoded:
+            return
+        predictions = model.predict(np.stack([vectors[event.id] for event in encoded]))
+        points: list[tuple[Event, VectorPoint]] = []
+        for event, predicted in zip(encoded, predictions, strict=True):
             try:
-                predictions = self._run_steps(event, vectors[event.id])
+                predicted.update(self._run_steps(event, vectors[event.id]))
             except Transient:
                 raise
             except Exception as exc:  # a poison event must not block its batch
                 outcomes[event.id] = _failed(event, "step", exc)
                 continue
-            outcomes[event.id] = Outcome(event.id, True, predictions, self.encoder.version)
-            point = VectorPoint(event.point_id, vectors[event.id].tolist(), self._payload(event, predictions, now))
-            points[collection_for(event.kind, prefix=self.collection_prefix)].append((event, point))
-        for collection, pairs in points.items():
-            self._upsert(collection, pairs, outcomes)
-        return [outcomes[event.id] for event in events]
+            version = model.encoder.version
+            outcomes[event.id] = Outcome(event.id, True, predicted, version)
+            payload = event_payload(event, predicted, now=now, encoder_version=version)
+            points.append((event, VectorPoint(event.point_id, vectors[event.id].tolist(), payload)))
+        if points:
+            self._upsert(model.collection, points, outcomes)
 
-    def _encode(self, events: Sequence[Event], outcomes: dict[str, Outcome]) -> dict[str, np.ndarray]:
+    def _encode(self, encoder: Encoder, events: Sequence[Event], outcomes: dict[str, Outcome]) -> dict[str, np.ndarray]:
         texts = [text_to_embed(event) for event in events]
         try:
-            matrix = self.encoder.encode(texts)
+            matrix = encoder.encode(texts)
             return {event.id: matrix[i] for i, event in enumerate(events)}
         except Transient:
             raise
@@ -79,7 +91,7 @@ class Pipeline:
         vectors: dict[str, np.ndarray] = {}
         for event, text in zip(events, texts, strict=True):
             try:
-                vectors[event.id] = self.encoder.encode([text])[0]
+                vectors[event.id] = encoder.encode([text])[0]
             except Exception as exc:
                 outcomes[event.id] = _failed(event, "encode", exc)
         return vectors
@@ -108,20 +120,24 @@ class Pipeline:
             except Exception as exc:
                 outcomes[event.id] = _failed(event, "upsert", exc)
 
-    def _payload(self, event: Event, predictions: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-        return {
-            "event_id": event.id,
-            "kind": event.kind,
-            "title": event.title,
-            "text": event.text,
-            "metadata": event.meta,
-            "entities": event.entities,
-            "predictions": dict(predictions),
-            "model_version": self.encoder.version,
-            "occurred_at": _iso(event.occurred_at),
-            "received_at": _iso(event.received_at),
-            "processed_at": now.isoformat(),
-        }
+
+def event_payload(
+    event: Event, predictions: Mapping[str, Any], *, now: datetime, encoder_version: str
+) -> dict[str, Any]:
+    """The Qdrant payload of an event: what searches return and filter on."""
+    return {
+        "event_id": event.id,
+        "kind": event.kind,
+        "title": event.title,
+        "text": event.text,
+        "metadata": event.meta,
+        "entities": event.entities,
+        "predictions": dict(predictions),
+        "model_version": encoder_version,
+        "occurred_at": _iso(event.occurred_at),
+        "received_at": _iso(event.received_at),
+        "processed_at": now.isoformat(),
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -14,10 +14,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from services.classify import ActiveModels
 from services.config import Settings, get_settings
 from services.db.session import Database
 from services.embedding import Encoder, set_threads
 from services.pipeline import Pipeline
+from services.reindex import Reindexer
+from services.training import Trainer
 from services.vectors import VectorStore, open_store
 from services.vectors.schema import ensure_collections
 
@@ -54,13 +57,28 @@ class Runtime:
         return self._once("encoder", self._load_encoder)
 
     def _load_encoder(self) -> Encoder:
+        set_threads(self.settings.threads_for_this_process())
+        return self.load_encoder(self.settings.model_path)
+
+    def load_encoder(self, path: str) -> Encoder:
+        """An encoder from a local path, with this process's device and batch settings."""
         s = self.settings
-        set_threads(s.threads_for_this_process())
-        encoder = Encoder.load(
-            s.model_path, device=s.device, max_seq_length=s.max_seq_length, batch_size=s.encode_batch_size
-        )
+        encoder = Encoder.load(path, device=s.device, max_seq_length=s.max_seq_length, batch_size=s.encode_batch_size)
         log.info("model %s loaded on %s", encoder.version, encoder.device)
         return encoder
+
+    @property
+    def models(self) -> ActiveModels:
+        """The encoders and heads this process serves (hot-reloaded from the registry)."""
+        return self._once(
+            "models",
+            lambda: ActiveModels(
+                settings=self.settings,
+                base=self.encoder,
+                sessions=self.db.session_scope,
+                load_encoder=self.load_encoder,
+            ),
+        )
 
     @property
     def store(self) -> VectorStore:
@@ -79,7 +97,27 @@ class Runtime:
         """The batch pipeline over this process's encoder and store."""
         return self._once(
             "pipeline",
-            lambda: Pipeline(encoder=self.encoder, store=self.store, collection_prefix=self.settings.collection_prefix),
+            lambda: Pipeline(models=self.models, store=self.store),
+        )
+
+    @property
+    def trainer(self) -> Trainer:
+        """Executes training runs in this process (on the GPU when there is one)."""
+        return self._once(
+            "trainer",
+            lambda: Trainer(
+                settings=self.settings, sessions=self.db.session_scope, models=self.models, device=self.encoder.device
+            ),
+        )
+
+    @property
+    def reindexer(self) -> Reindexer:
+        """Runs re-index jobs against this process's vector store."""
+        return self._once(
+            "reindexer",
+            lambda: Reindexer(
+                settings=self.settings, sessions=self.db.session_scope, store=self.store, models=self.models
+            ),
         )
 
     def model_loaded(self) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.config import Settings
-from services.enqueue import SWEEP
+from services.enqueue import SWEEP, TRAIN_CHECK
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -15,5 +15,10 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": SWEEP,
             "schedule": settings.sweep_interval_s,
             "options": {"queue": "ingest", "expires": settings.sweep_interval_s},
+        },
+        "start-due-training-runs": {
+            "task": TRAIN_CHECK,
+            "schedule": settings.train_check_interval_s,
+            "options": {"queue": "train", "expires": settings.train_check_interval_s},
         },
     }

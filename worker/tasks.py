@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 
 from celery import Task, shared_task
 
-from services import ingest
+from services import ingest, reindex, training
+from services.config import get_settings
 from services.db import events as repo
-from services.enqueue import PROCESS_EVENTS, SWEEP, Enqueuer
+from services.enqueue import PROCESS_EVENTS, REINDEX, SWEEP, TRAIN_CHECK, TRAIN_RUN, Enqueuer, send
 from services.errors import Transient
 from services.runtime import get_runtime
 
@@ -83,3 +84,43 @@ def sweep(self: Task) -> int:
         Enqueuer(self.app, batch_size=s.batch_size).send(ids)
         log.info("sweep re-sent %d events", len(ids))
     return len(ids)
+
+
+TRAIN_LIMIT_S = int(get_settings().train_budget_s) + 900  # fine-tuning budget, then the head and evaluation
+
+
+@shared_task(bind=True, name=TRAIN_RUN, soft_time_limit=TRAIN_LIMIT_S, time_limit=TRAIN_LIMIT_S + 60)
+def train_run(self: Task, run_id: str) -> dict[str, object]:
+    """Execute a queued training run; a promotion that changes the encoder starts a re-index."""
+    outcome = get_runtime().trainer.execute(run_id)
+    if outcome.reindex_job is not None:
+        send(self.app, REINDEX, outcome.reindex_job)
+    return {"version": outcome.version, "promoted": outcome.promoted, "reindex_job": outcome.reindex_job}
+
+
+@shared_task(bind=True, name=REINDEX, soft_time_limit=120)
+def reindex_step(self: Task, job_id: int) -> str:
+    """Re-embed the next pages of a re-index job (about 20 s of work), then re-send itself, so
+    ingest batches are served in between; the cursor in SQL makes every step resumable."""
+    status = get_runtime().reindexer.step(job_id, max_seconds=20)
+    if status == "running":
+        send(self.app, REINDEX, job_id)
+    return status
+
+
+@shared_task(bind=True, name=TRAIN_CHECK, soft_time_limit=120)
+def train_check(self: Task) -> dict[str, object]:
+    """Beat: start runs for tasks with enough new labels; resume re-index jobs; catch up switched ones."""
+    runtime = get_runtime()
+    s = runtime.settings
+    started: list[str] = []
+    with runtime.db.session_scope() as session:
+        for task in training.due_tasks(session, min_new_labels=s.train_min_new_labels):
+            started.append(training.new_run(session, task=task, trigger="schedule").id)
+        running, recent = reindex.jobs_to_resume(session, now=datetime.now(UTC))
+    for run_id in started:
+        send(self.app, TRAIN_RUN, run_id)
+    for job_id in running:
+        send(self.app, REINDEX, job_id)
+    caught_up = sum(runtime.reindexer.catch_up(job_id) for job_id in recent)
+    return {"runs": started, "reindex_resumed": running, "caught_up": caught_up}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 STATUSES: tuple[str, ...] = ("queued", "processing", "done", "failed")
@@ -49,3 +49,118 @@ class Event(Base):
         Index("ix_events_kind_status", "kind", "status"),
         Index("ix_events_processed_at", "processed_at"),
     )
+
+
+class ClassTask(Base):
+    """A classification task: a name, the kind of event it reads, and its label set.
+
+    labels is [{"name", "description"}]; open_labels lets labels come from the data (intent,
+    category); fine_tune lets its runs fine-tune the kind's encoder (one such task per kind)."""
+
+    __tablename__ = "tasks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    labels: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    open_labels: Mapped[bool] = mapped_column(Boolean, default=False)
+    fine_tune: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class Label(Base):
+    """One label given to a text for a task. A correction adds a row and marks the old one
+    superseded: both are kept, so every training snapshot can be rebuilt."""
+
+    __tablename__ = "labels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task: Mapped[str] = mapped_column(String(64), ForeignKey("tasks.name"))
+    event_id: Mapped[str] = mapped_column(String(128))
+    text: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(128))
+    source: Mapped[str] = mapped_column(String(32), default="api")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    superseded_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+    __table_args__ = (
+        Index("ix_labels_task_current", "task", "superseded_by", "id"),
+        Index("ix_labels_event_task", "event_id", "task"),
+    )
+
+
+class ModelVersion(Base):
+    """The registry: one row per trained model (a head, and an encoder when it was fine-tuned).
+
+    status: candidate (trained, not promoted), reindexing (promoted, waiting for its vectors),
+    active (one per task), retired (was active), rejected (did not beat the active one)."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), ForeignKey("tasks.name"))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    encoder_version: Mapped[str] = mapped_column(String(128))
+    artifact_path: Mapped[str] = mapped_column(Text)
+    labels: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_model_versions_task_status", "task", "status"),)
+
+
+class TrainingRun(Base):
+    """One training run of a task, from queued to succeeded or failed."""
+
+    __tablename__ = "training_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64), ForeignKey("tasks.name"))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    stage: Mapped[str] = mapped_column(String(32), default="")
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    trigger: Mapped[str] = mapped_column(String(16), default="api")
+    label_count: Mapped[int] = mapped_column(Integer, default=0)
+    max_label_id: Mapped[int] = mapped_column(Integer, default=0)
+    model_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    promoted: Mapped[bool] = mapped_column(Boolean, default=False)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_training_runs_task_created", "task", "created_at"),)
+
+
+class KindEncoder(Base):
+    """The alias of a kind: which encoder embeds its events and which collection holds them.
+    Switched in one UPDATE when a re-index finishes, so readers never see a mix."""
+
+    __tablename__ = "kind_encoders"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    encoder_version: Mapped[str] = mapped_column(String(128))
+    encoder_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    collection: Mapped[str] = mapped_column(String(128))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReindexJob(Base):
+    """Re-embedding every event of a kind into a new collection; the cursor makes it resumable."""
+
+    __tablename__ = "reindex_jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    model_version: Mapped[str] = mapped_column(String(128))
+    collection: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    cursor: Mapped[str] = mapped_column(String(128), default="")
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    switched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

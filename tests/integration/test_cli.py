@@ -82,3 +82,33 @@ def test_config_masks_secrets(data_dir: Path) -> None:
     assert shown.returncode == 0
     assert "s3cret" not in shown.stdout and "key-123" not in shown.stdout
     assert "SIFT_BATCH_SIZE" in shown.stdout and "********" in shown.stdout
+
+
+def test_labels_import_train_and_rollback_from_the_command_line(data_dir: Path, tmp_path: Path) -> None:
+    assert sift(data_dir, "db", "upgrade").returncode == 0
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,category\nwhere is my card,card_arrival\n,refund\n")
+    refused = sift(data_dir, "labels", "import", str(bad), "--task", "intent", "--label-column", "category")
+    assert refused.returncode == 2 and "line 3" in refused.stderr
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(json.dumps({"text": "hi", "task": "nope", "label": "x"}) + "\n")
+    refused = sift(data_dir, "labels", "import", str(unknown))
+    assert refused.returncode == 2 and "unknown task 'nope'" in refused.stderr
+    assert rows(data_dir) == {}
+
+    good = tmp_path / "labels.csv"
+    lines = [f"my card {w} has not arrived,card_arrival" for w in "abcdefgh"]
+    lines += [f"refund the {w} I sent back,refund" for w in "abcdefgh"]
+    good.write_text("text,category\n" + "\n".join(lines) + "\n")
+    done = sift(data_dir, "labels", "import", str(good), "--task", "intent", "--label-column", "category")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["written"] == 16
+
+    trained = sift(data_dir, "train", "--task", "intent", SIFT_TRAIN_FINE_TUNE_MIN_LABELS="1000")
+    assert trained.returncode == 0, trained.stderr
+    result = json.loads(trained.stdout)[0]
+    assert result["promoted"] and result["metrics"]["holdout"] == 4
+    listed = sift(data_dir, "models", "list", COLUMNS="250")
+    assert result["version"] in listed.stdout and "active" in listed.stdout
+    assert sift(data_dir, "models", "activate", "no-such-version").returncode == 2
+    assert sift(data_dir, "train", "--task", "nope").returncode == 2

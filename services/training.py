@@ -1,0 +1,501 @@
+"""Training runs: snapshot a task's labels, split a holdout, fit a head (and, when there are
+enough labels, fine-tune the kind's encoder with sentence-transformers), evaluate, and promote
+the new version only when it beats the active one on the same holdout.
+
+A run is a row in training_runs; its result is a row in model_versions (the registry) and a
+folder under SIFT_DATA_DIR/models/<version> with head.npz, meta.json and, when fine-tuned, the
+encoder. Promoting a version that brings a new encoder does not activate it at once: a re-index
+job (services/reindex.py) embeds the kind's events into a new collection first and switches the
+kind's alias and the active version in one transaction at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from services import labels as label_repo
+from services.classify import ActiveModels, Head, get_task
+from services.config import Settings
+from services.db.models import ClassTask, KindEncoder, ModelVersion, TrainingRun
+from services.embedding import Encoder
+from services.errors import Conflict, InvalidInput, NotFound
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+RUN_STATUSES = ("queued", "running", "succeeded", "failed")
+MIN_EXAMPLES_PER_LABEL = 2
+
+
+@dataclass(frozen=True)
+class Example:
+    """A labeled text."""
+
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The labels a run trains and evaluates on, fixed when the run starts."""
+
+    examples: list[Example]
+    max_label_id: int
+    digest: str
+
+    def summary(self) -> dict[str, Any]:
+        """What the registry keeps of it."""
+        counts = Counter(e.label for e in self.examples)
+        return {
+            "labels": len(self.examples),
+            "max_label_id": self.max_label_id,
+            "digest": self.digest,
+            "per_label": dict(sorted(counts.items())),
+        }
+
+
+@dataclass
+class Outcome:
+    """What a run produced."""
+
+    version: str
+    promoted: bool
+    metrics: dict[str, Any]
+    reindex_job: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+# --- pure parts ---------------------------------------------------------------------------------
+
+
+def take_snapshot(session: Session, *, task: str) -> Snapshot:
+    """The task's labels in force now."""
+    rows = label_repo.current(session, task=task)
+    examples = [Example(r.text, r.label) for r in rows]
+    digest = hashlib.sha256(json.dumps([[r.id, r.label] for r in rows]).encode()).hexdigest()[:16]
+    return Snapshot(examples, max((r.id for r in rows), default=0), digest)
+
+
+def split(
+    examples: Sequence[Example], *, holdout: float, min_per_label: int = 1
+) -> tuple[list[Example], list[Example]]:
+    """A stratified, deterministic split: within each label, texts ordered by a hash of the text,
+    the first share goes to the holdout. The same labels always give the same split, whatever
+    their order, and a text keeps its side as labels are added."""
+    by_label: dict[str, list[Example]] = defaultdict(list)
+    for example in examples:
+        by_label[example.label].append(example)
+    train: list[Example] = []
+    test: list[Example] = []
+    for label in sorted(by_label):
+        group = sorted(by_label[label], key=lambda e: hashlib.sha1(e.text.encode()).hexdigest())
+        if len(group) < MIN_EXAMPLES_PER_LABEL:
+            train += group
+            continue
+        k = min(len(group) - 1, max(min_per_label, round(len(group) * holdout)))
+        test += group[:k]
+        train += group[k:]
+    return train, test
+
+
+def fit_head(vectors: np.ndarray, labels: Sequence[str], *, c: float = 20.0) -> Head:
+    """Multinomial logistic regression on unit vectors (C chosen on Banking77/FPB holdouts)."""
+    from sklearn.linear_model import LogisticRegression
+
+    classes = sorted(set(labels))
+    clf = LogisticRegression(C=c, max_iter=3000)
+    clf.fit(vectors, [classes.index(x) for x in labels])
+    return Head.from_logistic(classes, clf.coef_, clf.intercept_)
+
+
+def evaluate(head: Head, vectors: np.ndarray, labels: Sequence[str]) -> dict[str, float]:
+    """Accuracy and macro-F1 (over the labels present in the holdout)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    predicted = head.predict(vectors) if len(vectors) else []
+    return {
+        "accuracy": round(float(accuracy_score(labels, predicted)), 4) if labels else 0.0,
+        "macro_f1": round(float(f1_score(labels, predicted, average="macro", labels=sorted(set(labels)))), 4)
+        if labels
+        else 0.0,
+        "n": len(labels),
+    }
+
+
+def fine_tune(
+    base_path: str,
+    train: Sequence[Example],
+    *,
+    out_dir: Path,
+    settings: Settings,
+    device: str,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Fine-tune a copy of the encoder on the labeled texts, SetFit style; save it to out_dir.
+
+    Loss: BatchAllTripletLoss over (text, label) with label-grouped batches, so every batch has
+    positives and negatives of several labels; it works for 3 labels as well as for 77. Training
+    stops early when SIFT_TRAIN_BUDGET_S is spent (recorded as budget_stopped)."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+    from transformers import TrainerCallback
+
+    from services.embedding import model_kwargs_for
+
+    started = time.monotonic()
+    budget = settings.train_budget_s
+
+    class Report(TrainerCallback):  # type: ignore[misc]
+        stopped = False
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
+            progress("fine-tune", state.global_step / max(1, state.max_steps))
+            if time.monotonic() - started > budget:
+                Report.stopped = True
+                control.should_training_stop = True
+
+    model = SentenceTransformer(base_path, device=device, model_kwargs=model_kwargs_for(device))
+    model.max_seq_length = min(int(model.max_seq_length or 256), settings.max_seq_length, 128)
+    classes = sorted({e.label for e in train})
+    dataset = Dataset.from_dict({"text": [e.text for e in train], "label": [classes.index(e.label) for e in train]})
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        num_train_epochs=settings.train_epochs,
+        per_device_train_batch_size=settings.train_batch_size,
+        learning_rate=settings.train_learning_rate,
+        warmup_steps=0.1,
+        batch_sampler=BatchSamplers.GROUP_BY_LABEL,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=device == "cpu",
+        fp16=device.startswith("cuda"),
+        seed=0,
+        data_seed=0,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=dataset, loss=losses.BatchAllTripletLoss(model), callbacks=[Report()]
+    )
+    trainer.train()
+    encoder_dir = out_dir / "encoder"
+    model.save(str(encoder_dir))
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    return {
+        "seconds": round(time.monotonic() - started, 1),
+        "budget_stopped": Report.stopped,
+        "examples": len(train),
+        "epochs": settings.train_epochs,
+    }
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def new_run(session: Session, *, task: str, trigger: str = "api", now: datetime | None = None) -> TrainingRun:
+    """Queue a run for a task (the caller sends it to a worker, or runs it in place)."""
+    get_task(session, task)
+    if task_has_open_run(session, task=task):
+        raise Conflict(f"task {task!r} already has a run queued or running; wait for it (GET /v1/training/runs)")
+    run = TrainingRun(
+        id=str(uuid.uuid4()),
+        task=task,
+        status="queued",
+        stage="queued",
+        progress=0.0,
+        trigger=trigger,
+        label_count=0,
+        max_label_id=0,
+        promoted=False,
+        metrics={},
+        created_at=now or datetime.now(UTC),
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def task_has_open_run(session: Session, *, task: str, stale_after_s: float = 3 * 3600) -> bool:
+    """A run queued or running, started recently enough to be alive."""
+    rows = session.scalars(
+        select(TrainingRun).where(TrainingRun.task == task, TrainingRun.status.in_(("queued", "running")))
+    )
+    now = datetime.now(UTC)
+    for run in rows:
+        since = run.started_at or run.created_at
+        if (now - (since if since.tzinfo else since.replace(tzinfo=UTC))).total_seconds() < stale_after_s:
+            return True
+    return False
+
+
+def get_run(session: Session, *, run_id: str) -> TrainingRun:
+    """A run by id, or NotFound."""
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        raise NotFound(f"no training run with id {run_id!r}")
+    return run
+
+
+class Trainer:
+    """Executes runs. Needs the database, the base encoder path and the served models (to
+    evaluate the active version on the new holdout)."""
+
+    def __init__(self, *, settings: Settings, sessions: Callable[[], Any], models: ActiveModels, device: str) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.models = models
+        self.device = device
+
+    def execute(self, run_id: str, *, progress: Progress | None = None) -> Outcome:
+        """Run a queued run to the end; the run row says succeeded or failed (with the error)."""
+        started = datetime.now(UTC)
+        with self.sessions() as session:
+            run = get_run(session, run_id=run_id)
+            if run.status in ("succeeded", "failed"):
+                raise Conflict(f"run {run_id} already {run.status}")
+            run.status, run.started_at, run.stage = "running", started, "snapshot"
+            task = get_task(session, run.task)
+            task_name, kind, fine_tune_allowed = task.name, task.kind, task.fine_tune
+            snap = take_snapshot(session, task=task_name)
+            run.label_count, run.max_label_id = len(snap.examples), snap.max_label_id
+        report = self._reporter(run_id, progress)
+        try:
+            outcome = self._train(run_id, task_name, kind, fine_tune_allowed, snap, report)
+        except Exception as exc:
+            log.exception("training run %s failed", run_id)
+            with self.sessions() as session:
+                run = get_run(session, run_id=run_id)
+                run.status, run.error, run.finished_at = (
+                    "failed",
+                    f"{type(exc).__name__}: {exc}"[:2000],
+                    datetime.now(UTC),
+                )
+            raise
+        with self.sessions() as session:
+            run = get_run(session, run_id=run_id)
+            run.status, run.stage, run.progress = "succeeded", "done", 1.0
+            run.model_version, run.promoted, run.metrics = outcome.version, outcome.promoted, outcome.metrics
+            run.finished_at = datetime.now(UTC)
+        return outcome
+
+    def _reporter(self, run_id: str, progress: Progress | None) -> Progress:
+        last = [0.0]
+
+        def report(stage: str, fraction: float) -> None:
+            if progress is not None:
+                progress(stage, fraction)
+            now = time.monotonic()
+            if now - last[0] < 2.0 and fraction < 1.0:
+                return
+            last[0] = now
+            with self.sessions() as session:
+                session.execute(
+                    update(TrainingRun).where(TrainingRun.id == run_id).values(stage=stage, progress=round(fraction, 4))
+                )
+
+        return report
+
+    def _train(
+        self, run_id: str, task: str, kind: str, fine_tune_allowed: bool, snap: Snapshot, report: Progress
+    ) -> Outcome:
+        s = self.settings
+        counts = Counter(e.label for e in snap.examples)
+        usable = [label for label, n in counts.items() if n >= MIN_EXAMPLES_PER_LABEL]
+        if len(usable) < 2:
+            raise InvalidInput(
+                f"task {task!r} needs at least 2 labels with {MIN_EXAMPLES_PER_LABEL}+ examples each to train; "
+                f"it has {dict(counts)}"
+            )
+        train, holdout = split(snap.examples, holdout=s.train_holdout, min_per_label=s.train_min_holdout_per_label)
+        report("split", 1.0)
+        version = f"{task}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        out_dir = s.models_dir / version
+        out_dir.mkdir(parents=True, exist_ok=True)
+        serving = self.models.for_kind(kind)
+        notes: list[str] = []
+        metrics: dict[str, Any] = {"train": len(train), "holdout": len(holdout)}
+        t0 = time.monotonic()
+        if fine_tune_allowed and len(train) >= s.train_fine_tune_min_labels:
+            metrics["fine_tune"] = fine_tune(
+                s.model_path, train, out_dir=out_dir, settings=s, device=self.device, progress=report
+            )
+            tuned_path: str | None = str(out_dir / "encoder")
+            encoder = Encoder.load(
+                str(tuned_path), device=self.device, max_seq_length=s.max_seq_length, batch_size=s.encode_batch_size
+            )
+            encoder.version = version
+        else:
+            if fine_tune_allowed:
+                notes.append(f"head only: {len(train)} training labels < SIFT_TRAIN_FINE_TUNE_MIN_LABELS")
+            tuned_path, encoder = None, serving.encoder
+        report("head", 0.0)
+        head = fit_head(encoder.encode([e.text for e in train]), [e.label for e in train])
+        metrics["train_seconds"] = round(time.monotonic() - t0, 1)
+        report("evaluate", 0.0)
+        new = evaluate(head, encoder.encode([e.text for e in holdout]), [e.label for e in holdout])
+        baseline_version, baseline = self._baseline(task, kind, holdout)
+        metrics.update(new)
+        metrics["baseline"] = {"version": baseline_version, **baseline}
+        # Against an active version the new one must win by the margin; against zero-shot, a
+        # head trained on people's labels is preferred at equal accuracy.
+        margin = s.train_promote_margin if baseline_version is not None else 0.0
+        promoted = new["accuracy"] >= baseline["accuracy"] + margin
+        if not promoted:
+            against = baseline_version or "zero-shot"
+            notes.append(
+                f"not promoted: accuracy {new['accuracy']} < {against} {baseline['accuracy']} + margin {margin}"
+            )
+        head.save(out_dir)
+        meta = {
+            "version": version,
+            "task": task,
+            "kind": kind,
+            "labels": list(head.labels),
+            "metrics": metrics,
+            "snapshot": snap.summary(),
+            "encoder": tuned_path or "serving",
+        }
+        (out_dir / "meta.json").write_text(json.dumps(meta, indent=1))
+        reindex_job = None
+        with self.sessions() as session:
+            row = ModelVersion(
+                version=version,
+                task=task,
+                kind=kind,
+                status="candidate",
+                encoder_version=encoder.version,
+                artifact_path=str(out_dir),
+                labels=list(head.labels),
+                snapshot=snap.summary(),
+                metrics=metrics,
+                created_at=datetime.now(UTC),
+            )
+            session.add(row)
+            session.flush()
+            if promoted:
+                reindex_job = activate(session, version=version, settings=s)
+            else:
+                row.status = "rejected"
+        report("done", 1.0)
+        metrics["notes"] = notes
+        return Outcome(version, promoted, metrics, reindex_job, notes)
+
+    def _baseline(self, task: str, kind: str, holdout: Sequence[Example]) -> tuple[str | None, dict[str, float]]:
+        """The active version of the task (or its zero-shot head) scored on the new holdout."""
+        with self.sessions() as session:
+            active = session.scalar(
+                select(ModelVersion).where(ModelVersion.task == task, ModelVersion.status == "active")
+            )
+            active_info = (active.version, active.encoder_version, active.artifact_path) if active else None
+        texts, gold = [e.text for e in holdout], [e.label for e in holdout]
+        if active_info is not None:
+            version, encoder_version, path = active_info
+            encoder = self.models.encoder(encoder_version, encoder_path(path))
+            return version, evaluate(Head.load(Path(path)), encoder.encode(texts), gold)
+        serving = self.models.for_kind(kind)
+        for name, head, _, _ in serving.heads:
+            if name == task:  # zero-shot: a trained head must beat it
+                return None, evaluate(head, serving.encoder.encode(texts), gold)
+        return None, {"accuracy": 0.0, "macro_f1": 0.0, "n": len(gold)}
+
+
+def encoder_path(artifact_path: str) -> str | None:
+    """The fine-tuned encoder of a version, if it has one."""
+    path = Path(artifact_path) / "encoder"
+    return str(path) if path.is_dir() else None
+
+
+# --- registry ----------------------------------------------------------------------------------
+
+
+def get_version(session: Session, *, version: str) -> ModelVersion:
+    """A model version, or NotFound."""
+    row = session.get(ModelVersion, version)
+    if row is None:
+        raise NotFound(f"no model version {version!r}; see GET /v1/models")
+    return row
+
+
+def list_versions(session: Session, *, task: str | None = None) -> list[ModelVersion]:
+    """Model versions, newest first."""
+    stmt = select(ModelVersion).order_by(ModelVersion.created_at.desc())
+    if task:
+        stmt = stmt.where(ModelVersion.task == task)
+    return list(session.scalars(stmt))
+
+
+def activate(session: Session, *, version: str, settings: Settings) -> int | None:
+    """Make a version the active one of its task (promotion or rollback). When it needs another
+    encoder than the one the kind is embedded with now, start a re-index job and return its id:
+    the switch happens when the job is done. Otherwise switch now and return None."""
+    from services.reindex import current_encoder, start_job
+
+    row = session.get(ModelVersion, version)
+    if row is None:
+        raise NotFound(f"no model version {version!r}; see GET /v1/models")
+    if row.status == "active":
+        return None
+    if row.encoder_version == current_encoder(session, kind=row.kind, settings=settings):
+        switch_active(session, version=row)
+        return None
+    row.status = "reindexing"
+    return start_job(session, version=row, settings=settings)
+
+
+def switch_active(session: Session, *, version: ModelVersion) -> None:
+    """Retire the task's active version and activate this one (one transaction)."""
+    now = datetime.now(UTC)
+    session.execute(
+        update(ModelVersion)
+        .where(
+            ModelVersion.task == version.task, ModelVersion.status == "active", ModelVersion.version != version.version
+        )
+        .values(status="retired")
+    )
+    version.status, version.activated_at = "active", now
+    session.flush()
+
+
+def due_tasks(session: Session, *, min_new_labels: int) -> list[str]:
+    """Tasks with at least min_new_labels labels since their last run's snapshot, and tasks whose
+    active head was trained on another encoder than the kind's current one."""
+    due = []
+    encoders = {row.kind: row.encoder_version for row in session.scalars(select(KindEncoder))}
+    for task in session.scalars(select(ClassTask).order_by(ClassTask.name)):
+        last = session.scalar(
+            select(TrainingRun)
+            .where(TrainingRun.task == task.name, TrainingRun.status == "succeeded")
+            .order_by(TrainingRun.created_at.desc())
+            .limit(1)
+        )
+        after = last.max_label_id if last else 0
+        stale = False
+        active = session.scalar(
+            select(ModelVersion).where(ModelVersion.task == task.name, ModelVersion.status == "active")
+        )
+        if active is not None and task.kind in encoders and active.encoder_version != encoders[task.kind]:
+            stale = label_repo.new_since(session, task=task.name, after_id=0) > 0
+        if (
+            stale or label_repo.new_since(session, task=task.name, after_id=after) >= min_new_labels
+        ) and not task_has_open_run(session, task=task.name):
+            due.append(task.name)
+    return due

@@ -1,0 +1,335 @@
+"""Classification end to end on SQLite and embedded Qdrant with the real model: zero-shot before
+labels, labels (versioned, validated), training runs that promote or do not, rollback, hot reload
+in a running worker, and a re-index that is interrupted, resumed, and keeps searches answering."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from services import classify, ingest, labels, training
+from services.api.app import create_app
+from services.db.migrate import upgrade
+from services.db.models import Event, KindEncoder, Label, ModelVersion, ReindexJob
+from services.embedding import Encoder
+from services.errors import InvalidInput
+from services.reindex import Reindexer
+from services.runtime import Runtime, reset_runtime
+from tests.conftest import settings_for
+from worker.tasks import run_batch
+
+LIMITS = ingest.Limits(max_events=1000, max_text_chars=10_000)
+
+# A small task with two clear labels: enough for a head to learn, quick to train.
+CARD = [f"my card {w} has not arrived yet" for w in ("visa", "debit", "new", "credit", "metal", "spare")] + [
+    f"the {w} card I ordered is still not here" for w in ("visa", "debit", "new", "credit", "metal", "spare")
+]
+REFUND = [f"I want a refund for the {w} I returned" for w in ("shoes", "phone", "ticket", "order", "book", "lamp")] + [
+    f"please give me my money back for the {w}" for w in ("shoes", "phone", "ticket", "order", "book", "lamp")
+]
+
+
+@pytest.fixture
+def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
+    settings = settings_for(
+        data_dir, model_reload_s=0.2, train_fine_tune_min_labels=10_000, train_holdout=0.25, reindex_page=4
+    )
+    upgrade(settings.sqlalchemy_url)
+    rt = reset_runtime(settings)
+    rt._made["encoder"] = encoder
+    yield rt
+    rt.close()
+    reset_runtime()
+
+
+def accept(rt: Runtime, items: list[tuple[str, str]]) -> list[str]:
+    events = [ingest.EventIn(id=f"{k}-{n}", kind=k, text=t) for n, (k, t) in enumerate(items)]  # type: ignore[arg-type]
+    with rt.db.session_scope() as s:
+        return ingest.accept(s, events=events, limits=LIMITS).ids
+
+
+def event(rt: Runtime, event_id: str) -> Event:
+    with rt.db.session_scope() as s:
+        row = s.get(Event, event_id)
+        assert row is not None
+        return row
+
+
+def add_support_task(rt: Runtime) -> None:
+    with rt.db.session_scope() as s:
+        classify.add_task(s, name="support", kind="ticket", labels=[], open_labels=True)
+        labels.record(
+            s,
+            labels=[labels.LabelIn(text=t, task="support", label="card_arrival") for t in CARD]
+            + [labels.LabelIn(text=t, task="support", label="refund") for t in REFUND],
+            max_labels=1000,
+            max_text_chars=1000,
+        )
+
+
+def train(rt: Runtime, task: str) -> training.Outcome:
+    with rt.db.session_scope() as s:
+        run_id = training.new_run(s, task=task).id
+    return rt.trainer.execute(run_id)
+
+
+def test_news_is_classified_zero_shot_before_any_label(runtime: Runtime) -> None:
+    accept(runtime, [("news", "Profit fell sharply and the company cut 2,000 jobs after a loss")])
+    assert run_batch(["news-0"])["done"] == 1
+    prediction = event(runtime, "news-0").predictions["sentiment"]
+    assert prediction["zero_shot"] is True and prediction["model_version"].startswith("zero-shot@")
+    assert set(prediction["probs"]) == {"negative", "neutral", "positive"}
+    assert abs(sum(prediction["probs"].values()) - 1) < 1e-3
+    assert prediction["label"] == "negative"
+    payload = runtime.store.retrieve("sift_news", [ingest.point_id_for("news-0")])[0].payload
+    assert payload["predictions"]["sentiment"] == prediction
+
+
+def test_labels_are_versioned_and_a_repeat_writes_nothing(runtime: Runtime) -> None:
+    accept(runtime, [("news", "Sales rose 20% in the quarter")])
+    with runtime.db.session_scope() as s:
+        first = labels.record(
+            s,
+            labels=[labels.LabelIn(event_id="news-0", task="sentiment", label="neutral")],
+            max_labels=10,
+            max_text_chars=100,
+        )
+        again = labels.record(
+            s,
+            labels=[labels.LabelIn(event_id="news-0", task="sentiment", label="neutral")],
+            max_labels=10,
+            max_text_chars=100,
+        )
+        fixed = labels.record(
+            s,
+            labels=[labels.LabelIn(event_id="news-0", task="sentiment", label="positive")],
+            max_labels=10,
+            max_text_chars=100,
+        )
+    assert (first.written, again.written, again.unchanged, fixed.written) == (1, 0, 1, 1)
+    with runtime.db.session_scope() as s:
+        rows = labels.history(s, event_id="news-0", task="sentiment")
+        assert [(r.label, r.superseded_by) for r in rows] == [("neutral", rows[1].id), ("positive", None)]
+        assert [r.label for r in labels.current(s, task="sentiment")] == ["positive"]
+
+
+def test_bad_labels_write_nothing_and_say_which(runtime: Runtime) -> None:
+    accept(runtime, [("news", "Sales rose"), ("ticket", "where is my card")])
+    bad = [
+        labels.LabelIn(event_id="news-0", task="sentiment", label="positive"),  # fine, but the batch fails
+        labels.LabelIn(event_id="nope", task="sentiment", label="positive"),
+        labels.LabelIn(text="hello", task="no_such_task", label="x"),
+        labels.LabelIn(event_id="news-0", task="sentiment", label="great"),  # not a sentiment label
+        labels.LabelIn(event_id="ticket-1", task="sentiment", label="positive"),  # a ticket is not news
+    ]
+    with pytest.raises(InvalidInput) as caught, runtime.db.session_scope() as s:
+        labels.record(s, labels=bad, max_labels=10, max_text_chars=100)
+    problems = {(p["index"], p["field"]) for p in caught.value.details}
+    assert problems == {(1, "event_id"), (2, "task"), (3, "label"), (4, "event_id")}
+    with runtime.db.session_scope() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(Label)) == 0
+
+
+def test_the_labels_api_makes_events_for_texts_and_refuses_bad_input(runtime: Runtime) -> None:
+    with TestClient(create_app(runtime, warm_model=False)) as client:
+        ok = client.post(
+            "/v1/labels", json={"labels": [{"text": "I lost my card", "task": "intent", "label": "lost_card"}]}
+        )
+        assert ok.status_code == 201, ok.text
+        new_id = ok.json()["new_event_ids"][0]
+        assert client.get(f"/v1/events/{new_id}").json()["kind"] == "ticket"
+        tasks = {t["name"]: t for t in client.get("/v1/tasks").json()["tasks"]}
+        assert [x["name"] for x in tasks["intent"]["labels"]] == ["lost_card"]  # an open task learned it
+
+        unknown = client.post("/v1/labels", json={"labels": [{"text": "x", "task": "nope", "label": "a"}]})
+        assert unknown.status_code == 422 and "unknown task 'nope'" in unknown.json()["error"]["details"][0]["problem"]
+        neither = client.post("/v1/labels", json={"labels": [{"task": "intent", "label": "a"}]})
+        assert neither.status_code == 422 and "event_id" in neither.json()["error"]["message"]
+        assert client.post("/v1/labels", json={"labels": []}).status_code == 422
+
+        created = client.post(
+            "/v1/tasks", json={"name": "urgency", "kind": "ticket", "labels": [{"name": "high"}, {"name": "low"}]}
+        )
+        assert created.status_code == 201 and created.json()["labels"][0]["description"] == "high"
+        clash = client.post("/v1/tasks", json={"name": "urgency", "kind": "news", "labels": [{"name": "high"}]})
+        assert clash.status_code == 409
+        assert (
+            client.post("/v1/tasks", json={"name": "Bad Name", "kind": "ticket", "open_labels": True}).status_code
+            == 422
+        )
+        assert client.post("/v1/training/runs", json={"task": "nope"}).status_code == 404
+        assert client.get("/v1/training/runs/nope").status_code == 404
+
+
+def test_a_run_promotes_a_better_head_and_a_running_worker_reloads_it(runtime: Runtime) -> None:
+    add_support_task(runtime)
+    accept(runtime, [("ticket", "my spare card never came")])
+    run_batch(["ticket-0"])
+    before = event(runtime, "ticket-0").predictions["support"]
+    assert before["zero_shot"] is True  # labels exist but no version yet: zero-shot over the label names
+
+    outcome = train(runtime, "support")
+    assert outcome.promoted and outcome.metrics["accuracy"] >= outcome.metrics["baseline"]["accuracy"]
+    assert outcome.metrics["holdout"] == 6 and outcome.metrics["train"] == 18
+    with runtime.db.session_scope() as s:
+        assert training.get_version(s, version=outcome.version).status == "active"
+
+    # The same worker process (its ActiveModels already loaded) serves the new head without a restart.
+    accept(runtime, [("ticket", "my spare card never came"), ("ticket", "refund the lamp please")])
+    runtime.models._checked = 0.0  # as if SIFT_MODEL_RELOAD_S had passed
+    run_batch(["ticket-0", "ticket-1"])
+    after = event(runtime, "ticket-1").predictions["support"]
+    assert after["zero_shot"] is False and after["model_version"] == outcome.version
+    assert after["label"] == "refund"
+
+
+def test_a_run_that_is_not_better_is_not_promoted_and_rollback_works(runtime: Runtime) -> None:
+    add_support_task(runtime)
+    first = train(runtime, "support")
+    second = train(runtime, "support")  # the same labels: the same accuracy, not better by the margin
+    assert first.promoted and not second.promoted
+    assert any("not promoted" in note for note in second.notes)
+    with runtime.db.session_scope() as s:
+        assert training.get_version(s, version=second.version).status == "rejected"
+        assert training.activate(s, version=second.version, settings=runtime.settings) is None  # by hand
+    with runtime.db.session_scope() as s:
+        statuses = {v.version: v.status for v in training.list_versions(s, task="support")}
+    assert statuses == {first.version: "retired", second.version: "active"}
+    with runtime.db.session_scope() as s:  # rollback
+        training.activate(s, version=first.version, settings=runtime.settings)
+    with runtime.db.session_scope() as s:
+        statuses = {v.version: v.status for v in training.list_versions(s, task="support")}
+    assert statuses == {first.version: "active", second.version: "retired"}
+
+
+def test_the_beat_check_starts_a_run_only_with_enough_new_labels(runtime: Runtime) -> None:
+    add_support_task(runtime)
+    with runtime.db.session_scope() as s:
+        assert training.due_tasks(s, min_new_labels=25) == []
+        assert training.due_tasks(s, min_new_labels=24) == ["support"]
+    train(runtime, "support")
+    with runtime.db.session_scope() as s:
+        assert training.due_tasks(s, min_new_labels=1) == []
+
+
+def test_a_reindex_is_interrupted_resumed_and_searches_answer_throughout(runtime: Runtime, encoder: Encoder) -> None:
+    texts = [("ticket", f"ticket number {i} about my card") for i in range(10)]
+    accept(runtime, texts)
+    run_batch([f"ticket-{i}" for i in range(10)])
+    add_support_task(runtime)
+    outcome = train(runtime, "support")
+
+    # A version that brings its own encoder (here: a saved copy of the base model under a new name).
+    artifact = Path(runtime.settings.models_dir) / "support-tuned"
+    shutil.copytree(outcome_path(runtime, outcome.version), artifact)
+    encoder._model.save(str(artifact / "encoder"))
+    with runtime.db.session_scope() as s:
+        base = training.get_version(s, version=outcome.version)
+        s.add(
+            ModelVersion(
+                version="support-tuned",
+                task="support",
+                kind="ticket",
+                status="candidate",
+                encoder_version="support-tuned",
+                artifact_path=str(artifact),
+                labels=base.labels,
+                snapshot=base.snapshot,
+                metrics=base.metrics,
+                created_at=base.created_at,
+            )
+        )
+    with runtime.db.session_scope() as s:
+        job_id = training.activate(s, version="support-tuned", settings=runtime.settings)
+    assert job_id is not None
+
+    query = encoder.encode(["ticket number 3 about my card"])[0]
+
+    def search() -> list[Any]:
+        kind = runtime.models.for_kind("ticket")
+        return runtime.store.search(kind.collection, query.tolist(), limit=3)
+
+    assert search()[0].payload["event_id"] == "ticket-3"
+    assert (
+        Reindexer(
+            settings=runtime.settings, sessions=runtime.db.session_scope, store=runtime.store, models=runtime.models
+        ).step(job_id, pages=2)
+        == "running"
+    )
+    with runtime.db.session_scope() as s:
+        job = s.get(ReindexJob, job_id)
+        assert job is not None and job.done == 8 and job.cursor
+        assert s.get(KindEncoder, "ticket") is None  # not switched: readers still use the old collection
+        assert training.get_version(s, version="support-tuned").status == "reindexing"
+    assert search()[0].payload["event_id"] == "ticket-3"
+
+    # "Crash": a new reindexer (as in a restarted worker) resumes from the cursor.
+    resumed = Reindexer(
+        settings=runtime.settings, sessions=runtime.db.session_scope, store=runtime.store, models=runtime.models
+    )
+    assert resumed.step(job_id) == "switched"
+    with runtime.db.session_scope() as s:
+        job = s.get(ReindexJob, job_id)
+        alias = s.get(KindEncoder, "ticket")
+        assert job is not None and job.done == job.total == 10  # 8 before the crash, 2 after: not restarted
+        assert alias is not None and alias.collection == job.collection != "sift_ticket"
+        assert training.get_version(s, version="support-tuned").status == "active"
+    hits = search()
+    assert runtime.models.for_kind("ticket").collection == alias.collection
+    assert hits[0].payload["event_id"] == "ticket-3" and hits[0].payload["model_version"] == "support-tuned"
+    assert runtime.store.count(alias.collection) == runtime.store.count("sift_ticket")
+
+    # New events now go to the new collection, embedded by the new encoder.
+    accept(runtime, [("ticket", "a brand new ticket")])
+    run_batch(["ticket-0"])
+    assert event(runtime, "ticket-0").model_version == "support-tuned"
+
+
+def outcome_path(rt: Runtime, version: str) -> Path:
+    with rt.db.session_scope() as s:
+        return Path(training.get_version(s, version=version).artifact_path)
+
+
+def test_head_math() -> None:
+    vectors = np.eye(3, dtype=np.float32)
+    head = classify.Head.zero_shot(["a", "b", "c"], vectors, temperature=0.05)
+    assert head.predict(vectors) == ["a", "b", "c"]
+    binary = classify.Head.from_logistic(["x", "y"], np.array([[2.0, 0.0]]), np.array([0.0]))
+    p = binary.probs(np.array([[1.0, 0.0]], dtype=np.float32))[0]
+    assert abs(p[1] - 1 / (1 + np.exp(-2.0))) < 1e-6
+
+
+def test_a_run_with_enough_labels_fine_tunes_the_encoder_and_reindexes(runtime: Runtime) -> None:
+    runtime.settings.train_fine_tune_min_labels = 10
+    runtime.settings.train_batch_size = 8
+    accept(runtime, [("ticket", "my metal card is late")])
+    run_batch(["ticket-0"])
+    with runtime.db.session_scope() as s:
+        labels.record(
+            s,
+            labels=[labels.LabelIn(text=t, task="intent", label="card_arrival") for t in CARD]
+            + [labels.LabelIn(text=t, task="intent", label="refund") for t in REFUND],
+            max_labels=1000,
+            max_text_chars=1000,
+        )
+    outcome = train(runtime, "intent")
+    assert outcome.metrics["fine_tune"]["examples"] == 18 and outcome.promoted
+    assert outcome.reindex_job is not None
+    path = outcome_path(runtime, outcome.version)
+    assert (path / "encoder" / "config_sentence_transformers.json").is_file() and (path / "head.npz").is_file()
+    with runtime.db.session_scope() as s:
+        assert training.get_version(s, version=outcome.version).status == "reindexing"
+    assert runtime.reindexer.step(outcome.reindex_job) == "switched"
+    accept(runtime, [("ticket", "refund my lamp")])
+    run_batch(["ticket-0"])
+    stored = event(runtime, "ticket-0")
+    assert stored.model_version == outcome.version
+    assert stored.predictions["intent"]["model_version"] == outcome.version
+    assert stored.predictions["intent"]["label"] == "refund"
