@@ -1,6 +1,7 @@
 """Real worker processes on the real Redis and PostgreSQL of this machine, with embedded Qdrant:
 events flow to done; a re-send changes nothing; a worker killed with SIGKILL mid-batch and
-restarted still leaves every event done exactly once in SQL and in Qdrant."""
+restarted still leaves every event done exactly once in SQL and in Qdrant; a running worker
+serves a newly promoted model without a restart."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from services import ingest
+from services import classify, ingest, labels, training
 from services.config import Settings
 from services.db import events as repo
 from services.db.migrate import upgrade
+from services.db.models import Event
+from services.embedding import Encoder
+from services.runtime import reset_runtime
 from services.db.session import Database
 from services.enqueue import Enqueuer, make_celery, queue_depths
 from services.vectors import open_store
@@ -46,6 +50,7 @@ class Deployment:
             SIFT_BATCH_SIZE=str(s.batch_size),
             SIFT_SWEEP_AFTER_S=str(s.sweep_after_s),
             SIFT_SWEEP_INTERVAL_S=str(s.sweep_interval_s),
+            SIFT_MODEL_RELOAD_S=str(s.model_reload_s),
             SIFT_LOG_LEVEL="INFO",
         )
         return env
@@ -143,4 +148,42 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(data_dir: Path, pg_url: 
         assert d.points() == 640
     finally:
         d.stop_workers()
+        d.db.dispose()
+
+
+def test_a_running_worker_serves_a_newly_promoted_version(
+    data_dir: Path, pg_url: str, redis_url: str, encoder: Encoder
+) -> None:
+    d = Deployment(settings_for(data_dir, database_url=pg_url, broker_url=redis_url, batch_size=32, model_reload_s=1))
+    runtime = reset_runtime(d.settings)
+    runtime._made["encoder"] = encoder
+    try:
+        with d.db.session_scope() as s:
+            classify.add_task(s, name="support", kind="ticket", labels=[], open_labels=True)
+            items = [(f"my {w} card has not arrived yet", "card_arrival") for w in "abcdefghij"]
+            items += [(f"please refund the {w} I sent back", "refund") for w in "abcdefghij"]
+            labels.record(
+                s,
+                labels=[labels.LabelIn(text=t, task="support", label=y) for t, y in items],
+                max_labels=100,
+                max_text_chars=1000,
+            )
+        d.start_worker()
+        d.ingest(5, prefix="before")
+        d.wait(lambda: d.counts().get("done", 0) >= 25, 120, "the first events done")
+        with d.db.session_scope() as s:
+            assert s.get(Event, "before-0").predictions["support"]["zero_shot"] is True  # type: ignore[union-attr]
+            run_id = training.new_run(s, task="support").id
+        outcome = runtime.trainer.execute(run_id)
+        assert outcome.promoted
+        time.sleep(1.5)  # SIFT_MODEL_RELOAD_S
+        d.ingest(5, prefix="after")
+        d.wait(lambda: d.counts().get("done", 0) >= 30, 120, "the later events done")
+        with d.db.session_scope() as s:
+            prediction = s.get(Event, "after-0").predictions["support"]  # type: ignore[union-attr]
+        assert prediction["zero_shot"] is False and prediction["model_version"] == outcome.version
+    finally:
+        d.stop_workers()
+        runtime.close()
+        reset_runtime()
         d.db.dispose()

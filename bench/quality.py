@@ -1,0 +1,160 @@
+"""Classification quality: what Sift's training gives on real data, against a classical reference.
+
+    python bench/quality.py ../shared/data [--datasets banking77,fpb] [--few 10] [--epochs 1]
+
+For each dataset (Banking77 `intent`, Financial PhraseBank `sentiment`) the training file is split
+with Sift's own deterministic stratified split (services.training.split, 20% holdout), then on
+the same holdout, in this run:
+  ref  TF-IDF (word 1-2 grams + char 2-5 grams) + logistic regression;
+  (a)  zero-shot: Sift's zero-shot head over the label descriptions;
+  (b)  a head on frozen embeddings (services.training.fit_head);
+  (c)  a head after fine-tuning the encoder (services.training.fine_tune, the code a run uses).
+For Banking77 also with --few labels per class (the first ones in the split's hash order).
+Prints accuracy, macro-F1 and training wall time per line, and one JSON line at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from services import classify, training  # noqa: E402
+from services.config import Settings  # noqa: E402
+from services.embedding import Encoder, set_threads  # noqa: E402
+
+SENTIMENT = {
+    "negative": "bad news for the company: losses, falling sales, layoffs, a lower forecast",
+    "neutral": "a plain statement of fact about the company, neither good nor bad",
+    "positive": "good news for the company: profit, growth, higher sales, a new contract",
+}
+
+
+def load(path: Path) -> list[training.Example]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    column = "category" if "category" in rows[0] else "label"
+    return [training.Example(r["text"], r[column]) for r in rows if r["text"].strip()]
+
+
+def few_per_label(train: list[training.Example], n: int) -> list[training.Example]:
+    out: list[training.Example] = []
+    seen: dict[str, int] = defaultdict(int)
+    for example in train:  # split() returns each label's examples in hash order
+        if seen[example.label] < n:
+            out.append(example)
+            seen[example.label] += 1
+    return out
+
+
+def tfidf(train: list[training.Example], test: list[training.Example]) -> dict[str, Any]:
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+
+    started = time.perf_counter()
+    words = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1)
+    chars = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2)
+    texts = [e.text for e in train]
+    x = hstack([words.fit_transform(texts), chars.fit_transform(texts)]).tocsr()
+    clf = LogisticRegression(C=20, max_iter=3000).fit(x, [e.label for e in train])
+    seconds = time.perf_counter() - started
+    xt = hstack([words.transform([e.text for e in test]), chars.transform([e.text for e in test])]).tocsr()
+    predicted = clf.predict(xt)
+    gold = [e.label for e in test]
+    return {
+        "accuracy": round(float(accuracy_score(gold, predicted)), 4),
+        "macro_f1": round(float(f1_score(gold, predicted, average="macro")), 4),
+        "train_s": round(seconds, 1),
+    }
+
+
+def head_on(encoder: Encoder, train: list[training.Example], test: list[training.Example]) -> dict[str, Any]:
+    started = time.perf_counter()
+    head = training.fit_head(encoder.encode([e.text for e in train]), [e.label for e in train])
+    seconds = time.perf_counter() - started
+    result = training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])
+    return {**result, "train_s": round(seconds, 1)}
+
+
+def zero_shot(encoder: Encoder, labels: dict[str, str], test: list[training.Example], settings: Settings) -> dict[str, Any]:
+    names = sorted(labels)
+    head = classify.Head.zero_shot(
+        names, encoder.encode([labels[n] for n in names]), temperature=settings.zero_shot_temperature
+    )
+    return {**training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test]), "train_s": 0.0}
+
+
+def tuned(
+    train: list[training.Example], test: list[training.Example], settings: Settings, workdir: Path
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    report = training.fine_tune(
+        settings.model_path, train, out_dir=workdir, settings=settings, device="cpu", progress=lambda *_: None
+    )
+    encoder = Encoder.load(str(workdir / "encoder"), device="cpu", max_seq_length=settings.max_seq_length)
+    head = training.fit_head(encoder.encode([e.text for e in train]), [e.label for e in train])
+    seconds = time.perf_counter() - started
+    result = training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])
+    return {**result, "train_s": round(seconds, 1), "fine_tune_s": report["seconds"],
+            "budget_stopped": report["budget_stopped"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", type=Path, help="the shared data folder (banking77/, fpb/)")
+    parser.add_argument("--datasets", default="banking77,fpb")
+    parser.add_argument("--few", type=int, default=10, help="labels per class for the Banking77 few-shot lines")
+    parser.add_argument("--epochs", type=float, default=None, help="override SIFT_TRAIN_EPOCHS")
+    parser.add_argument("--skip-fine-tune", action="store_true")
+    args = parser.parse_args()
+
+    settings = Settings()
+    if args.epochs:
+        settings.train_epochs = args.epochs
+    set_threads(settings.threads_for_this_process())
+    base = Encoder.load(settings.model_path, device="cpu", max_seq_length=settings.max_seq_length)
+    results: list[dict[str, Any]] = []
+    print(f"{'dataset':<18}{'method':<34}{'acc':>8}{'macroF1':>9}{'train s':>9}")
+
+    def line(dataset: str, method: str, result: dict[str, Any]) -> None:
+        results.append({"dataset": dataset, "method": method, **result})
+        print(f"{dataset:<18}{method:<34}{result['accuracy']:>8.4f}{result['macro_f1']:>9.4f}{result['train_s']:>9.1f}",
+              flush=True)
+
+    for name in args.datasets.split(","):
+        examples = load(args.data / name / "train.csv")
+        train, test = training.split(examples, holdout=0.2)
+        labels = SENTIMENT if name == "fpb" else {x: classify.describe(x) for x in {e.label for e in examples}}
+        sets = [(name, train)]
+        if name == "banking77" and args.few:
+            sets.append((f"{name} {args.few}/class", few_per_label(train, args.few)))
+        for tag, subset in sets:
+            print(f"# {tag}: {len(subset)} train, {len(test)} holdout, {len({e.label for e in subset})} labels",
+                  flush=True)
+            line(tag, "ref: TF-IDF + logistic regression", tfidf(subset, test))
+            if subset is train:
+                line(tag, "(a) zero-shot (label descriptions)", zero_shot(base, labels, test, settings))
+            line(tag, "(b) head on frozen embeddings", head_on(base, subset, test))
+            if not args.skip_fine_tune:
+                with tempfile.TemporaryDirectory() as tmp:
+                    line(tag, "(c) fine-tuned encoder + head", tuned(subset, test, settings, Path(tmp)))
+    print(json.dumps({"settings": {"epochs": settings.train_epochs, "lr": settings.train_learning_rate,
+                                   "batch": settings.train_batch_size}, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
