@@ -90,7 +90,9 @@ def head_on(encoder: Encoder, train: list[training.Example], test: list[training
     return {**result, "train_s": round(seconds, 1)}
 
 
-def zero_shot(encoder: Encoder, labels: dict[str, str], test: list[training.Example], settings: Settings) -> dict[str, Any]:
+def zero_shot(
+    encoder: Encoder, labels: dict[str, str], test: list[training.Example], settings: Settings
+) -> dict[str, Any]:
     names = sorted(labels)
     head = classify.Head.zero_shot(
         names, encoder.encode([labels[n] for n in names]), temperature=settings.zero_shot_temperature
@@ -109,8 +111,12 @@ def tuned(
     head = training.fit_head(encoder.encode([e.text for e in train]), [e.label for e in train])
     seconds = time.perf_counter() - started
     result = training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])
-    return {**result, "train_s": round(seconds, 1), "fine_tune_s": report["seconds"],
-            "budget_stopped": report["budget_stopped"]}
+    return {
+        **result,
+        "train_s": round(seconds, 1),
+        "fine_tune_s": report["seconds"],
+        "budget_stopped": report["budget_stopped"],
+    }
 
 
 def main() -> None:
@@ -132,8 +138,10 @@ def main() -> None:
 
     def line(dataset: str, method: str, result: dict[str, Any]) -> None:
         results.append({"dataset": dataset, "method": method, **result})
-        print(f"{dataset:<18}{method:<34}{result['accuracy']:>8.4f}{result['macro_f1']:>9.4f}{result['train_s']:>9.1f}",
-              flush=True)
+        print(
+            f"{dataset:<18}{method:<34}{result['accuracy']:>8.4f}{result['macro_f1']:>9.4f}{result['train_s']:>9.1f}",
+            flush=True,
+        )
 
     for name in args.datasets.split(","):
         examples = load(args.data / name / "train.csv")
@@ -143,8 +151,10 @@ def main() -> None:
         if name == "banking77" and args.few:
             sets.append((f"{name} {args.few}/class", few_per_label(train, args.few)))
         for tag, subset in sets:
-            print(f"# {tag}: {len(subset)} train, {len(test)} holdout, {len({e.label for e in subset})} labels",
-                  flush=True)
+            print(
+                f"# {tag}: {len(subset)} train, {len(test)} holdout, {len({e.label for e in subset})} labels",
+                flush=True,
+            )
             line(tag, "ref: TF-IDF + logistic regression", tfidf(subset, test))
             if subset is train:
                 line(tag, "(a) zero-shot (label descriptions)", zero_shot(base, labels, test, settings))
@@ -152,8 +162,18 @@ def main() -> None:
             if not args.skip_fine_tune:
                 with tempfile.TemporaryDirectory() as tmp:
                     line(tag, "(c) fine-tuned encoder + head", tuned(subset, test, settings, Path(tmp)))
-    print(json.dumps({"settings": {"epochs": settings.train_epochs, "lr": settings.train_learning_rate,
-                                   "batch": settings.train_batch_size}, "results": results}))
+    print(
+        json.dumps(
+            {
+                "settings": {
+                    "epochs": settings.train_epochs,
+                    "lr": settings.train_learning_rate,
+                    "batch": settings.train_batch_size,
+                },
+                "results": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

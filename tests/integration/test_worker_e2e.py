@@ -20,10 +20,10 @@ from services.config import Settings
 from services.db import events as repo
 from services.db.migrate import upgrade
 from services.db.models import Event
-from services.embedding import Encoder
-from services.runtime import reset_runtime
 from services.db.session import Database
+from services.embedding import Encoder
 from services.enqueue import Enqueuer, make_celery, queue_depths
+from services.runtime import reset_runtime
 from services.vectors import open_store
 from services.vectors.schema import collection_for
 from tests.conftest import settings_for
