@@ -94,23 +94,30 @@ def take_snapshot(session: Session, *, task: str) -> Snapshot:
 def split(
     examples: Sequence[Example], *, holdout: float, min_per_label: int = 1
 ) -> tuple[list[Example], list[Example]]:
-    """A stratified, deterministic split: within each label, texts ordered by a hash of the text,
-    the first share goes to the holdout. The same labels always give the same split, whatever
-    their order, and a text keeps its side as labels are added."""
+    """A stratified, deterministic split. Each text's side is decided by a hash of the text: it is
+    in the holdout when the hash, as a fraction of its range, is below `holdout`. So the same labels
+    give the same split whatever their order, and a text keeps its side as labels are added. Within
+    each label, when the hash leaves fewer than min_per_label texts in the holdout, the texts with
+    the smallest hashes are moved there; a label with one text trains only."""
     by_label: dict[str, list[Example]] = defaultdict(list)
     for example in examples:
         by_label[example.label].append(example)
     train: list[Example] = []
     test: list[Example] = []
     for label in sorted(by_label):
-        group = sorted(by_label[label], key=lambda e: hashlib.sha1(e.text.encode()).hexdigest())
+        group = sorted(by_label[label], key=_hash_fraction)
         if len(group) < MIN_EXAMPLES_PER_LABEL:
             train += group
             continue
-        k = min(len(group) - 1, max(min_per_label, round(len(group) * holdout)))
+        k = sum(1 for e in group if _hash_fraction(e) < holdout)
+        k = min(len(group) - 1, max(k, min_per_label))
         test += group[:k]
         train += group[k:]
     return train, test
+
+
+def _hash_fraction(example: Example) -> float:
+    return int(hashlib.sha1(example.text.encode()).hexdigest()[:12], 16) / float(16**12)
 
 
 def fit_head(vectors: np.ndarray, labels: Sequence[str], *, c: float = 20.0) -> Head:
@@ -160,8 +167,6 @@ def fine_tune(
     )
     from transformers import TrainerCallback
 
-    from services.embedding import model_kwargs_for
-
     started = time.monotonic()
     budget = settings.train_budget_s
 
@@ -174,7 +179,9 @@ def fine_tune(
                 Report.stopped = True
                 control.should_training_stop = True
 
-    model = SentenceTransformer(base_path, device=device, model_kwargs=model_kwargs_for(device))
+    # fp32 weights on every device: on a GPU, mixed precision (bf16, or fp16 with loss scaling)
+    # trains an fp32 master copy; fp16 weights cannot be unscaled by the AMP grad scaler.
+    model = SentenceTransformer(base_path, device=device)
     model.max_seq_length = min(int(model.max_seq_length or 256), settings.max_seq_length, 128)
     classes = sorted({e.label for e in train})
     dataset = Dataset.from_dict({"text": [e.text for e in train], "label": [classes.index(e.label) for e in train]})
@@ -189,7 +196,7 @@ def fine_tune(
         report_to="none",
         disable_tqdm=True,
         use_cpu=device == "cpu",
-        fp16=device.startswith("cuda"),
+        **precision_args(device, bf16_supported=_bf16_supported(device)),
         seed=0,
         data_seed=0,
     )
@@ -206,6 +213,19 @@ def fine_tune(
         "examples": len(train),
         "epochs": settings.train_epochs,
     }
+
+
+def precision_args(device: str, *, bf16_supported: bool) -> dict[str, bool]:
+    """Mixed precision for the trainer: bf16 where the GPU has it, else fp16; none on a CPU."""
+    if not device.startswith("cuda"):
+        return {"bf16": False, "fp16": False}
+    return {"bf16": bf16_supported, "fp16": not bf16_supported}
+
+
+def _bf16_supported(device: str) -> bool:
+    import torch
+
+    return device.startswith("cuda") and bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
 # --- runs ------------------------------------------------------------------------------------

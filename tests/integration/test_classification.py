@@ -177,7 +177,7 @@ def test_a_run_promotes_a_better_head_and_a_running_worker_reloads_it(runtime: R
 
     outcome = train(runtime, "support")
     assert outcome.promoted and outcome.metrics["accuracy"] >= outcome.metrics["baseline"]["accuracy"]
-    assert outcome.metrics["holdout"] == 6 and outcome.metrics["train"] == 18
+    assert outcome.metrics["holdout"] >= 2 and outcome.metrics["train"] + outcome.metrics["holdout"] == 24
     with runtime.db.session_scope() as s:
         assert training.get_version(s, version=outcome.version).status == "active"
 
@@ -320,7 +320,7 @@ def test_a_run_with_enough_labels_fine_tunes_the_encoder_and_reindexes(runtime: 
             max_text_chars=1000,
         )
     outcome = train(runtime, "intent")
-    assert outcome.metrics["fine_tune"]["examples"] == 18 and outcome.promoted
+    assert outcome.metrics["fine_tune"]["examples"] == outcome.metrics["train"] and outcome.promoted
     assert outcome.reindex_job is not None
     path = outcome_path(runtime, outcome.version)
     assert (path / "encoder" / "config_sentence_transformers.json").is_file() and (path / "head.npz").is_file()

@@ -107,7 +107,7 @@ def test_labels_import_train_and_rollback_from_the_command_line(data_dir: Path, 
     trained = sift(data_dir, "train", "--task", "intent", SIFT_TRAIN_FINE_TUNE_MIN_LABELS="1000")
     assert trained.returncode == 0, trained.stderr
     result = json.loads(trained.stdout)[0]
-    assert result["promoted"] and result["metrics"]["holdout"] == 4
+    assert result["promoted"] and result["metrics"]["holdout"] >= 2
     listed = sift(data_dir, "models", "list", COLUMNS="250")
     assert result["version"] in listed.stdout and "active" in listed.stdout
     assert sift(data_dir, "models", "activate", "no-such-version").returncode == 2
