@@ -165,6 +165,13 @@ def test_the_labels_api_makes_events_for_texts_and_refuses_bad_input(runtime: Ru
             == 422
         )
         assert client.post("/v1/training/runs", json={"task": "nope"}).status_code == 404
+        queued = client.post("/v1/training/runs", json={"task": "intent"})
+        assert queued.status_code == 202
+        run = client.get(f"/v1/training/runs/{queued.json()['run_id']}").json()
+        assert (run["status"], run["task"], run["promoted"], run["model_version"]) == ("queued", "intent", False, None)
+        assert client.post("/v1/training/runs", json={"task": "intent"}).status_code == 409  # one at a time
+        assert client.get("/v1/models").json() == {"models": [], "reindex": []}
+        assert client.post("/v1/models/nope/activate").status_code == 404
         assert client.get("/v1/training/runs/nope").status_code == 404
 
 
