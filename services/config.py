@@ -66,9 +66,16 @@ class Settings(BaseSettings):
     train_min_holdout_per_label: int = Field(1, ge=1)
     train_fine_tune_min_labels: int = Field(200, ge=2, description="below this, only the head is trained")
     train_budget_s: float = Field(840.0, gt=0, description="wall time a fine-tuning may take")
-    train_epochs: float = Field(1.0, gt=0)
+    train_epochs: float = Field(1.0, gt=0, description="fewest epochs of a fine-tuning")
+    train_max_epochs: float = Field(8.0, gt=0, description="most epochs, for small label sets")
+    train_min_examples_seen: int = Field(9000, ge=1, description="epochs grow until this many examples are seen")
     train_batch_size: int = Field(32, ge=4)
-    train_learning_rate: float = Field(5e-5, gt=0)
+    train_pseudo_below: int = Field(
+        30, ge=0, description="labels per class below which unlabeled events are pseudo-labeled (0 = never)"
+    )
+    train_pseudo_max: int = Field(20_000, ge=0, description="unlabeled events a run reads at most")
+    train_pseudo_min_prob: float = Field(0.3, gt=0, lt=1)
+    train_learning_rate: float = Field(1e-4, gt=0)
     train_promote_margin: float = Field(
         0.005, ge=0, description="accuracy a new version must add to replace the active one"
     )

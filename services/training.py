@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from services import labels as label_repo
 from services.classify import ActiveModels, Head, get_task
 from services.config import Settings
-from services.db.models import ClassTask, KindEncoder, ModelVersion, TrainingRun
+from services.db.models import ClassTask, Event, KindEncoder, ModelVersion, TrainingRun
 from services.embedding import Encoder
 from services.errors import Conflict, InvalidInput, NotFound
 
@@ -120,7 +120,7 @@ def _hash_fraction(example: Example) -> float:
     return int(hashlib.sha1(example.text.encode()).hexdigest()[:12], 16) / float(16**12)
 
 
-HEAD_CS = (1.0, 4.0, 16.0, 64.0)
+HEAD_CS = (0.25, 1.0, 4.0, 16.0, 64.0)
 
 
 def fit_head(vectors: np.ndarray, labels: Sequence[str], *, cs: Sequence[float] = HEAD_CS) -> Head:
@@ -173,9 +173,11 @@ def fine_tune(
     settings: Settings,
     device: str,
     progress: Progress,
+    unlabeled: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Fine-tune a copy of the encoder on the labeled texts with the sentence-transformers trainer;
-    save it to out_dir/encoder.
+    save it to out_dir/encoder. With unlabeled texts of the kind (a task with few labels per class),
+    the confident predictions of the probe on them are added as pseudo-labels (self-training).
 
     Recipe (LP-FT): a linear probe is fit on the frozen embeddings first and initialises a linear
     classifier over the model's (normalised) sentence embedding; then encoder and classifier are
@@ -204,14 +206,21 @@ def fine_tune(
     model = SentenceTransformer(base_path, device=device)
     model.max_seq_length = min(int(model.max_seq_length or 256), settings.max_seq_length, 128)
     classes = sorted({e.label for e in train})
-    texts = [e.text for e in train]
     progress("linear probe", 0.0)
-    probe = fit_head(np.asarray(model.encode(texts, batch_size=64)), [e.label for e in train], cs=(16.0,))
-    dataset = Dataset.from_dict({"text": texts, "label": [classes.index(e.label) for e in train]})
+    vectors = np.asarray(model.encode([e.text for e in train], batch_size=64))
+    probe = fit_head(vectors, [e.label for e in train], cs=(16.0,))
+    pseudo = pseudo_label(model.encode, probe, unlabeled, settings=settings) if unlabeled else []
+    examples = [*train, *pseudo]
+    if pseudo:  # the probe that initialises the classifier sees what the classifier will be trained on
+        more = np.asarray(model.encode([e.text for e in pseudo], batch_size=64))
+        probe = fit_head(np.vstack([vectors, more]), [e.label for e in examples], cs=(16.0,))
+    dataset = Dataset.from_dict(
+        {"text": [e.text for e in examples], "label": [classes.index(e.label) for e in examples]}
+    )
     precision = precision_args(device, bf16_supported=_bf16_supported(device))
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=settings.train_epochs,
+        num_train_epochs=epochs_for(len(examples), settings),
         per_device_train_batch_size=settings.train_batch_size,
         learning_rate=settings.train_learning_rate,
         warmup_steps=0.1,
@@ -233,9 +242,46 @@ def fine_tune(
         "seconds": round(time.monotonic() - started, 1),
         "budget_stopped": Report.stopped,
         "examples": len(train),
-        "epochs": settings.train_epochs,
+        "pseudo_labeled": len(pseudo),
+        "epochs": round(epochs_for(len(examples), settings), 2),
+        "learning_rate": settings.train_learning_rate,
         "recipe": "lp-ft cross-entropy",
     }
+
+
+def pseudo_label(
+    encode: Callable[[list[str]], Any], head: Head, texts: Sequence[str], *, settings: Settings
+) -> list[Example]:
+    """The head's confident predictions on unlabeled texts: probability at least
+    SIFT_TRAIN_PSEUDO_MIN_PROB, and at least twice the uniform 1/labels (at most 0.9)."""
+    probs = head.probs(np.asarray(encode(list(texts))))
+    threshold = max(settings.train_pseudo_min_prob, min(0.9, 2.0 / len(head.labels)))
+    best = probs.argmax(axis=1)
+    return [Example(text, head.labels[int(best[i])]) for i, text in enumerate(texts) if probs[i, best[i]] >= threshold]
+
+
+def train_head(
+    encode: Callable[[list[str]], Any], train: Sequence[Example], *, unlabeled: Sequence[str], settings: Settings
+) -> tuple[Head, int]:
+    """The task's head on an encoder: fit on the labels; with unlabeled texts (self-training), refit
+    on the labels plus the first head's confident predictions. Returns the head and how many
+    pseudo-labels it saw."""
+    vectors = np.asarray(encode([e.text for e in train]))
+    head = fit_head(vectors, [e.label for e in train])
+    if not unlabeled:
+        return head, 0
+    pseudo = pseudo_label(encode, head, unlabeled, settings=settings)
+    if not pseudo:
+        return head, 0
+    more = np.asarray(encode([e.text for e in pseudo]))
+    labels = [e.label for e in train] + [e.label for e in pseudo]
+    return fit_head(np.vstack([vectors, more]), labels), len(pseudo)
+
+
+def epochs_for(examples: int, settings: Settings) -> float:
+    """Enough epochs to see SIFT_TRAIN_MIN_EXAMPLES_SEEN examples, between the fewest and most."""
+    wanted = settings.train_min_examples_seen / max(1, examples)
+    return float(min(settings.train_max_epochs, max(settings.train_epochs, wanted)))
 
 
 def probe_loss(model: Any, probe: Head) -> Any:
@@ -402,9 +448,16 @@ class Trainer:
         notes: list[str] = []
         metrics: dict[str, Any] = {"train": len(train), "holdout": len(holdout)}
         t0 = time.monotonic()
+        unlabeled = self._unlabeled(kind, snap) if _few_per_label(train, s.train_pseudo_below) else []
         if fine_tune_allowed and len(train) >= s.train_fine_tune_min_labels:
             metrics["fine_tune"] = fine_tune(
-                s.model_path, train, out_dir=out_dir, settings=s, device=self.device, progress=report
+                s.model_path,
+                train,
+                out_dir=out_dir,
+                settings=s,
+                device=self.device,
+                progress=report,
+                unlabeled=unlabeled,
             )
             tuned_path: str | None = str(out_dir / "encoder")
             encoder = Encoder.load(
@@ -416,7 +469,7 @@ class Trainer:
                 notes.append(f"head only: {len(train)} training labels < SIFT_TRAIN_FINE_TUNE_MIN_LABELS")
             tuned_path, encoder = None, serving.encoder
         report("head", 0.0)
-        head = fit_head(encoder.encode([e.text for e in train]), [e.label for e in train])
+        head, metrics["head_pseudo_labeled"] = train_head(encoder.encode, train, unlabeled=unlabeled, settings=s)
         metrics["train_seconds"] = round(time.monotonic() - t0, 1)
         report("evaluate", 0.0)
         new = evaluate(head, encoder.encode([e.text for e in holdout]), [e.label for e in holdout])
@@ -467,6 +520,16 @@ class Trainer:
         metrics["notes"] = notes
         return Outcome(version, promoted, metrics, reindex_job, notes)
 
+    def _unlabeled(self, kind: str, snap: Snapshot) -> list[str]:
+        """Texts of the kind's events that carry no label of this snapshot (up to SIFT_TRAIN_PSEUDO_MAX)."""
+        labeled = {e.text for e in snap.examples}
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(Event).where(Event.kind == kind).order_by(Event.id).limit(self.settings.train_pseudo_max * 2)
+            )
+            texts = [label_repo.text_of(row) for row in rows]
+        return list(dict.fromkeys(t for t in texts if t not in labeled))[: self.settings.train_pseudo_max]
+
     def _baseline(self, task: str, kind: str, holdout: Sequence[Example]) -> tuple[str | None, dict[str, float]]:
         """The active version of the task (or its zero-shot head) scored on the new holdout."""
         with self.sessions() as session:
@@ -484,6 +547,11 @@ class Trainer:
             if name == task:  # zero-shot: a trained head must beat it
                 return None, evaluate(head, serving.encoder.encode(texts), gold)
         return None, {"accuracy": 0.0, "macro_f1": 0.0, "n": len(gold)}
+
+
+def _few_per_label(train: Sequence[Example], below: int) -> bool:
+    counts = sorted(Counter(e.label for e in train).values())
+    return bool(counts) and counts[len(counts) // 2] < below
 
 
 def encoder_path(artifact_path: str) -> str | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from services.training import Example, precision_args, split
+from services.config import Settings
+from services.training import Example, epochs_for, precision_args, split
 
 
 def examples() -> list[Example]:
@@ -35,3 +36,32 @@ def test_precision_is_mixed_on_a_gpu_only() -> None:
     assert precision_args("cpu", bf16_supported=True) == {"bf16": False, "fp16": False}
     assert precision_args("cuda", bf16_supported=True) == {"bf16": True, "fp16": False}
     assert precision_args("cuda:1", bf16_supported=False) == {"bf16": False, "fp16": True}
+
+
+def test_small_label_sets_get_more_epochs_within_bounds() -> None:
+    s = Settings(train_epochs=1, train_max_epochs=8, train_min_examples_seen=9000)
+    assert epochs_for(9000, s) == 1.0 and epochs_for(20_000, s) == 1.0
+    assert abs(epochs_for(3000, s) - 3.0) < 1e-9
+    assert epochs_for(770, s) == 8.0
+
+
+def test_self_training_adds_only_confident_predictions() -> None:
+    import numpy as np
+
+    from services.training import pseudo_label, train_head
+
+    def encode(texts: list[str]) -> np.ndarray:  # "left ..." near (1, 0), "right ..." near (0, 1), "mid" between
+        return np.array(
+            [
+                [1.0, 0.1] if t.startswith("left") else [0.1, 1.0] if t.startswith("right") else [0.7, 0.7]
+                for t in texts
+            ],
+            dtype=np.float32,
+        )
+
+    labeled = [Example(f"left {i}", "L") for i in range(5)] + [Example(f"right {i}", "R") for i in range(5)]
+    settings = Settings(train_pseudo_min_prob=0.3)
+    head, n = train_head(encode, labeled, unlabeled=["left a", "right b", "mid"], settings=settings)
+    pseudo = pseudo_label(encode, head, ["left a", "right b", "mid"], settings=settings)
+    assert {(e.text, e.label) for e in pseudo} == {("left a", "L"), ("right b", "R")}  # 2 labels: p >= 2/2 * ...
+    assert n == 2
