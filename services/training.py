@@ -233,7 +233,7 @@ def fine_tune(
         seed=0,
         data_seed=0,
     )
-    loss = probe_loss(model, probe)
+    loss = probe_loss(model, probe, label_smoothing=settings.train_label_smoothing)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[Report()])
     trainer.train()
     model.save(str(out_dir / "encoder"))
@@ -284,7 +284,7 @@ def epochs_for(examples: int, settings: Settings) -> float:
     return float(min(settings.train_max_epochs, max(settings.train_epochs, wanted)))
 
 
-def probe_loss(model: Any, probe: Head) -> Any:
+def probe_loss(model: Any, probe: Head, *, label_smoothing: float = 0.0) -> Any:
     """Cross-entropy of a linear classifier (initialised from the probe) over the model's sentence
     embedding. sentence-transformers has no single-text classification loss (its SoftmaxLoss
     classifies pairs), so this is the one small loss module Sift adds; pooling, normalisation and
@@ -304,7 +304,7 @@ def probe_loss(model: Any, probe: Head) -> Any:
 
         def forward(self, features: list[dict[str, Any]], labels: Any) -> Any:
             embedding = self.model(features[0])["sentence_embedding"]
-            return functional.cross_entropy(self.linear(embedding), labels)
+            return functional.cross_entropy(self.linear(embedding), labels, label_smoothing=label_smoothing)
 
     return ProbeLoss().to(model.device)
 
