@@ -108,25 +108,13 @@ def tuned(
     unlabeled: list[str],
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    report = training.fine_tune(
-        settings.model_path,
-        train,
-        out_dir=workdir,
-        settings=settings,
-        device="cpu",
-        progress=lambda *_: None,
-        unlabeled=unlabeled,
+    encoder, head, report = training.fine_tuned(
+        train, unlabeled=unlabeled, out_dir=workdir, settings=settings, device="cpu", progress=lambda *_: None
     )
-    encoder = Encoder.load(str(workdir / "encoder"), device="cpu", max_seq_length=settings.max_seq_length)
-    head, _ = training.train_head(encoder.encode, train, unlabeled=unlabeled, settings=settings)
     seconds = time.perf_counter() - started
     result = training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])
-    return {
-        **result,
-        "train_s": round(seconds, 1),
-        "fine_tune_s": report["seconds"],
-        "budget_stopped": report["budget_stopped"],
-    }
+    keys = ("seconds", "budget_stopped", "pseudo_labeled", "epochs", "head_c")
+    return {**result, "train_s": round(seconds, 1), **{k: report[k] for k in keys}}
 
 
 def main() -> None:

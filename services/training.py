@@ -92,7 +92,7 @@ def take_snapshot(session: Session, *, task: str) -> Snapshot:
 
 
 def split(
-    examples: Sequence[Example], *, holdout: float, min_per_label: int = 1
+    examples: Sequence[Example], *, holdout: float, min_per_label: int = 1, salt: str = ""
 ) -> tuple[list[Example], list[Example]]:
     """A stratified, deterministic split. Each text's side is decided by a hash of the text: it is
     in the holdout when the hash, as a fraction of its range, is below `holdout`. So the same labels
@@ -105,19 +105,19 @@ def split(
     train: list[Example] = []
     test: list[Example] = []
     for label in sorted(by_label):
-        group = sorted(by_label[label], key=_hash_fraction)
+        group = sorted(by_label[label], key=lambda e: _hash_fraction(e, salt))
         if len(group) < MIN_EXAMPLES_PER_LABEL:
             train += group
             continue
-        k = sum(1 for e in group if _hash_fraction(e) < holdout)
+        k = sum(1 for e in group if _hash_fraction(e, salt) < holdout)
         k = min(len(group) - 1, max(k, min_per_label))
         test += group[:k]
         train += group[k:]
     return train, test
 
 
-def _hash_fraction(example: Example) -> float:
-    return int(hashlib.sha1(example.text.encode()).hexdigest()[:12], 16) / float(16**12)
+def _hash_fraction(example: Example, salt: str = "") -> float:
+    return int(hashlib.sha1((salt + example.text).encode()).hexdigest()[:12], 16) / float(16**12)
 
 
 HEAD_CS = (0.25, 1.0, 4.0, 16.0, 64.0)
@@ -261,13 +261,18 @@ def pseudo_label(
 
 
 def train_head(
-    encode: Callable[[list[str]], Any], train: Sequence[Example], *, unlabeled: Sequence[str], settings: Settings
+    encode: Callable[[list[str]], Any],
+    train: Sequence[Example],
+    *,
+    unlabeled: Sequence[str],
+    settings: Settings,
+    cs: Sequence[float] = HEAD_CS,
 ) -> tuple[Head, int]:
     """The task's head on an encoder: fit on the labels; with unlabeled texts (self-training), refit
     on the labels plus the first head's confident predictions. Returns the head and how many
     pseudo-labels it saw."""
     vectors = np.asarray(encode([e.text for e in train]))
-    head = fit_head(vectors, [e.label for e in train])
+    head = fit_head(vectors, [e.label for e in train], cs=cs)
     if not unlabeled:
         return head, 0
     pseudo = pseudo_label(encode, head, unlabeled, settings=settings)
@@ -275,7 +280,7 @@ def train_head(
         return head, 0
     more = np.asarray(encode([e.text for e in pseudo]))
     labels = [e.label for e in train] + [e.label for e in pseudo]
-    return fit_head(np.vstack([vectors, more]), labels), len(pseudo)
+    return fit_head(np.vstack([vectors, more]), labels, cs=cs), len(pseudo)
 
 
 def epochs_for(examples: int, settings: Settings) -> float:
@@ -307,6 +312,57 @@ def probe_loss(model: Any, probe: Head, *, label_smoothing: float = 0.0) -> Any:
             return functional.cross_entropy(self.linear(embedding), labels, label_smoothing=label_smoothing)
 
     return ProbeLoss().to(model.device)
+
+
+def fine_tuned(
+    train: Sequence[Example],
+    *,
+    unlabeled: Sequence[str],
+    out_dir: Path,
+    settings: Settings,
+    device: str,
+    progress: Progress,
+) -> tuple[Encoder, Head, dict[str, Any]]:
+    """Fine-tune an encoder and fit its head. A share of the training labels
+    (SIFT_TRAIN_HEAD_VALIDATION) is kept out of the fine-tuning to choose the head's C on
+    embeddings that never saw it (choosing on texts the encoder was trained on favours a weakly
+    regularised head); the head is then fit on every training label."""
+    fit, val = split(train, holdout=settings.train_head_validation, salt="head-validation")
+    report = fine_tune(
+        settings.model_path,
+        fit,
+        out_dir=out_dir,
+        settings=settings,
+        device=device,
+        progress=progress,
+        unlabeled=unlabeled,
+    )
+    encoder = Encoder.load(
+        str(out_dir / "encoder"),
+        device=device,
+        max_seq_length=settings.max_seq_length,
+        batch_size=settings.encode_batch_size,
+    )
+    progress("head", 0.0)
+    c = choose_c_on(encoder.encode, fit, val)
+    head, report["head_pseudo_labeled"] = train_head(
+        encoder.encode, train, unlabeled=unlabeled, settings=settings, cs=(c,)
+    )
+    report["head_c"] = c
+    return encoder, head, report
+
+
+def choose_c_on(encode: Callable[[list[str]], Any], fit: Sequence[Example], val: Sequence[Example]) -> float:
+    """The C whose head, fit on `fit`, scores best on `val` (ties: the smaller C)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if not val:
+        return 16.0
+    classes = sorted({e.label for e in fit} | {e.label for e in val})
+    x, xv = np.asarray(encode([e.text for e in fit])), np.asarray(encode([e.text for e in val]))
+    y, yv = np.array([classes.index(e.label) for e in fit]), np.array([classes.index(e.label) for e in val])
+    scores = [float((LogisticRegression(C=c, max_iter=3000).fit(x, y).predict(xv) == yv).mean()) for c in HEAD_CS]
+    return HEAD_CS[int(np.argmax(scores))]
 
 
 def precision_args(device: str, *, bf16_supported: bool) -> dict[str, bool]:
@@ -450,26 +506,17 @@ class Trainer:
         t0 = time.monotonic()
         unlabeled = self._unlabeled(kind, snap) if _few_per_label(train, s.train_pseudo_below) else []
         if fine_tune_allowed and len(train) >= s.train_fine_tune_min_labels:
-            metrics["fine_tune"] = fine_tune(
-                s.model_path,
-                train,
-                out_dir=out_dir,
-                settings=s,
-                device=self.device,
-                progress=report,
-                unlabeled=unlabeled,
-            )
-            tuned_path: str | None = str(out_dir / "encoder")
-            encoder = Encoder.load(
-                str(tuned_path), device=self.device, max_seq_length=s.max_seq_length, batch_size=s.encode_batch_size
+            encoder, head, metrics["fine_tune"] = fine_tuned(
+                train, unlabeled=unlabeled, out_dir=out_dir, settings=s, device=self.device, progress=report
             )
             encoder.version = version
+            tuned_path: str | None = str(out_dir / "encoder")
         else:
             if fine_tune_allowed:
                 notes.append(f"head only: {len(train)} training labels < SIFT_TRAIN_FINE_TUNE_MIN_LABELS")
             tuned_path, encoder = None, serving.encoder
-        report("head", 0.0)
-        head, metrics["head_pseudo_labeled"] = train_head(encoder.encode, train, unlabeled=unlabeled, settings=s)
+            report("head", 0.0)
+            head, metrics["head_pseudo_labeled"] = train_head(encoder.encode, train, unlabeled=unlabeled, settings=s)
         metrics["train_seconds"] = round(time.monotonic() - t0, 1)
         report("evaluate", 0.0)
         new = evaluate(head, encoder.encode([e.text for e in holdout]), [e.label for e in holdout])
