@@ -188,6 +188,7 @@ def fine_tune(
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
     from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
 
     started = time.monotonic()
     budget = settings.train_budget_s
@@ -235,6 +236,7 @@ def fine_tune(
     )
     loss = probe_loss(model, probe, label_smoothing=settings.train_label_smoothing)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[Report()])
+    trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout, which the CLI keeps for its JSON
     trainer.train()
     model.save(str(out_dir / "encoder"))
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)

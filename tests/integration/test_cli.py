@@ -104,11 +104,15 @@ def test_labels_import_train_and_rollback_from_the_command_line(data_dir: Path, 
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["written"] == 16
 
-    trained = sift(data_dir, "train", "--task", "intent", SIFT_TRAIN_FINE_TUNE_MIN_LABELS="1000")
+    # With fine-tuning (tiny: a few steps), so stdout must still hold nothing but the JSON result.
+    trained = sift(
+        data_dir, "train", "--task", "intent", SIFT_TRAIN_FINE_TUNE_MIN_LABELS="4", SIFT_TRAIN_MIN_EXAMPLES_SEEN="40"
+    )
     assert trained.returncode == 0, trained.stderr
     result = json.loads(trained.stdout)[0]
-    assert result["promoted"] and result["metrics"]["holdout"] >= 2
+    assert result["promoted"] and result["metrics"]["holdout"] >= 2 and result["metrics"]["fine_tune"]["examples"] > 0
+    assert result["reindex_job"] is not None  # a new encoder: its vectors go to a new collection first
     listed = sift(data_dir, "models", "list", COLUMNS="250")
-    assert result["version"] in listed.stdout and "active" in listed.stdout
+    assert result["version"] in listed.stdout and "reindexing" in listed.stdout  # active once re-indexed
     assert sift(data_dir, "models", "activate", "no-such-version").returncode == 2
     assert sift(data_dir, "train", "--task", "nope").returncode == 2
