@@ -328,8 +328,13 @@ def fine_tuned(
     """Fine-tune an encoder and fit its head. A share of the training labels
     (SIFT_TRAIN_HEAD_VALIDATION) is kept out of the fine-tuning to choose the head's C on
     embeddings that never saw it (choosing on texts the encoder was trained on favours a weakly
-    regularised head); the head is then fit on every training label."""
-    fit, val = split(train, holdout=settings.train_head_validation, salt="head-validation")
+    regularised head); the head is then fit on every training label. With few labels per class
+    (self-training) all of them go to the fine-tuning and C is chosen on every 5th label."""
+    few = _few_per_label(train, settings.train_pseudo_below)
+    # With few labels per class every label is worth more to the fine-tuning than to choosing C.
+    fit, val = (
+        (list(train), []) if few else split(train, holdout=settings.train_head_validation, salt="head-validation")
+    )
     report = fine_tune(
         settings.model_path,
         fit,
@@ -346,11 +351,11 @@ def fine_tuned(
         batch_size=settings.encode_batch_size,
     )
     progress("head", 0.0)
-    c = choose_c_on(encoder.encode, fit, val)
+    cs = (choose_c_on(encoder.encode, fit, val),) if val else HEAD_CS
     head, report["head_pseudo_labeled"] = train_head(
-        encoder.encode, train, unlabeled=unlabeled, settings=settings, cs=(c,)
+        encoder.encode, train, unlabeled=unlabeled, settings=settings, cs=cs
     )
-    report["head_c"] = c
+    report["head_c"] = cs[0] if len(cs) == 1 else "chosen on every 5th training label"
     return encoder, head, report
 
 
