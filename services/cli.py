@@ -126,13 +126,7 @@ def ingest(
     from services.ingest_file import ingest_file
 
     _logging()
-    try:
-        summary = ingest_file(file, default_kind=kind, chunk=chunk, console=console)
-    except (InvalidInput, FileNotFoundError) as exc:
-        raise _fail(_message(exc)) from exc
-    except DomainError as exc:
-        raise _fail(_message(exc), code=1) from exc
-    Console().print_json(json.dumps(summary))
+    _print_summary(lambda: ingest_file(file, default_kind=kind, chunk=chunk, console=console))
 
 
 @tasks_app.command("list")
@@ -183,13 +177,7 @@ def labels_import(
     from services.labels_file import import_file
 
     _logging()
-    try:
-        summary = import_file(file, task=task, label_column=label_column, console=console)
-    except (InvalidInput, FileNotFoundError) as exc:
-        raise _fail(_message(exc)) from exc
-    except DomainError as exc:
-        raise _fail(_message(exc), code=1) from exc
-    Console().print_json(json.dumps(summary))
+    _print_summary(lambda: import_file(file, task=task, label_column=label_column, console=console))
 
 
 @app.command()
@@ -291,6 +279,17 @@ def models_activate(version: str) -> None:
         return
     send(make_celery(runtime.settings, name="sift-cli"), REINDEX, job)
     console.print(f"{version} needs its own encoder: re-index job {job} queued; it becomes active when the job is done")
+
+
+def _print_summary(run: Callable[[], dict[str, Any]]) -> None:
+    """Run a file command and print its JSON summary: bad input exits 2, a service problem 1."""
+    try:
+        summary = run()
+    except (InvalidInput, FileNotFoundError) as exc:
+        raise _fail(_message(exc)) from exc
+    except DomainError as exc:
+        raise _fail(_message(exc), code=1) from exc
+    Console().print_json(json.dumps(summary))
 
 
 def _message(exc: Exception) -> str:
