@@ -22,8 +22,6 @@ from services.classify import admit_labels
 from services.db.models import ClassTask, Event, Label
 from services.errors import InvalidInput
 
-SOURCES = ("api", "import", "feedback")
-
 
 class LabelIn(BaseModel):
     """One label: an event id or a text, the task, the label."""

@@ -38,7 +38,6 @@ from services.errors import Conflict, InvalidInput, NotFound
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]
-RUN_STATUSES = ("queued", "running", "succeeded", "failed")
 MIN_EXAMPLES_PER_LABEL = 2
 
 
