@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     train_min_examples_seen: int = Field(9000, ge=1, description="epochs grow until this many examples are seen")
     train_batch_size: int = Field(32, ge=4)
     train_head_validation: float = Field(0.1, ge=0, lt=1, description="labels kept out of fine-tuning to choose C")
-    train_label_smoothing: float = Field(0.0, ge=0, lt=1, description="for noisy labels")
+    train_label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the fine-tuning loss")
     train_pseudo_below: int = Field(
         30, ge=0, description="labels per class below which unlabeled events are pseudo-labeled (0 = never)"
     )
