@@ -205,11 +205,6 @@ def prediction(head: Head, probs: np.ndarray, *, version: str, zero_shot: bool) 
     }
 
 
-def base_collection(kind: str, *, prefix: str) -> str:
-    """The collection of a kind embedded by the base model."""
-    return collection_for(kind, prefix=prefix)
-
-
 def versioned_collection(kind: str, model_version: str, *, prefix: str) -> str:
     """The collection of a kind embedded by a fine-tuned encoder."""
     tag = hashlib.sha1(model_version.encode()).hexdigest()[:10]
@@ -250,7 +245,7 @@ class ServingState:
 def read_state(session: Session, *, base_version: str, prefix: str) -> ServingState:
     """The serving state, from three small queries."""
     kinds: dict[str, tuple[str, str | None, str]] = {
-        kind: (base_version, None, base_collection(kind, prefix=prefix)) for kind in EVENT_KINDS
+        kind: (base_version, None, collection_for(kind, prefix=prefix)) for kind in EVENT_KINDS
     }
     for row in session.scalars(select(KindEncoder)):
         kinds[row.kind] = (row.encoder_version, row.encoder_path, row.collection)

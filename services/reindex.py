@@ -25,14 +25,14 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from services.classify import ActiveModels, base_collection, versioned_collection
+from services.classify import ActiveModels, versioned_collection
 from services.config import Settings
 from services.db.models import Event, KindEncoder, ModelVersion, ReindexJob
 from services.embedding import model_version
 from services.errors import NotFound
 from services.pipeline import event_payload, text_to_embed
 from services.vectors.base import VectorPoint, VectorStore
-from services.vectors.schema import PAYLOAD_INDEXES
+from services.vectors.schema import PAYLOAD_INDEXES, collection_for
 
 log = logging.getLogger(__name__)
 CATCH_UP_FOR = timedelta(hours=1)
@@ -63,7 +63,7 @@ def start_job(session: Session, *, version: ModelVersion, settings: Settings) ->
     if encoder_path(version.artifact_path) is not None:
         collection = versioned_collection(version.kind, version.version, prefix=prefix)
     else:
-        collection = base_collection(version.kind, prefix=prefix)
+        collection = collection_for(version.kind, prefix=prefix)
     stored = select(func.count()).select_from(Event).where(Event.kind == version.kind, Event.status == "done")
     total = session.scalar(stored) or 0
     job = ReindexJob(
