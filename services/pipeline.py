@@ -27,9 +27,10 @@ from services.vectors.base import VectorPoint, VectorStore
 
 log = logging.getLogger(__name__)
 
-# A kind-specific step sees the event and its vector and returns predictions to merge
-# (classification heads, FAQ suggestions, entity links come in as steps).
-Step = Callable[[Event, np.ndarray], Mapping[str, Any]]
+# A kind-specific step sees a batch of one kind: the kind's served model, the events, their
+# vectors and their head predictions; it returns, per event, what to merge into its predictions
+# (FAQ suggestions for tickets, entity links for news come in as steps).
+Step = Callable[[KindModel, Sequence[Event], np.ndarray, Sequence[dict[str, Any]]], list[dict[str, Any]]]
 
 
 def text_to_embed(event: Event) -> str:
@@ -62,17 +63,14 @@ class Pipeline:
         encoded = [event for event in events if event.id in vectors]
         if not encoded:
             return
-        predictions = model.predict(np.stack([vectors[event.id] for event in encoded]))
+        matrix = np.stack([vectors[event.id] for event in encoded])
+        predictions = model.predict(matrix)
+        self._run_steps(model, encoded, matrix, predictions, outcomes)
         points: list[tuple[Event, VectorPoint]] = []
+        version = model.encoder.version
         for event, predicted in zip(encoded, predictions, strict=True):
-            try:
-                predicted.update(self._run_steps(event, vectors[event.id]))
-            except Transient:
-                raise
-            except Exception as exc:  # a poison event must not block its batch
-                outcomes[event.id] = _failed(event, "step", exc)
+            if event.id in outcomes:  # failed in a step
                 continue
-            version = model.encoder.version
             outcomes[event.id] = Outcome(event.id, True, predicted, version)
             payload = event_payload(event, predicted, now=now, encoder_version=version)
             points.append((event, VectorPoint(event.point_id, vectors[event.id].tolist(), payload)))
@@ -96,11 +94,34 @@ class Pipeline:
                 outcomes[event.id] = _failed(event, "encode", exc)
         return vectors
 
-    def _run_steps(self, event: Event, vector: np.ndarray) -> dict[str, Any]:
-        predictions: dict[str, Any] = {}
-        for step in self.steps.get(event.kind, ()):
-            predictions.update(step(event, vector))
-        return predictions
+    def _run_steps(
+        self,
+        model: KindModel,
+        events: Sequence[Event],
+        matrix: np.ndarray,
+        predictions: list[dict[str, Any]],
+        outcomes: dict[str, Outcome],
+    ) -> None:
+        """Merge each step's output into the predictions; when a step fails on the batch, it runs
+        event by event so a poison event fails alone."""
+        for step in self.steps.get(model.kind, ()):
+            try:
+                for predicted, extra in zip(predictions, step(model, events, matrix, predictions), strict=True):
+                    predicted.update(extra)
+                continue
+            except Transient:
+                raise
+            except Exception:
+                log.exception("a %s step failed on a batch; running it event by event", model.kind)
+            for i, event in enumerate(events):
+                if event.id in outcomes:
+                    continue
+                try:
+                    predictions[i].update(step(model, [event], matrix[i : i + 1], [predictions[i]])[0])
+                except Transient:
+                    raise
+                except Exception as exc:  # a poison event must not block its batch
+                    outcomes[event.id] = _failed(event, "step", exc)
 
     def _upsert(
         self, collection: str, pairs: Sequence[tuple[Event, VectorPoint]], outcomes: dict[str, Outcome]

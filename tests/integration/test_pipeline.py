@@ -3,7 +3,7 @@ a poison event fails alone, a re-delivered batch changes nothing, a store outage
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,11 @@ def test_a_redelivered_batch_is_a_no_op(runtime: Runtime) -> None:
 
 
 def test_a_poison_event_fails_alone_with_its_error(runtime: Runtime) -> None:
-    def poison_step(event: Event, vector: np.ndarray) -> Mapping[str, Any]:
-        if "POISON" in event.text:
+    def poison_step(model: Any, events: Sequence[Event], vectors: np.ndarray, _: Any) -> list[dict[str, Any]]:
+        assert model.kind == "ticket" and len(vectors) == len(events)
+        if any("POISON" in event.text for event in events):
             raise ValueError("cannot handle this event")
-        return {"length": {"label": "short" if len(event.text) < 20 else "long"}}
+        return [{"length": {"label": "short" if len(event.text) < 20 else "long"}} for event in events]
 
     runtime.pipeline.steps = {"ticket": [poison_step]}
     ids = accept(runtime, ["fine one", "POISON pill", "fine two, a longer text here"])
