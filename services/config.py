@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./.sift")
     host: str = "127.0.0.1"
     port: int = 8000
+    api_url: str | None = Field(
+        None, description="where CLI commands that need the running API find it (default http://HOST:PORT)"
+    )
 
     database_url: str | None = None
     broker_url: str | None = None
@@ -84,6 +87,25 @@ class Settings(BaseSettings):
     reindex_page: int = Field(256, ge=1)
     zero_shot_temperature: float = Field(0.05, gt=0)
 
+    match_candidates: int = Field(50, ge=1, le=1000, description="paraphrase hits a match scores")
+    match_temperature: float = Field(0.02, gt=0, description="softmax temperature over paraphrase similarities")
+    match_head_weight: float = Field(
+        0.7, ge=0, le=1, description="weight of the trained intent classifier in a match score (the rest: paraphrases)"
+    )
+    match_top_k: int = Field(3, ge=1, le=50, description="answers a match returns unless top_k says otherwise")
+    match_target_precision: float = Field(
+        0.95, gt=0, lt=1, description="precision of answered (non-abstained) matches that calibration aims for"
+    )
+    match_abstain_below: float | None = Field(
+        None, ge=0, le=1, description="a fixed confidence threshold; overrides the calibrated one when set"
+    )
+    match_uncalibrated_threshold: float = Field(
+        0.5, ge=0, le=1, description="threshold on the raw score until a calibration exists"
+    )
+    match_min_calibration_examples: int = Field(30, ge=2)
+    max_faqs_per_request: int = Field(1000, ge=1)
+    max_paraphrases_per_faq: int = Field(500, ge=1)
+
     api_keys: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     log_level: str = "INFO"
@@ -99,6 +121,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'sift.db'}"
+
+    @property
+    def api_base_url(self) -> str:
+        """The API that `sift faq import`, `sift match` and `sift faq calibrate` talk to."""
+        return (self.api_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def celery_broker_url(self) -> str:

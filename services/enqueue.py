@@ -28,6 +28,7 @@ SWEEP = "sift.ingest.sweep"
 TRAIN_RUN = "sift.train.run"
 TRAIN_CHECK = "sift.train.check"
 REINDEX = "sift.train.reindex"
+CALIBRATE_MATCH = "sift.train.calibrate_match"
 
 
 def send(app: Celery, name: str, *args: Any) -> None:

@@ -12,14 +12,15 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from services import ingest
 from services.classify import admit_labels
-from services.db.models import ClassTask, Event, Label
+from services.db.models import ClassTask, Event, Faq, Label
 from services.errors import InvalidInput
 
 
@@ -32,6 +33,12 @@ class LabelIn(BaseModel):
     text: str | None = Field(None, min_length=1)
     task: str = Field(min_length=1, max_length=64)
     label: str = Field(min_length=1, max_length=128)
+    outcome: Literal["accepted", "rejected", "manual"] | None = Field(
+        None,
+        description="an agent's outcome for an FAQ suggestion (task 'intent', label an FAQ id): accepted, "
+        "manual (answered by hand; the label is the FAQ that should have matched), or rejected (the label is "
+        "the FAQ that was wrong: kept for calibration, never trained on)",
+    )
 
     @model_validator(mode="after")
     def _one_subject(self) -> LabelIn:
@@ -99,10 +106,18 @@ def record(
     }
     for event_id, text, item in subjects:
         current = in_force.get((event_id, item.task))
-        if current is not None and current.label == item.label:
+        if current is not None and current.label == item.label and current.outcome == item.outcome:
             unchanged += 1
             continue
-        row = Label(task=item.task, event_id=event_id, text=text, label=item.label, source=source, created_at=now)
+        row = Label(
+            task=item.task,
+            event_id=event_id,
+            text=text,
+            label=item.label,
+            outcome=item.outcome,
+            source=source,
+            created_at=now,
+        )
         session.add(row)
         session.flush()
         if current is not None:
@@ -124,6 +139,7 @@ def check(
         chunk = event_ids[start : start + 1000]
         events.update((e.id, e) for e in session.scalars(select(Event).where(Event.id.in_(chunk))))
     problems = _problems(labels, tasks, events, max_text_chars)
+    problems += _outcome_problems(session, labels)
     if problems:
         raise InvalidInput(f"{len(problems)} label(s) are invalid; nothing was written", details=problems)
     return tasks, events
@@ -169,13 +185,31 @@ def _problems(
     return problems
 
 
+def _outcome_problems(session: Session, labels: Sequence[LabelIn]) -> list[dict[str, object]]:
+    """An outcome is about an FAQ suggestion: task 'intent', and the label must be a stored FAQ id."""
+    with_outcome = [(i, x) for i, x in enumerate(labels) if x.outcome is not None]
+    if not with_outcome:
+        return []
+    known = set(session.scalars(select(Faq.id).where(Faq.id.in_({x.label for _, x in with_outcome}))))
+    problems: list[dict[str, object]] = []
+    for index, item in with_outcome:
+        if item.task != "intent":
+            problems.append({"index": index, "field": "outcome", "problem": "an outcome goes with task 'intent'"})
+        elif item.label not in known:
+            problems.append({"index": index, "field": "label", "problem": f"no FAQ with id {item.label!r}"})
+    return problems
+
+
 def _copy(task: ClassTask) -> ClassTask:
     return ClassTask(name=task.name, kind=task.kind, labels=list(task.labels), open_labels=task.open_labels)
 
 
-def current(session: Session, *, task: str) -> list[Label]:
-    """The labels in force for a task (not superseded), oldest first."""
+def current(session: Session, *, task: str, with_rejected: bool = False) -> list[Label]:
+    """The labels in force for a task (not superseded), oldest first; `rejected` outcomes (what a
+    text is not) only when asked for."""
     stmt = select(Label).where(Label.task == task, Label.superseded_by.is_(None)).order_by(Label.id)
+    if not with_rejected:
+        stmt = stmt.where(or_(Label.outcome.is_(None), Label.outcome != "rejected"))
     return list(session.scalars(stmt))
 
 

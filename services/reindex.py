@@ -8,8 +8,11 @@
    crash resumes where it stopped (a page may be embedded twice: upserts are idempotent).
 3. At the end, one transaction points the kind's alias at the new collection and activates the
    version. Workers pick it up within SIFT_MODEL_RELOAD_S.
+   For the ticket kind, the FAQ base is embedded into the new collection's FAQ collection
+   just before the switch.
 4. Catch-up: events processed since the job started by a worker still on the old encoder are
-   re-embedded (events.model_version says which encoder made each stored vector). The beat's
+   re-embedded (events.model_version says which encoder made each stored vector), and so are
+   FAQ entries written since the job started. The beat's
    re-index sweep repeats it for an hour after the switch, so a batch in flight at the switch
    is covered too.
 """
@@ -25,6 +28,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
+from services import faq
 from services.classify import ActiveModels, versioned_collection
 from services.config import Settings
 from services.db.models import Event, KindEncoder, ModelVersion, ReindexJob
@@ -36,6 +40,7 @@ from services.vectors.schema import PAYLOAD_INDEXES, collection_for
 
 log = logging.getLogger(__name__)
 CATCH_UP_FOR = timedelta(hours=1)
+FAQ_KIND = "ticket"  # FAQ paraphrases live in the ticket encoder's space
 
 
 def current_encoder(session: Session, *, kind: str, settings: Settings) -> str:
@@ -130,6 +135,8 @@ class Reindexer:
                     )
                 )
             if not batch:
+                if kind == FAQ_KIND:
+                    self._embed_faqs(encoder, collection, since=None)
                 self._switch(job_id)
                 self.catch_up(job_id)
                 return "switched"
@@ -156,7 +163,7 @@ class Reindexer:
             encoder_version = version.encoder_version
             path = encoder_path(version.artifact_path) or self.settings.model_path
         encoder = self.models.encoder(encoder_version, path)
-        total = 0
+        total = self._embed_faqs(encoder, collection, since=started) if kind == FAQ_KIND else 0
         while True:
             with self.sessions() as session:
                 batch = list(
@@ -198,6 +205,26 @@ class Reindexer:
                     .execution_options(synchronize_session=False),
                     [{"b_id": e.id} for e in events],
                 )
+
+    def _embed_faqs(self, encoder: Any, collection: str, *, since: datetime | None) -> int:
+        """Embed the FAQ base (or the entries written since a moment) into the FAQ collection that
+        goes with a new ticket collection, so matching answers from the first search after the switch."""
+        index = faq.FaqIndex(self.store, faq.faq_collection(collection), encoder.encode, encoder.dimension)
+        index.ensure()
+        if since is not None:
+            with self.sessions() as session:
+                rows = faq.updated_since(session, since=since)
+                session.expunge_all()
+            return index.write(rows)
+        after, total = "", 0
+        while True:
+            with self.sessions() as session:
+                rows = faq.page_after(session, after=after, limit=self.settings.reindex_page)
+                session.expunge_all()
+            if not rows:
+                return total
+            total += index.write(rows)
+            after = rows[-1].id
 
     def _switch(self, job_id: int) -> None:
         from services.training import encoder_path, switch_active

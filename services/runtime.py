@@ -18,6 +18,7 @@ from services.classify import ActiveModels
 from services.config import Settings, get_settings
 from services.db.session import Database
 from services.embedding import Encoder, set_threads
+from services.match import Matcher
 from services.pipeline import Pipeline
 from services.reindex import Reindexer
 from services.training import Trainer
@@ -93,11 +94,21 @@ class Runtime:
         return store
 
     @property
+    def matcher(self) -> Matcher:
+        """Matches tickets against the FAQ base with the served ticket encoder and intent head."""
+        return self._once(
+            "matcher",
+            lambda: Matcher(
+                settings=self.settings, store=self.store, models=self.models, sessions=self.db.session_scope
+            ),
+        )
+
+    @property
     def pipeline(self) -> Pipeline:
-        """The batch pipeline over this process's encoder and store."""
+        """The batch pipeline over this process's encoder and store; tickets get FAQ suggestions."""
         return self._once(
             "pipeline",
-            lambda: Pipeline(models=self.models, store=self.store),
+            lambda: Pipeline(models=self.models, store=self.store, steps={"ticket": [self.matcher.step]}),
         )
 
     @property
@@ -130,6 +141,7 @@ class Runtime:
             if "store" in self._made:
                 self._made.pop("store").close()
                 self._made.pop("pipeline", None)
+                self._made.pop("matcher", None)
             if "db" in self._made:
                 self._made["db"].dispose()
 

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 
 from celery import Task, shared_task
 
-from services import ingest, reindex, training
+from services import ingest, match, match_calibration, reindex, training
 from services.config import get_settings
 from services.db import events as repo
-from services.enqueue import PROCESS_EVENTS, REINDEX, SWEEP, TRAIN_CHECK, TRAIN_RUN, Enqueuer, send
-from services.errors import Transient
+from services.enqueue import CALIBRATE_MATCH, PROCESS_EVENTS, REINDEX, SWEEP, TRAIN_CHECK, TRAIN_RUN, Enqueuer, send
+from services.errors import InvalidInput, Transient
 from services.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,8 @@ def train_run(self: Task, run_id: str) -> dict[str, object]:
     outcome = get_runtime().trainer.execute(run_id)
     if outcome.reindex_job is not None:
         send(self.app, REINDEX, outcome.reindex_job)
+    elif outcome.promoted and _kind_of_version(outcome.version) == match.KIND:
+        send(self.app, CALIBRATE_MATCH)  # a new intent head changes match scores
     return {"version": outcome.version, "promoted": outcome.promoted, "reindex_job": outcome.reindex_job}
 
 
@@ -102,10 +104,32 @@ def train_run(self: Task, run_id: str) -> dict[str, object]:
 def reindex_step(self: Task, job_id: int) -> str:
     """Re-embed the next pages of a re-index job (about 20 s of work), then re-send itself, so
     ingest batches are served in between; the cursor in SQL makes every step resumable."""
-    status = get_runtime().reindexer.step(job_id, max_seconds=20)
+    runtime = get_runtime()
+    status = runtime.reindexer.step(job_id, max_seconds=20)
     if status == "running":
         send(self.app, REINDEX, job_id)
+    elif status == "switched":
+        with runtime.db.session_scope() as session:
+            kind = reindex.get_job(session, job_id=job_id).kind
+        if kind == match.KIND:
+            send(self.app, CALIBRATE_MATCH)  # the ticket encoder changed: so did match scores
     return status
+
+
+def _kind_of_version(version: str) -> str:
+    with get_runtime().db.session_scope() as session:
+        return training.get_version(session, version=version).kind
+
+
+@shared_task(bind=True, name=CALIBRATE_MATCH, soft_time_limit=600)
+def calibrate_match(self: Task) -> dict[str, object]:
+    """Fit match confidence for the served models; too few labeled tickets is not an error."""
+    try:
+        row = match_calibration.calibrate(get_runtime().matcher)
+    except InvalidInput as exc:
+        log.info("match calibration skipped: %s", exc.message)
+        return {"calibrated": False, "reason": exc.message}
+    return {"calibrated": True, "id": row.id, **row.metrics}
 
 
 @shared_task(bind=True, name=TRAIN_CHECK, soft_time_limit=120)

@@ -79,6 +79,9 @@ class Label(Base):
     text: Mapped[str] = mapped_column(Text)
     label: Mapped[str] = mapped_column(String(128))
     source: Mapped[str] = mapped_column(String(32), default="api")
+    # An agent's outcome for an FAQ suggestion: accepted / manual (the label is the right FAQ),
+    # rejected (the label is the FAQ that was wrong; kept for calibration, never trained on).
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     superseded_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
@@ -164,3 +167,38 @@ class ReindexJob(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     switched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Faq(Base):
+    """An entry of the FAQ knowledge base. The question and every paraphrase are indexed as
+    points of the ticket kind's FAQ collection; this row is the source of truth for them."""
+
+    __tablename__ = "faqs"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    paraphrases: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    locale: Mapped[str | None] = mapped_column(String(35), nullable=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_faqs_updated_at", "updated_at"),)
+
+
+class MatchCalibration(Base):
+    """How match scores map to a confidence, and the threshold that reaches the target precision,
+    fitted for one served (encoder, intent head) pair on held-out labeled tickets."""
+
+    __tablename__ = "match_calibrations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    encoder_version: Mapped[str] = mapped_column(String(128))
+    intent_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    coef: Mapped[list[float]] = mapped_column(JSON)  # logistic: bias, weight of top score, weight of margin
+    threshold: Mapped[float] = mapped_column(Float)
+    target: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

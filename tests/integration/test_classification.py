@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from services import classify, ingest, labels, training
+from services import classify, faq, ingest, labels, training
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Event, KindEncoder, Label, ModelVersion, ReindexJob
@@ -327,9 +327,11 @@ def test_a_run_with_enough_labels_fine_tunes_the_encoder_and_reindexes(runtime: 
             max_labels=1000,
             max_text_chars=1000,
         )
+    write_faqs(runtime, ("card_arrival", "When will my card arrive?"))
     outcome = train(runtime, "intent")
     assert 0 < outcome.metrics["fine_tune"]["examples"] < outcome.metrics["train"] and outcome.promoted
     assert outcome.reindex_job is not None
+    write_faqs(runtime, ("refund", "How do I get my money back?"))  # during the re-index: old collection
     path = outcome_path(runtime, outcome.version)
     assert (path / "encoder" / "config_sentence_transformers.json").is_file() and (path / "head.npz").is_file()
     with runtime.db.session_scope() as s:
@@ -341,3 +343,18 @@ def test_a_run_with_enough_labels_fine_tunes_the_encoder_and_reindexes(runtime: 
     assert stored.model_version == outcome.version
     assert stored.predictions["intent"]["model_version"] == outcome.version
     assert stored.predictions["intent"]["label"] == "refund"
+    # The FAQ base moved with the encoder: matching reads the new collection's FAQ points, and
+    # the intent head (trained on FAQ ids) is part of the score.
+    model = runtime.models.for_kind("ticket")
+    assert runtime.matcher.index().collection == faq.faq_collection(model.collection) != "sift_ticket__faq"
+    assert runtime.store.count(runtime.matcher.index().collection) == 2
+    result = runtime.matcher.match_texts(["refund my lamp"], top_k=2)[0]
+    assert [a.faq_id for a in result.matches] == ["refund", "card_arrival"]
+    assert stored.predictions["suggestions"][0]["faq_id"] == "refund"
+
+
+def write_faqs(rt: Runtime, *entries: tuple[str, str]) -> None:
+    index = rt.matcher.index()
+    items = [faq.FaqIn(id=faq_id, question=question, answer="...") for faq_id, question in entries]
+    with rt.db.session_scope() as s:
+        faq.upsert(s, faqs=items, index=index, limits=faq.FaqLimits(10, 10, 1000))

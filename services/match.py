@@ -1,0 +1,259 @@
+"""Answer matching: the best FAQ entries for a ticket, with a calibrated confidence, or abstain.
+
+A match of a text (its vector v, made by the ticket kind's served encoder) goes like this:
+1. the SIFT_MATCH_CANDIDATES nearest paraphrase points (question and paraphrases of every
+   entry) are read from the FAQ collection, honouring the filters (tags, locale); points whose
+   entry is gone or no longer holds their text are dropped;
+2. paraphrase score: a softmax of the similarities over the candidates (temperature
+   SIFT_MATCH_TEMPERATURE), summed per entry: p_nn(f). An entry with many close paraphrases
+   beats one lucky near-duplicate;
+3. classifier score: when the `intent` task has a trained head on this encoder, its probability
+   of each candidate entry (an intent label is an FAQ id), renormalised over the candidates:
+   p_head(f). An entry the head does not know yet (added since the last training run) takes
+   its p_nn instead;
+4. score(f) = w * p_head(f) + (1 - w) * p_nn(f), w = SIFT_MATCH_HEAD_WEIGHT (0 without a trained
+   head); the ranking is by score;
+5. confidence = sigmoid(a + b * top score + c * margin + d * similarity), where margin is the
+   top score minus the second, and similarity the cosine of the first entry's closest paraphrase
+   (the only absolute signal: scores are relative, so an off-topic text can still have one entry
+   far ahead of the others). `calibrate` fits a..d on held-out labeled tickets and picks the
+   lowest threshold at which the answered share reaches SIFT_MATCH_TARGET_PRECISION; abstain =
+   confidence < threshold. Until a calibration for the served models exists, confidence is the
+   similarity and the threshold SIFT_MATCH_UNCALIBRATED_THRESHOLD; SIFT_MATCH_ABSTAIN_BELOW
+   overrides the threshold always.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from services import faq as faq_repo
+from services.classify import ActiveModels, KindModel
+from services.config import Settings
+from services.db.models import Event, Faq, MatchCalibration
+from services.vectors.base import Filters, Hit, VectorStore
+
+INTENT_TASK = "intent"
+KIND = "ticket"
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One ranked entry."""
+
+    faq_id: str
+    question: str
+    answer: str
+    score: float
+    similarity: float  # of its closest paraphrase
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """The ranked entries, the confidence that the first is right, and whether to abstain."""
+
+    matches: list[Answer]
+    confidence: float
+    abstain: bool
+    calibrated: bool
+    top: float
+    margin: float
+    similarity: float
+
+    def features(self) -> tuple[float, float, float]:
+        """What calibration maps to a confidence."""
+        return (self.top, self.margin, self.similarity)
+
+    def suggestions(self) -> dict[str, Any]:
+        """The form stored with a ticket event."""
+        return {
+            "suggestions": [{"faq_id": a.faq_id, "score": round(a.score, 6)} for a in self.matches],
+            "abstain": self.abstain,
+            "confidence": round(self.confidence, 6),
+        }
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Confidence from (top score, margin, similarity), and the threshold below which to abstain."""
+
+    coef: tuple[float, float, float, float] | None  # None: not calibrated, confidence is the similarity
+    threshold: float
+
+    def confidence(self, top: float, margin: float, similarity: float) -> float:
+        """P(the first answer is right)."""
+        if self.coef is None:
+            return max(0.0, similarity)
+        a, b, c, d = self.coef
+        return 1.0 / (1.0 + math.exp(-(a + b * top + c * margin + d * similarity)))
+
+
+def fuse(
+    hits: Sequence[Hit],
+    rows: Mapping[str, Faq],
+    intent: Mapping[str, Any] | None,
+    *,
+    temperature: float,
+    head_weight: float,
+) -> list[tuple[str, float, float]]:
+    """(faq id, score, best similarity) of every candidate entry, best first (steps 1-4 above)."""
+    valid = [h for h in hits if _current(h, rows)]
+    if not valid:
+        return []
+    best = max(h.score for h in valid)
+    p_nn: dict[str, float] = defaultdict(float)
+    similarity: dict[str, float] = {}
+    for hit in valid:
+        faq_id = str(hit.payload["faq_id"])
+        p_nn[faq_id] += math.exp((hit.score - best) / temperature)
+        similarity[faq_id] = max(similarity.get(faq_id, -1.0), hit.score)
+    total = sum(p_nn.values())
+    for faq_id in p_nn:
+        p_nn[faq_id] /= total
+    scores = dict(p_nn)
+    probs = intent.get("probs", {}) if intent and not intent.get("zero_shot") else {}
+    mass = sum(float(probs.get(f, 0.0)) for f in p_nn)
+    if mass > 0 and head_weight > 0:
+        for faq_id, p in p_nn.items():
+            head = float(probs[faq_id]) / mass if faq_id in probs else p
+            scores[faq_id] = head_weight * head + (1 - head_weight) * p
+    ranked = sorted(scores, key=lambda f: (-scores[f], f))
+    return [(f, scores[f], similarity[f]) for f in ranked]
+
+
+def _current(hit: Hit, rows: Mapping[str, Faq]) -> bool:
+    row = rows.get(str(hit.payload.get("faq_id")))
+    return row is not None and hit.payload.get("text") in faq_repo.texts_of(row.question, row.paraphrases)
+
+
+def filters_for(filters: Mapping[str, Any] | None) -> Filters | None:
+    """Match filters in vector-store form: tags (any of), locale (one or any of)."""
+    if not filters:
+        return None
+    out: dict[str, Any] = {}
+    if filters.get("tags"):
+        out["tags"] = list(filters["tags"])
+    if filters.get("locale"):
+        out["locale"] = filters["locale"]
+    return out or None
+
+
+class Matcher:
+    """Matches vectors of the ticket kind's served encoder against the FAQ base."""
+
+    def __init__(
+        self, *, settings: Settings, store: VectorStore, models: ActiveModels, sessions: Callable[[], Any]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.models = models
+        self.sessions = sessions
+        self._ensured: set[str] = set()
+
+    def index(self, model: KindModel | None = None) -> faq_repo.FaqIndex:
+        """Where FAQ writes go now: the FAQ collection of the ticket kind's served encoder."""
+        model = model or self.models.for_kind(KIND)
+        index = faq_repo.FaqIndex(
+            self.store, faq_repo.faq_collection(model.collection), model.encoder.encode, model.encoder.dimension
+        )
+        if index.collection not in self._ensured:
+            index.ensure()
+            self._ensured.add(index.collection)
+        return index
+
+    def match_texts(
+        self, texts: Sequence[str], *, top_k: int, filters: Mapping[str, Any] | None = None
+    ) -> list[MatchResult]:
+        """Encode texts with the served ticket encoder, classify them, and match them."""
+        model = self.models.for_kind(KIND)
+        vectors = model.encoder.encode(list(texts))
+        intents = [p.get(INTENT_TASK) for p in model.predict(vectors)]
+        return self.match_vectors(model, vectors, intents, top_k=top_k, filters=filters)
+
+    def match_vectors(
+        self,
+        model: KindModel,
+        vectors: np.ndarray,
+        intents: Sequence[Mapping[str, Any] | None],
+        *,
+        top_k: int,
+        filters: Mapping[str, Any] | None = None,
+        calibration: Calibration | None = None,
+    ) -> list[MatchResult]:
+        """One result per vector: one search each, one SQL read for all entries they found."""
+        collection = self.index(model).collection
+        store_filters = filters_for(filters)
+        limit = max(self.settings.match_candidates, top_k)
+        hits = [self.store.search(collection, v.tolist(), limit=limit, filters=store_filters) for v in vectors]
+        with self.sessions() as session:
+            rows = faq_repo.rows_by_id(session, ids={str(h.payload.get("faq_id")) for hs in hits for h in hs})
+            if calibration is None:
+                calibration = self.calibration(session, model)
+            for row in rows.values():
+                session.expunge(row)
+        s = self.settings
+        head_weight = s.match_head_weight if _trained(intents) else 0.0
+        results = []
+        for found, intent in zip(hits, intents, strict=True):
+            ranked = fuse(found, rows, intent, temperature=s.match_temperature, head_weight=head_weight)
+            results.append(_result(ranked, rows, calibration, top_k=top_k))
+        return results
+
+    def calibration(self, session: Any, model: KindModel) -> Calibration:
+        """The latest calibration for the served encoder and intent head, else the raw one."""
+        fixed = self.settings.match_abstain_below
+        row = session.scalar(
+            select(MatchCalibration)
+            .where(
+                MatchCalibration.encoder_version == model.encoder.version,
+                MatchCalibration.intent_version == intent_version(model),
+            )
+            .order_by(MatchCalibration.id.desc())
+            .limit(1)
+        )
+        if row is None:
+            return Calibration(None, self.settings.match_uncalibrated_threshold if fixed is None else fixed)
+        a, b, c, d = (float(x) for x in row.coef)
+        return Calibration((a, b, c, d), row.threshold if fixed is None else fixed)
+
+    def step(
+        self, model: KindModel, events: Sequence[Event], vectors: np.ndarray, predictions: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The ingest step of ticket events: their suggestions and abstain flag."""
+        intents = [p.get(INTENT_TASK) for p in predictions]
+        results = self.match_vectors(model, vectors, intents, top_k=self.settings.match_top_k)
+        return [r.suggestions() for r in results]
+
+
+def intent_version(model: KindModel) -> str | None:
+    """The version of the trained intent head a kind model serves (None: no trained head)."""
+    for task, _, version, zero_shot in model.heads:
+        if task == INTENT_TASK and not zero_shot:
+            return version
+    return None
+
+
+def _trained(intents: Sequence[Mapping[str, Any] | None]) -> bool:
+    return any(i is not None and not i.get("zero_shot") for i in intents)
+
+
+def _result(
+    ranked: list[tuple[str, float, float]], rows: Mapping[str, Faq], calibration: Calibration, *, top_k: int
+) -> MatchResult:
+    if not ranked:
+        return MatchResult([], 0.0, True, calibration.coef is not None, 0.0, 0.0, 0.0)
+    top, similarity = ranked[0][1], ranked[0][2]
+    margin = top - (ranked[1][1] if len(ranked) > 1 else 0.0)
+    confidence = calibration.confidence(top, margin, similarity)
+    answers = [
+        Answer(f, rows[f].question, rows[f].answer, round(score, 6), round(sim, 6)) for f, score, sim in ranked[:top_k]
+    ]
+    abstain = confidence < calibration.threshold
+    return MatchResult(answers, round(confidence, 6), abstain, calibration.coef is not None, top, margin, similarity)
