@@ -24,6 +24,8 @@ tasks_app = typer.Typer(help="Classification tasks.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 labels_app = typer.Typer(help="Labels for tasks.", no_args_is_help=True)
 app.add_typer(labels_app, name="labels")
+faq_app = typer.Typer(help="The FAQ knowledge base (talks to the running API).", no_args_is_help=True)
+app.add_typer(faq_app, name="faq")
 models_app = typer.Typer(help="The model registry: versions, metrics, rollback.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
@@ -180,6 +182,51 @@ def labels_import(
     _print_summary(lambda: import_file(file, task=task, label_column=label_column, console=console))
 
 
+@faq_app.command("import")
+def faq_import(
+    file: Annotated[Path, typer.Argument(help="JSONL or CSV: id, question, answer, paraphrases, tags, locale")],
+    chunk: Annotated[int, typer.Option(min=1, max=1000, help="entries per request")] = 200,
+) -> None:
+    """Import FAQ entries: the whole file is checked first, then sent to the API in chunks."""
+    from services.faq_file import import_file
+
+    _print_summary(lambda: import_file(file, settings=get_settings(), chunk=chunk, console=console))
+
+
+@faq_app.command("calibrate")
+def faq_calibrate() -> None:
+    """Fit match confidence and the abstain threshold on held-out labeled tickets."""
+    from services import api_client
+
+    _print_summary(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match:calibrate"))
+
+
+@app.command()
+def match(
+    text: str,
+    top_k: Annotated[int | None, typer.Option(min=1, max=50, help="answers to show")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="only entries with this tag; repeat for any of several")] = None,
+    locale: Annotated[str | None, typer.Option(help="only entries in this locale")] = None,
+) -> None:
+    """The best FAQ answers for a text, with confidence, or an honest abstain."""
+    from services import api_client
+
+    body: dict[str, Any] = {"text": text, "top_k": top_k, "filters": {"tags": tag or [], "locale": locale}}
+    try:
+        result = api_client.call(get_settings().api_base_url, "POST", "/v1/match", json=body)
+    except (InvalidInput, NotFound) as exc:
+        raise _fail(_message(exc)) from exc
+    except DomainError as exc:
+        raise _fail(_message(exc), code=1) from exc
+    table = Table("#", "faq", "score", "question", "answer")
+    for rank, item in enumerate(result["matches"], start=1):
+        table.add_row(str(rank), item["faq_id"], f"{item['score']:.3f}", item["question"], item["answer"][:80])
+    Console().print(table)
+    verdict = "[yellow]abstain: route to a human[/yellow]" if result["abstain"] else "[green]answer[/green]"
+    calibrated = "" if result["calibrated"] else " (not calibrated yet: `sift faq calibrate`)"
+    Console().print(f"confidence {result['confidence']:.3f}{calibrated}: {verdict}")
+
+
 @app.command()
 def train(
     task: Annotated[str | None, typer.Option(help="the task to train (default: every task with new labels)")] = None,
@@ -188,7 +235,7 @@ def train(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from services import training
-    from services.enqueue import REINDEX, make_celery, send
+    from services.enqueue import CALIBRATE_MATCH, REINDEX, make_celery, send
     from services.runtime import get_runtime
 
     _logging()
@@ -216,8 +263,10 @@ def train(
             raise _fail(_message(exc)) from exc
         except DomainError as exc:
             raise _fail(_message(exc), code=1) from exc
-        if outcome.reindex_job is not None:
+        if outcome.reindex_job is not None:  # the worker calibrates matching after the switch
             send(make_celery(runtime.settings, name="sift-cli"), REINDEX, outcome.reindex_job)
+        elif outcome.promoted and name == "intent":
+            send(make_celery(runtime.settings, name="sift-cli"), CALIBRATE_MATCH)
         results.append(
             {
                 "task": name,

