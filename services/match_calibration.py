@@ -80,6 +80,7 @@ def choose_threshold(confidence: np.ndarray, correct: np.ndarray, *, target: flo
 def calibrate(matcher: Matcher, *, now: datetime | None = None) -> MatchCalibration:
     """Fit and store a calibration for the served ticket encoder and intent head."""
     s = matcher.settings
+    matcher.models.refresh(force=True)  # right after a promotion: calibrate what is served now
     model = matcher.models.for_kind(KIND)
     with matcher.sessions() as session:
         rows = label_repo.current(session, task=INTENT_TASK, with_rejected=True)
