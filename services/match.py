@@ -97,14 +97,15 @@ class Calibration:
 
 def fuse(
     hits: Sequence[Hit],
-    rows: Mapping[str, Faq],
+    current: Mapping[str, set[str]],
     intent: Mapping[str, Any] | None,
     *,
     temperature: float,
     head_weight: float,
 ) -> list[tuple[str, float, float]]:
-    """(faq id, score, best similarity) of every candidate entry, best first (steps 1-4 above)."""
-    valid = [h for h in hits if _current(h, rows)]
+    """(faq id, score, best similarity) of every candidate entry, best first (steps 1-4 above);
+    current holds each stored entry's texts (a hit on any other text is stale)."""
+    valid = [h for h in hits if h.payload.get("text") in current.get(str(h.payload.get("faq_id")), ())]
     if not valid:
         return []
     best = max(h.score for h in valid)
@@ -126,11 +127,6 @@ def fuse(
             scores[faq_id] = head_weight * head + (1 - head_weight) * p
     ranked = sorted(scores, key=lambda f: (-scores[f], f))
     return [(f, scores[f], similarity[f]) for f in ranked]
-
-
-def _current(hit: Hit, rows: Mapping[str, Faq]) -> bool:
-    row = rows.get(str(hit.payload.get("faq_id")))
-    return row is not None and hit.payload.get("text") in faq_repo.texts_of(row.question, row.paraphrases)
 
 
 def filters_for(filters: Mapping[str, Any] | None) -> Filters | None:
@@ -200,9 +196,10 @@ class Matcher:
                 session.expunge(row)
         s = self.settings
         head_weight = s.match_head_weight if _trained(intents) else 0.0
+        current = {faq_id: set(faq_repo.texts_of(row.question, row.paraphrases)) for faq_id, row in rows.items()}
         results = []
         for found, intent in zip(hits, intents, strict=True):
-            ranked = fuse(found, rows, intent, temperature=s.match_temperature, head_weight=head_weight)
+            ranked = fuse(found, current, intent, temperature=s.match_temperature, head_weight=head_weight)
             results.append(_result(ranked, rows, calibration, top_k=top_k))
         return results
 
