@@ -165,12 +165,16 @@ def test_calibration_on_held_out_labels_is_stored_and_applied(client: TestClient
 def test_threshold_is_the_lowest_that_reaches_the_target_precision() -> None:
     confidence = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
     correct = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0])
-    threshold, answered, precision = match_calibration.choose_threshold(confidence, correct, target=0.8)
+    threshold, answered, precision = match_calibration.choose_threshold(confidence, correct, target=0.8, z=0)
     assert (threshold, answered) == (0.5, 6) and precision == pytest.approx(5 / 6)
-    assert match_calibration.choose_threshold(confidence, correct, target=0.99)[:2] == (0.7, 4)
+    assert match_calibration.choose_threshold(confidence, correct, target=0.99, z=0)[:2] == (0.7, 4)
     assert match_calibration.choose_threshold(confidence, np.zeros(7), target=0.5) == (1.0, 0, 0.0)
+    # With the Wilson bound, few examples are not enough evidence: 4 right out of 4 is not 0.85 yet.
+    assert match_calibration.choose_threshold(confidence, correct, target=0.85)[0] == 1.0
+    many = np.repeat(confidence, 100)
+    assert match_calibration.choose_threshold(many, np.repeat(correct, 100), target=0.8)[:2] == (0.5, 600)
     fitted = match_calibration.fit(
-        np.array([[0.9, 0.5, 0.8], [0.3, 0.0, 0.2]] * 5), np.array([1.0, 0.0] * 5), target=0.9
+        np.array([[0.9, 0.5, 0.8], [0.3, 0.0, 0.2]] * 50), np.array([1.0, 0.0] * 50), target=0.9
     )
     assert fitted.metrics["precision_answered"] == 1.0 and fitted.metrics["abstain_rate"] == 0.5
 
