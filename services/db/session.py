@@ -47,6 +47,7 @@ class Database:
         # SQLite has one writer at a time and its busy handler sleeps in steps of up to 100 ms;
         # taking turns in-process instead keeps concurrent requests from sleeping on each other.
         self._turns: threading.Lock | None = threading.Lock() if url.startswith("sqlite") else None
+        self._inside = threading.local()
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:
@@ -56,8 +57,16 @@ class Database:
             with self._transaction() as session:
                 yield session
             return
-        with self._turns, self._transaction() as session:
-            yield session
+        if getattr(self._inside, "active", False):
+            # The turn lock is not re-entrant: a second scope in the same thread would wait forever.
+            raise RuntimeError("a session_scope inside another in the same thread: open it before, or pass the session")
+        with self._turns:
+            self._inside.active = True
+            try:
+                with self._transaction() as session:
+                    yield session
+            finally:
+                self._inside.active = False
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:

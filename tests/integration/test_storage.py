@@ -140,3 +140,12 @@ def test_sweep_finds_lost_messages_and_gives_up_on_killers(db: Database) -> None
         assert e2 is not None and e2.status == "failed" and "gave up after 5" in (e2.error or "")
         # just re-sent: not due again until the timeout passes once more
         assert ingest.due_for_resend(s, now=datetime.now(UTC), after_s=60, max_attempts=5, limit=100) == []
+
+
+def test_a_nested_sqlite_session_fails_at_once_instead_of_waiting_forever(tmp_path: Path) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'nested.db'}")
+    with db.session_scope(), pytest.raises(RuntimeError, match="inside another"), db.session_scope():
+        pass
+    with db.session_scope() as s:  # the outer scope released its turn
+        assert s.scalar(sa.text("SELECT 1")) == 1
+    db.dispose()
