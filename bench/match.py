@@ -1,6 +1,6 @@
 """Answer matching: Sift's matcher on Banking77 as an FAQ base, against plain nearest-neighbour, in one run.
 
-    python bench/match.py ../shared/data/banking77/train.csv [--skip-fine-tune] [--latency-queries 300]
+    python bench/match.py ../shared/data/banking77/train.csv [--skip-fine-tune] [--latency-queries 300] [--socket-only]
 
 The file is split with Sift's own deterministic stratified split (services.training.split, 20%
 holdout, the one a training run makes). Each intent is an FAQ entry: id = the intent, question =
@@ -20,7 +20,8 @@ similarity with choose_threshold for ref) is fitted on one half and applied to t
 ways; "precision" is the share of answered queries whose first answer is right, "abstain" the
 share not answered, each the mean of the two directions.
 Latency: p50/p99 ms of one single-text match at a time (query embedding included), in process
-(Matcher.match_texts) and over HTTP (POST /v1/match via TestClient), for a base of 1 point and
+(Matcher.match_texts), through the ASGI app (POST /v1/match via TestClient), and over a real
+socket to a `sift up` process (10,000 points only; --socket-only runs just that line), for a base of 1 point and
 for a base of 10,000 points: every csv row as a paraphrase of its intent (9,999 distinct texts),
 topped up with "<text> please" variants of the first rows (the exact count is printed).
 Prints each figure as it is measured, then one JSON line with all of them and each phase's wall time.
@@ -316,8 +317,59 @@ def latency(encoder: Encoder, faqs: Sequence[faq.FaqIn], texts: Sequence[str]) -
     return {"points": points, "queries": len(texts), "in_process": in_process, "http": http}
 
 
+def socket_latency(faqs: Sequence[faq.FaqIn], texts: Sequence[str]) -> dict[str, Any]:
+    """p50/p99 of `POST /v1/match` over a real socket to a `sift up` process (embedded mode: SQLite,
+    Qdrant Edge, on-disk broker) holding `faqs`, one request at a time."""
+    import signal
+    import socket
+    import subprocess
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    data_dir = Path(tempfile.mkdtemp(prefix="sift-bench-up-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIFT_")}
+    env.update(SIFT_DATA_DIR=str(data_dir), SIFT_PORT=str(port), SIFT_LOG_LEVEL="WARNING")
+    log = (data_dir / "up.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env, stdout=log, stderr=log)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            _wait_ready(http)
+            for start in range(0, len(faqs), 10):
+                body = {"faqs": [item.model_dump() for item in faqs[start : start + 10]]}
+                http.post("/v1/faqs:bulk", json=body).raise_for_status()
+
+            def post(text: str) -> None:
+                http.post("/v1/match", json={"text": text, "top_k": 3}).raise_for_status()
+
+            figures = timed(post, texts)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        log.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+    points = sum(len(faq.texts_of(item.question, item.paraphrases)) for item in faqs)
+    return {"points": points, "queries": len(texts), "socket": figures}
+
+
+def _wait_ready(http: Any) -> None:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if http.get("/readyz").status_code == 200:
+                return
+        except Exception:  # not listening yet
+            pass
+        time.sleep(0.5)
+    raise SystemExit("sift up did not become ready in 180 s")
+
+
 def show_latency(name: str, result: dict[str, Any]) -> None:
-    for way in ("in_process", "http"):
+    for way in ("in_process", "http", "socket"):
+        if way not in result:
+            continue
         r = result[way]
         print(
             f"latency {name:<18} {way:<11} points {result['points']:>6}  "
@@ -359,7 +411,7 @@ def matching_phases(
 
 
 def latency_phases(
-    encoder: Encoder, examples: list[training.Example], holdout: list[training.Example], n: int
+    encoder: Encoder, examples: list[training.Example], holdout: list[training.Example], n: int, socket_only: bool
 ) -> dict[str, Any]:
     """Latency against a base of 1 point and against every csv row as a paraphrase."""
     step = max(1, len(holdout) // max(1, n))
@@ -367,10 +419,14 @@ def latency_phases(
     one = [faq.FaqIn(id="only", question=examples[0].text, answer="answer for only")]
     out: dict[str, Any] = {}
     ten_k = padded_base(examples, points=10_000)
-    for name, base, title in (("latency_1", one, "1 point"), ("latency_10k", ten_k, "10,000 points")):
-        with phase(name):
-            out[name] = latency(encoder, base, queries)
-        show_latency(title, out[name])
+    if not socket_only:
+        for name, base, title in (("latency_1", one, "1 point"), ("latency_10k", ten_k, "10,000 points")):
+            with phase(name):
+                out[name] = latency(encoder, base, queries)
+            show_latency(title, out[name])
+    with phase("latency_10k_socket"):
+        out["latency_10k_socket"] = socket_latency(ten_k, queries)
+    show_latency("10,000 points", out["latency_10k_socket"])
     return out
 
 
@@ -379,6 +435,7 @@ def main() -> None:
     parser.add_argument("data", type=Path, help="Banking77 train.csv (columns text, category)")
     parser.add_argument("--skip-fine-tune", action="store_true", help="train the intent head only (fast)")
     parser.add_argument("--latency-queries", type=int, default=300, help="holdout texts timed per latency line")
+    parser.add_argument("--socket-only", action="store_true", help="only the latency against a real `sift up`")
     args = parser.parse_args()
     set_threads(2)
     started, s = time.perf_counter(), Settings()
@@ -392,8 +449,8 @@ def main() -> None:
         f"cores {len(os.sched_getaffinity(0))}, torch threads 2",
         flush=True,
     )
-    results = matching_phases(encoder, train, holdout, args.skip_fine_tune)
-    results.update(latency_phases(encoder, examples, holdout, args.latency_queries))
+    results = {} if args.socket_only else matching_phases(encoder, train, holdout, args.skip_fine_tune)
+    results.update(latency_phases(encoder, examples, holdout, args.latency_queries, args.socket_only))
     PHASES["total"] = round(time.perf_counter() - started, 1)
     knobs = {"candidates": s.match_candidates, "temperature": s.match_temperature, "head_weight": s.match_head_weight}
     sizes = {"texts": len(examples), "train": len(train), "holdout": len(holdout)}
