@@ -171,7 +171,7 @@ class Matcher:
         model = self.models.for_kind(KIND)
         vectors = model.encoder.encode(list(texts))
         intents = [p.get(INTENT_TASK) for p in model.predict(vectors)]
-        return self.match_vectors(model, vectors, intents, top_k=top_k, filters=filters)
+        return self.match_vectors(model, vectors, intents, top_k=top_k, filters=[filters] * len(texts))
 
     def match_vectors(
         self,
@@ -180,14 +180,18 @@ class Matcher:
         intents: Sequence[Mapping[str, Any] | None],
         *,
         top_k: int,
-        filters: Mapping[str, Any] | None = None,
+        filters: Sequence[Mapping[str, Any] | None] | None = None,
         calibration: Calibration | None = None,
     ) -> list[MatchResult]:
-        """One result per vector: one search each, one SQL read for all entries they found."""
+        """One result per vector (with its own filters, if any): one search each, one SQL read
+        for all entries they found."""
         collection = self.index(model).collection
-        store_filters = filters_for(filters)
         limit = max(self.settings.match_candidates, top_k)
-        hits = [self.store.search(collection, v.tolist(), limit=limit, filters=store_filters) for v in vectors]
+        each = filters if filters is not None else [None] * len(vectors)
+        hits = [
+            self.store.search(collection, v.tolist(), limit=limit, filters=filters_for(f))
+            for v, f in zip(vectors, each, strict=True)
+        ]
         with self.sessions() as session:
             rows = faq_repo.rows_by_id(session, ids={str(h.payload.get("faq_id")) for hs in hits for h in hs})
             if calibration is None:
@@ -223,10 +227,23 @@ class Matcher:
     def step(
         self, model: KindModel, events: Sequence[Event], vectors: np.ndarray, predictions: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        """The ingest step of ticket events: their suggestions and abstain flag."""
+        """The ingest step of ticket events: their suggestions and abstain flag, from the entries in
+        the ticket's locale and with one of its tags when its metadata names them."""
         intents = [p.get(INTENT_TASK) for p in predictions]
-        results = self.match_vectors(model, vectors, intents, top_k=self.settings.match_top_k)
+        filters = [ticket_filters(event.meta or {}) for event in events]
+        results = self.match_vectors(model, vectors, intents, top_k=self.settings.match_top_k, filters=filters)
         return [r.suggestions() for r in results]
+
+
+def ticket_filters(metadata: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Match filters from a ticket's metadata: `locale` (a string) and `tags` (a list of strings)."""
+    out: dict[str, Any] = {}
+    if isinstance(metadata.get("locale"), str) and metadata["locale"]:
+        out["locale"] = metadata["locale"]
+    tags = metadata.get("tags")
+    if isinstance(tags, list) and tags and all(isinstance(t, str) for t in tags):
+        out["tags"] = tags
+    return out or None
 
 
 def intent_version(model: KindModel) -> str | None:

@@ -183,15 +183,18 @@ def test_ticket_events_get_suggestions_at_ingest(client: TestClient, runtime: Ru
     events = [
         ingest.EventIn(id="t-1", kind="ticket", text="my new card has still not come"),  # type: ignore[arg-type]
         ingest.EventIn(id="n-1", kind="news", text="Acme shares fall after a profit warning"),  # type: ignore[arg-type]
+        ingest.EventIn(id="t-de", kind="ticket", text="my new card has still not come", metadata={"locale": "de"}),  # type: ignore[arg-type]
     ]
     with runtime.db.session_scope() as s:
         ingest.accept(s, events=events, limits=ingest.Limits(max_events=10, max_text_chars=1000))
-    run_batch(["t-1", "n-1"])
+    run_batch(["t-1", "n-1", "t-de"])
     ticket = client.get("/v1/events/t-1").json()
     assert ticket["status"] == "done" and ticket["abstain"] is False
     assert ticket["suggestions"][0]["faq_id"] == "card_arrival" and len(ticket["suggestions"]) == 3
     news = client.get("/v1/events/n-1").json()
     assert news["suggestions"] == [] and news["abstain"] is None
+    german = client.get("/v1/events/t-de").json()  # the ticket's metadata locale filters its suggestions
+    assert [x["faq_id"] for x in german["suggestions"]] == ["karte_ankunft"]
 
 
 def test_feedback_becomes_an_intent_label_and_a_resolved_ticket_a_paraphrase(
