@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     max_faqs_per_request: int = Field(1000, ge=1)
     max_paraphrases_per_faq: int = Field(500, ge=1)
 
+    webhook_allow_private: bool = Field(
+        False, description="allow webhook URLs on loopback, private or link-local addresses (tests, one host)"
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1)
+    webhook_backoff_s: float = Field(2.0, gt=0, description="first retry delay; doubles per attempt, capped at 1 h")
+
     api_keys: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     log_level: str = "INFO"
