@@ -26,6 +26,8 @@ labels_app = typer.Typer(help="Labels for tasks.", no_args_is_help=True)
 app.add_typer(labels_app, name="labels")
 faq_app = typer.Typer(help="The FAQ knowledge base (talks to the running API).", no_args_is_help=True)
 app.add_typer(faq_app, name="faq")
+watchlist_app = typer.Typer(help="The companies whose news is watched for alerts.", no_args_is_help=True)
+app.add_typer(watchlist_app, name="watchlist")
 models_app = typer.Typer(help="The model registry: versions, metrics, rollback.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console(stderr=True)
@@ -199,6 +201,39 @@ def faq_calibrate() -> None:
     from services import api_client
 
     _print_summary(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match:calibrate"))
+
+
+@watchlist_app.command("import")
+def watchlist_import(
+    file: Annotated[Path, typer.Argument(help="JSONL or CSV: entity, name, ticker, aliases (| between them)")],
+) -> None:
+    """Import watched companies: the whole file is checked first; a bad line exits 2, nothing written."""
+    from services.watchlist_file import import_file
+
+    _print_summary(lambda: import_file(file))
+
+
+@app.command("alerts")
+def alerts_list(
+    state: Annotated[str | None, typer.Option(help="open, acknowledged or cleared")] = "open",
+    entity: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """Alerts in a table (open ones by default), newest first."""
+    from services import alerts
+    from services.runtime import get_runtime
+
+    if state not in (None, "open", "acknowledged", "cleared"):
+        raise _fail(f"--state is open, acknowledged or cleared, not {state!r}")
+    table = Table("id", "entity", "rule", "severity", "state", "window", "figures", "events")
+    with get_runtime().db.session_scope() as session:
+        for a in alerts.list_alerts(session, state=state, entity=entity, limit=limit):
+            window = f"{a.window_start:%Y-%m-%d %H:%M}–{a.window_end:%H:%M}"
+            shown = ", ".join(
+                f"{k}={v}" for k, v in a.figures.items() if k in ("volume", "negatives", "share", "z", "drop")
+            )
+            table.add_row(str(a.id), a.entity, a.rule, a.severity, a.state, window, shown, str(len(a.event_ids)))
+    Console().print(table)
 
 
 @app.command()

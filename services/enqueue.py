@@ -29,6 +29,9 @@ TRAIN_RUN = "sift.train.run"
 TRAIN_CHECK = "sift.train.check"
 REINDEX = "sift.train.reindex"
 CALIBRATE_MATCH = "sift.train.calibrate_match"
+ALERTS_PROCESS = "sift.alerts.process"
+ALERTS_SWEEP = "sift.alerts.sweep"
+WEBHOOK_DELIVER = "sift.alerts.deliver"
 
 
 def send(app: Celery, name: str, *args: Any) -> None:

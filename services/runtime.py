@@ -24,6 +24,7 @@ from services.reindex import Reindexer
 from services.training import Trainer
 from services.vectors import VectorStore, open_store
 from services.vectors.schema import ensure_collections
+from services.watchlist import Linker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,11 +105,23 @@ class Runtime:
         )
 
     @property
+    def linker(self) -> Linker:
+        """Links news to the watched entities."""
+        return self._once(
+            "linker", lambda: Linker(sessions=self.db.session_scope, reload_s=self.settings.model_reload_s)
+        )
+
+    @property
     def pipeline(self) -> Pipeline:
-        """The batch pipeline over this process's encoder and store; tickets get FAQ suggestions."""
+        """The batch pipeline over this process's encoder and store; tickets get FAQ suggestions,
+        news its entity links."""
         return self._once(
             "pipeline",
-            lambda: Pipeline(models=self.models, store=self.store, steps={"ticket": [self.matcher.step]}),
+            lambda: Pipeline(
+                models=self.models,
+                store=self.store,
+                steps={"ticket": [self.matcher.step], "news": [self.linker.step]},
+            ),
         )
 
     @property

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.config import Settings
-from services.enqueue import SWEEP, TRAIN_CHECK
+from services.enqueue import ALERTS_SWEEP, SWEEP, TRAIN_CHECK
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -15,6 +15,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": SWEEP,
             "schedule": settings.sweep_interval_s,
             "options": {"queue": "ingest", "expires": settings.sweep_interval_s},
+        },
+        "evaluate-alerts-and-retry-deliveries": {
+            "task": ALERTS_SWEEP,
+            "schedule": settings.alert_sweep_interval_s,
+            "options": {"queue": "alerts", "expires": settings.alert_sweep_interval_s},
         },
         "start-due-training-runs": {
             "task": TRAIN_CHECK,

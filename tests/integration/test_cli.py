@@ -116,3 +116,22 @@ def test_labels_import_train_and_rollback_from_the_command_line(data_dir: Path, 
     assert result["version"] in listed.stdout and "reindexing" in listed.stdout  # active once re-indexed
     assert sift(data_dir, "models", "activate", "no-such-version").returncode == 2
     assert sift(data_dir, "train", "--task", "nope").returncode == 2
+
+
+def test_watchlist_import_and_alerts_from_the_command_line(data_dir: Path, tmp_path: Path) -> None:
+    assert sift(data_dir, "db", "upgrade").returncode == 0
+    good = tmp_path / "watch.csv"
+    good.write_text("entity,name,ticker,aliases\nACME,Acme Corporation,ACME,Acme|Acme Corp\nNOK,Nokia,NOK,\n")
+    done = sift(data_dir, "watchlist", "import", str(good))
+    assert done.returncode == 0 and json.loads(done.stdout) == {"file": str(good), "entities": 2}, done.stderr
+    bad = tmp_path / "watch.jsonl"
+    bad.write_text('{"entity": "X", "name": "X", "rules": {"nope": {}}}\n{"name": ""}\n')
+    refused = sift(data_dir, "watchlist", "import", str(bad))
+    assert refused.returncode == 2 and "line 1: rules" in refused.stderr and "line 2" in refused.stderr
+    engine = sa.create_engine(f"sqlite:///{data_dir / 'sift.db'}")
+    with engine.connect() as conn:
+        assert conn.scalar(sa.text("SELECT count(*) FROM watchlist")) == 2
+    engine.dispose()
+    shown = sift(data_dir, "alerts")
+    assert shown.returncode == 0 and "entity" in shown.stdout
+    assert sift(data_dir, "alerts", "--state", "bogus").returncode == 2

@@ -1,0 +1,118 @@
+"""The watchlist (`PUT/GET/DELETE /v1/watchlist/{entity}`, `GET /v1/watchlist`) and alerts
+(`GET /v1/alerts`, `POST /v1/alerts/{id}/ack`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from services import alerts, watchlist
+from services.api.deps import SessionDep
+from services.db.models import Alert, as_utc
+
+router = APIRouter(prefix="/v1", tags=["alerts"])
+
+
+class WatchOut(BaseModel):
+    """A watched entity."""
+
+    entity: str
+    name: str
+    ticker: str | None
+    aliases: list[str]
+    rules: dict[str, dict[str, Any]]
+
+
+class WatchList(BaseModel):
+    """The whole watchlist."""
+
+    entities: list[WatchOut]
+
+
+class AlertOut(BaseModel):
+    """An alert with its rule, window, figures and the events that caused it."""
+
+    id: int
+    entity: str
+    rule: str
+    severity: str
+    state: str
+    window_start: datetime
+    window_end: datetime
+    figures: dict[str, Any]
+    event_ids: list[str]
+    created_at: datetime
+    closed_at: datetime | None
+
+
+class AlertList(BaseModel):
+    """Alerts, newest first."""
+
+    alerts: list[AlertOut]
+
+
+@router.put("/watchlist/{entity}", response_model=WatchOut)
+def put_watch(entity: str, body: watchlist.WatchIn, session: SessionDep) -> WatchOut:
+    """Watch a company (create or replace); news is linked to it from now on."""
+    return WatchOut(**watchlist.as_dict(watchlist.put(session, entity=entity, body=body)))
+
+
+@router.get("/watchlist", response_model=WatchList)
+def list_watch(session: SessionDep) -> WatchList:
+    """Every watched entity."""
+    return WatchList(entities=[WatchOut(**watchlist.as_dict(r)) for r in watchlist.all_entities(session)])
+
+
+@router.get("/watchlist/{entity}", response_model=WatchOut)
+def get_watch(entity: str, session: SessionDep) -> WatchOut:
+    """One watched entity."""
+    return WatchOut(**watchlist.as_dict(watchlist.get(session, entity=entity)))
+
+
+@router.delete("/watchlist/{entity}", status_code=204)
+def delete_watch(entity: str, session: SessionDep) -> None:
+    """Stop watching an entity."""
+    watchlist.delete(session, entity=entity)
+
+
+@router.get("/alerts", response_model=AlertList)
+def get_alerts(
+    session: SessionDep,
+    entity: str | None = None,
+    state: Literal["open", "acknowledged", "cleared"] | None = None,
+    severity: Literal["low", "medium", "high"] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+) -> AlertList:
+    """Alerts, newest first; filters: entity, state, severity, created since/until."""
+    rows = alerts.list_alerts(
+        session, entity=entity, state=state, severity=severity, since=since, until=until, limit=limit
+    )
+    return AlertList(alerts=[alert_out(r) for r in rows])
+
+
+@router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
+def ack_alert(alert_id: int, session: SessionDep) -> AlertOut:
+    """Acknowledge an open alert: it closes, and the rule cools down before it fires again."""
+    return alert_out(alerts.acknowledge(session, alert_id=alert_id))
+
+
+def alert_out(row: Alert) -> AlertOut:
+    """The public form of an alert."""
+    return AlertOut(
+        id=row.id,
+        entity=row.entity,
+        rule=row.rule,
+        severity=row.severity,
+        state=row.state,
+        window_start=as_utc(row.window_start),
+        window_end=as_utc(row.window_end),
+        figures=row.figures,
+        event_ids=row.event_ids,
+        created_at=as_utc(row.created_at),
+        closed_at=as_utc(row.closed_at) if row.closed_at else None,
+    )

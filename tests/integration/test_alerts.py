@@ -1,0 +1,252 @@
+"""Sentiment alerting on a real database: entity links at ingest, idempotent buckets, late
+events, each rule firing and not firing, dedupe, cooldown, acknowledgement, the API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services import alerts, ingest, watchlist
+from services.api.app import create_app
+from services.db.migrate import upgrade
+from services.db.models import Alert, Event, SentimentBucket, as_utc
+from services.embedding import Encoder
+from services.runtime import Runtime, reset_runtime
+from tests.conftest import settings_for
+from worker.tasks import run_batch
+
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+PROBS = {
+    "negative": {"negative": 0.9, "neutral": 0.08, "positive": 0.02},
+    "neutral": {"negative": 0.1, "neutral": 0.8, "positive": 0.1},
+    "positive": {"negative": 0.02, "neutral": 0.08, "positive": 0.9},
+}
+
+
+@pytest.fixture
+def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
+    settings = settings_for(data_dir, model_reload_s=0.1)
+    upgrade(settings.sqlalchemy_url)
+    rt = reset_runtime(settings)
+    rt._made["encoder"] = encoder
+    with rt.db.session_scope() as s:
+        watchlist.put(s, entity="ACME", body=watchlist.WatchIn(name="Acme Corporation", ticker="ACME"))
+    yield rt
+    rt.close()
+    reset_runtime()
+
+
+class Stream:
+    """News for one entity, written as processed events with chosen sentiment and times."""
+
+    def __init__(self, rt: Runtime, entity: str = "ACME") -> None:
+        self.rt, self.entity, self.n = rt, entity, 0
+
+    def add(self, labels: list[str], *, start: datetime, every: timedelta) -> list[str]:
+        ids = []
+        with self.rt.db.session_scope() as s:
+            for i, label in enumerate(labels):
+                self.n += 1
+                event_id = f"{self.entity}-{self.n}"
+                s.add(news(event_id, self.entity, label, start + i * every))
+                ids.append(event_id)
+        return ids
+
+    def evaluate(self, now: datetime | None = None) -> list[alerts.Change]:
+        with self.rt.db.session_scope() as s:
+            return alerts.evaluate(s, entity=self.entity, settings=self.rt.settings, now=now or T0)
+
+
+def news(event_id: str, entity: str, label: str, when: datetime) -> Event:
+    return Event(
+        id=event_id,
+        point_id=ingest.point_id_for(event_id),
+        kind="news",
+        text=f"{entity} news {event_id}",
+        content_hash=event_id,
+        occurred_at=when,
+        received_at=when,
+        enqueued_at=when,
+        status="done",
+        predictions={
+            "sentiment": {"label": label, "probs": PROBS[label]},
+            "entity_links": [{"entity": entity, "method": "producer"}],
+        },
+    )
+
+
+def record(rt: Runtime, ids: list[str]) -> set[str]:
+    with rt.db.session_scope() as s:
+        return alerts.record_links(s, event_ids=ids, settings=rt.settings, now=T0)
+
+
+def open_alerts(rt: Runtime) -> dict[str, Alert]:
+    with rt.db.session_scope() as s:
+        return {a.rule: a for a in alerts.list_alerts(s, state="open")}
+
+
+def calm(stream: Stream, hours: int) -> list[str]:
+    """A calm day: ten news an hour, one in ten negative, three positive."""
+    mix = [
+        "neutral",
+        "positive",
+        "neutral",
+        "negative",
+        "neutral",
+        "positive",
+        "neutral",
+        "positive",
+        "neutral",
+        "neutral",
+    ]
+    return stream.add(mix * hours, start=T0 - timedelta(hours=hours), every=timedelta(minutes=6))
+
+
+def test_news_is_linked_at_ingest(runtime: Runtime) -> None:
+    events = [
+        ingest.EventIn(id="n1", kind="news", text="Acme Corporation shares fell 5% after a profit warning"),  # type: ignore[arg-type]
+        ingest.EventIn(id="n2", kind="news", text="Peel the apples and bake the acme of pies"),  # type: ignore[arg-type]
+        ingest.EventIn(id="n3", kind="news", text="Quiet day", entities=["acme", "UNKNOWN"]),  # type: ignore[arg-type]
+    ]
+    with runtime.db.session_scope() as s:
+        ingest.accept(s, events=events, limits=ingest.Limits(max_events=10, max_text_chars=1000))
+    run_batch(["n1", "n2", "n3"])
+    with runtime.db.session_scope() as s:
+        links = {e.id: e.predictions["entity_links"] for e in s.query(Event).order_by(Event.id)}
+    assert links == {
+        "n1": [{"entity": "ACME", "method": "name"}],
+        "n2": [],
+        "n3": [{"entity": "ACME", "method": "producer"}],
+    }
+    assert record(runtime, ["n1", "n2", "n3"]) == {"ACME"}
+
+
+def test_buckets_count_each_event_once_and_late_events_land_in_their_own_bucket(runtime: Runtime) -> None:
+    stream = Stream(runtime)
+    ids = stream.add(["negative", "positive", "neutral"], start=T0, every=timedelta(minutes=1))
+    record(runtime, ids)
+    record(runtime, ids)  # re-processed: counts stay
+    late = stream.add(["negative"], start=T0 - timedelta(hours=2), every=timedelta(0))
+    record(runtime, late)
+    with runtime.db.session_scope() as s:
+        five = {
+            as_utc(b.start): (b.negative, b.neutral, b.positive)
+            for b in s.query(SentimentBucket).filter_by(width_s=300)
+        }
+        hour = alerts.buckets(
+            s, entity="ACME", width_s=3600, since=T0 - timedelta(hours=3), until=T0 + timedelta(hours=1)
+        )
+    assert five == {T0: (1, 1, 1), T0 - timedelta(hours=2): (1, 0, 0)}
+    assert [(as_utc(b.start), b.negative + b.neutral + b.positive) for b in hour] == [
+        (T0 - timedelta(hours=2), 1),
+        (T0, 3),
+    ]
+
+
+def test_a_calm_stream_raises_nothing(runtime: Runtime) -> None:
+    stream = Stream(runtime)
+    record(runtime, calm(stream, 24))
+    assert stream.evaluate() == [] and open_alerts(runtime) == {}
+
+
+def test_a_negative_burst_raises_one_alert_per_rule_and_it_clears(runtime: Runtime) -> None:
+    stream = Stream(runtime)
+    record(runtime, calm(stream, 24))
+    burst = stream.add(["negative"] * 8, start=T0, every=timedelta(minutes=2))
+    record(runtime, burst)
+    raised = stream.evaluate()
+    assert {c.event_type for c in raised} == {"alert.raised"}
+    opened = open_alerts(runtime)
+    assert {"negative_share", "negative_spike", "sentiment_drop"} <= set(opened)
+    share = opened["negative_share"]
+    assert share.figures["negatives"] == 8 and set(burst) <= set(share.event_ids)
+    assert share.severity == "medium" and opened["negative_spike"].severity == "high"
+
+    more = stream.add(["negative"] * 2, start=T0 + timedelta(minutes=16), every=timedelta(minutes=1))
+    record(runtime, more)
+    assert stream.evaluate() == []  # still holding: the open alerts are updated, not repeated
+    assert set(more) <= set(open_alerts(runtime)["negative_share"].event_ids)
+
+    recovery = stream.add(["positive", "neutral"] * 10, start=T0 + timedelta(minutes=50), every=timedelta(minutes=1))
+    record(runtime, recovery)
+    cleared = stream.evaluate()
+    assert {c.event_type for c in cleared} == {"alert.cleared"} and open_alerts(runtime) == {}
+
+
+def test_a_spike_against_a_busy_baseline_needs_a_real_jump(runtime: Runtime) -> None:
+    runtime.settings.alert_negative_share = 0.99  # only the spike rule can fire here
+    runtime.settings.alert_drop = 2.0
+    stream = Stream(runtime)
+    # Three negatives in every half hour for a day, among plenty of other news.
+    day = stream.add(
+        (["negative"] * 3 + ["positive"] * 7) * 48, start=T0 - timedelta(hours=24), every=timedelta(minutes=3)
+    )
+    record(runtime, day)
+    usual = stream.add(["negative"] * 4 + ["positive"] * 6, start=T0, every=timedelta(minutes=2))
+    record(runtime, usual)
+    assert stream.evaluate() == []  # 4 against a median of 3: not a spike
+    jump = stream.add(["negative"] * 6, start=T0 + timedelta(minutes=21), every=timedelta(minutes=1))
+    record(runtime, jump)
+    assert [c.event_type for c in stream.evaluate()] == ["alert.raised"]
+    assert set(open_alerts(runtime)) == {"negative_spike"}
+
+
+def test_a_sharp_drop_of_mean_sentiment_fires_without_negative_labels(runtime: Runtime) -> None:
+    runtime.settings.alert_spike_z = 100.0
+    stream = Stream(runtime)
+    record(runtime, stream.add(["positive"] * 20, start=T0 - timedelta(hours=5), every=timedelta(minutes=10)))
+    record(runtime, stream.add(["neutral"] * 6, start=T0, every=timedelta(minutes=2)))
+    stream.evaluate()
+    opened = open_alerts(runtime)
+    assert set(opened) == {"sentiment_drop"} and opened["sentiment_drop"].figures["drop"] >= 0.5
+
+
+def test_acknowledged_alerts_cool_down_and_overrides_apply(runtime: Runtime, data_dir: Path) -> None:
+    stream = Stream(runtime)
+    record(runtime, stream.add(["negative"] * 6, start=T0, every=timedelta(minutes=1)))
+    stream.evaluate()
+    alert_id = open_alerts(runtime)["negative_share"].id
+    with TestClient(create_app(runtime, warm_model=False)) as client:
+        acked = client.post(f"/v1/alerts/{alert_id}/ack")
+        assert acked.status_code == 200 and acked.json()["state"] == "acknowledged"
+        assert client.post(f"/v1/alerts/{alert_id}/ack").status_code == 409
+        assert client.post("/v1/alerts/999999/ack").status_code == 404
+        listed = client.get("/v1/alerts", params={"entity": "ACME", "state": "acknowledged"}).json()["alerts"]
+        assert [a["id"] for a in listed] == [alert_id] and listed[0]["event_ids"]
+        assert client.get("/v1/alerts", params={"state": "bogus"}).status_code == 422
+
+        # The condition still holds, but the rule cools down after the acknowledgement (wall clock).
+        acked_at = datetime.now(UTC)
+        stream.evaluate(now=acked_at + timedelta(minutes=10))
+        assert "negative_share" not in open_alerts(runtime)
+        stream.evaluate(now=acked_at + timedelta(hours=2))  # cooldown over: a new alert
+        assert "negative_share" in open_alerts(runtime)
+
+        off = {"name": "Acme Corporation", "ticker": "ACME", "rules": {"negative_share": {"enabled": False}}}
+        assert client.put("/v1/watchlist/ACME", json=off).status_code == 200
+        bad = {"name": "X", "rules": {"negative_share": {"colour": 1}}}
+        assert "unknown keys" in client.put("/v1/watchlist/X", json=bad).text
+        assert client.put("/v1/watchlist/X", json={"name": "X", "rules": {"nope": {}}}).status_code == 422
+        assert client.put("/v1/watchlist/X", json={"name": "X", "ticker": "lower"}).status_code == 422
+        assert client.get("/v1/watchlist/X").status_code == 404
+        assert [e["entity"] for e in client.get("/v1/watchlist").json()["entities"]] == ["ACME"]
+    stream.evaluate(now=datetime.now(UTC) + timedelta(hours=2, minutes=1))
+    assert "negative_share" not in open_alerts(runtime)  # disabled for ACME: the open one clears
+
+
+def test_two_evaluations_at_once_open_one_alert(runtime: Runtime) -> None:
+    stream = Stream(runtime)
+    record(runtime, stream.add(["negative"] * 6, start=T0, every=timedelta(minutes=1)))
+    with runtime.db.session_scope() as s:
+        first = alerts._open(s, "ACME", _fired(), as_of=T0, settings=runtime.settings, now=T0)
+        second = alerts._open(s, "ACME", _fired(), as_of=T0, settings=runtime.settings, now=T0)
+    assert first is not None and second is None
+
+
+def _fired() -> Any:
+    return alerts.Fired("negative_share", True, "medium", {}, [])
