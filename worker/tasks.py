@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from celery import Task, shared_task
 
-from services import ingest, match, match_calibration, reindex, training
+from services import alerts, ingest, match, match_calibration, reindex, training
 from services.config import get_settings
 from services.db import events as repo
-from services.enqueue import CALIBRATE_MATCH, PROCESS_EVENTS, REINDEX, SWEEP, TRAIN_CHECK, TRAIN_RUN, Enqueuer, send
-from services.errors import InvalidInput, Transient
+from services.enqueue import (
+    ALERTS_PROCESS,
+    ALERTS_SWEEP,
+    CALIBRATE_MATCH,
+    PROCESS_EVENTS,
+    REINDEX,
+    SWEEP,
+    TRAIN_CHECK,
+    TRAIN_RUN,
+    WEBHOOK_DELIVER,
+    Enqueuer,
+    send,
+)
+from services.errors import BrokerUnavailable, InvalidInput, Transient
 from services.runtime import get_runtime
 
 log = logging.getLogger(__name__)
@@ -22,15 +36,16 @@ log = logging.getLogger(__name__)
 def process_events(self: Task, event_ids: list[str]) -> dict[str, int]:
     """Encode, store and index a batch of events; retries with backoff while a dependency is down."""
     try:
-        return run_batch(event_ids)
+        return run_batch(event_ids, on_news=lambda ids: _send_quietly(self.app, ALERTS_PROCESS, ids))
     except Transient as exc:
         countdown = min(60, 2**self.request.retries)
         log.warning("batch of %d events: %s; retry in %ss", len(event_ids), exc, countdown)
         raise self.retry(exc=exc, countdown=countdown) from exc
 
 
-def run_batch(event_ids: list[str]) -> dict[str, int]:
-    """The task body: claim (topping the batch up from the backlog), process, record."""
+def run_batch(event_ids: list[str], on_news: Callable[[list[str]], None] | None = None) -> dict[str, int]:
+    """The task body: claim (topping the batch up from the backlog), process, record; then hand
+    the done news events to on_news (the alerts queue)."""
     runtime = get_runtime()
     s = runtime.settings
     pipeline = runtime.pipeline
@@ -52,6 +67,9 @@ def run_batch(event_ids: list[str]) -> dict[str, int]:
     with runtime.db.session_scope() as session:
         repo.record(session, outcomes=outcomes, now=now)
     done = sum(o.ok for o in outcomes)
+    news = [e.id for e, o in zip(batch, outcomes, strict=True) if o.ok and e.kind == "news"]
+    if news and on_news is not None:
+        on_news(news)
     log.info(
         "batch of %d: claim %.0f ms, encode+upsert %.0f ms, record %.0f ms",
         len(batch),
@@ -60,6 +78,82 @@ def run_batch(event_ids: list[str]) -> dict[str, int]:
         1000 * (time.perf_counter() - processed),
     )
     return {"done": done, "failed": len(outcomes) - done}
+
+
+def _send_quietly(app: Any, name: str, *args: Any) -> None:
+    # The events are recorded done: a lost notification only delays alerts until the beat sweep.
+    try:
+        send(app, name, *args)
+    except BrokerUnavailable:
+        log.warning("broker down: %s waits for the sweep", name)
+
+
+@shared_task(bind=True, name=ALERTS_PROCESS, soft_time_limit=120, max_retries=8)
+def alerts_process(self: Task, event_ids: list[str]) -> dict[str, object]:
+    """Link processed news to entities, recount their buckets, evaluate the rules for them, and
+    queue webhook deliveries for alerts raised or cleared; idempotent."""
+    runtime = get_runtime()
+    now = datetime.now(UTC)
+    try:
+        with runtime.db.session_scope() as session:
+            entities = alerts.record_links(session, event_ids=event_ids, settings=runtime.settings, now=now)
+            changes = [
+                c
+                for e in sorted(entities)
+                for c in alerts.evaluate(session, entity=e, settings=runtime.settings, now=now)
+            ]
+            deliveries = _queue_deliveries(session, changes, now)
+    except Transient as exc:
+        raise self.retry(exc=exc, countdown=min(60, 2**self.request.retries)) from exc
+    for delivery_id in deliveries:
+        _send_quietly(self.app, WEBHOOK_DELIVER, delivery_id)
+    return {"entities": len(entities), "changes": len(changes), "deliveries": len(deliveries)}
+
+
+def _queue_deliveries(session: Any, changes: list[alerts.Change], now: datetime) -> list[int]:
+    from services import webhooks
+    from services.db.models import Alert
+
+    out: list[int] = []
+    for change in changes:
+        alert = session.get(Alert, change.alert_id)
+        out += webhooks.queue_deliveries(session, alert=alert, event_type=change.event_type, now=now)
+    return out
+
+
+@shared_task(bind=True, name=ALERTS_SWEEP, soft_time_limit=120)
+def alerts_sweep(self: Task) -> dict[str, object]:
+    """Beat: re-evaluate entities with open alerts (so a condition that passed clears), and re-send
+    webhook deliveries that are due (retries, or messages lost with a worker)."""
+    from services import webhooks
+
+    runtime = get_runtime()
+    now = datetime.now(UTC)
+    with runtime.db.session_scope() as session:
+        changes = [
+            c
+            for e in alerts.with_open_alerts(session)
+            for c in alerts.evaluate(session, entity=e, settings=runtime.settings, now=now)
+        ]
+        _queue_deliveries(session, changes, now)
+        due = webhooks.due_deliveries(session, now=now)
+    for delivery_id in due:
+        _send_quietly(self.app, WEBHOOK_DELIVER, delivery_id)
+    return {"changes": len(changes), "deliveries_sent": len(due)}
+
+
+@shared_task(bind=True, name=WEBHOOK_DELIVER, soft_time_limit=60)
+def webhook_deliver(self: Task, delivery_id: int) -> str:
+    """POST one delivery (signed); a failure is recorded with its next attempt, which the sweep sends."""
+    import httpx
+
+    from services import webhooks
+
+    runtime = get_runtime()
+    with httpx.Client() as client:
+        return webhooks.deliver(
+            runtime.db.session_scope, delivery_id=delivery_id, settings=runtime.settings, client=client
+        )
 
 
 def _release(ids: list[str]) -> None:

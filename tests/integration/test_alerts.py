@@ -3,21 +3,24 @@ events, each rule firing and not firing, dedupe, cooldown, acknowledgement, the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from services import alerts, ingest, watchlist
+from services import alerts, ingest, watchlist, webhooks
 from services.api.app import create_app
 from services.db.migrate import upgrade
-from services.db.models import Alert, Event, SentimentBucket, as_utc
+from services.db.models import Alert, Event, SentimentBucket, WebhookDelivery, as_utc
 from services.embedding import Encoder
 from services.runtime import Runtime, reset_runtime
 from tests.conftest import settings_for
+from worker import tasks
 from worker.tasks import run_batch
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -250,3 +253,37 @@ def test_two_evaluations_at_once_open_one_alert(runtime: Runtime) -> None:
 
 def _fired() -> Any:
     return alerts.Fired("negative_share", True, "medium", {}, [])
+
+
+def test_the_alerts_task_raises_and_delivers_once_to_a_webhook(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.integration.test_webhooks import SECRET, Receiver
+
+    runtime.settings.webhook_allow_private = True
+    receiver = Receiver([500, 200])
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+    monkeypatch.setattr(tasks, "send", lambda app, name, *args: sent.append((name, args)))  # the broker's part
+    try:
+        with runtime.db.session_scope() as s:
+            body = webhooks.WebhookIn(url=receiver.url, secret=SECRET)  # type: ignore[call-arg]
+            webhooks.put_webhook(s, webhook_id="risk-desk", body=body, allow_private=True)
+        stream = Stream(runtime)
+        burst = stream.add(["negative"] * 8, start=datetime.now(UTC), every=timedelta(minutes=1))
+        assert tasks.alerts_process.run(burst)["changes"] >= 1
+        assert tasks.alerts_process.run(burst)["changes"] == 0  # re-processed: nothing new, nothing re-sent
+        deliveries = [args[0] for name, args in sent if name == tasks.WEBHOOK_DELIVER]
+        assert len(deliveries) == len(open_alerts(runtime)) >= 1
+        first = deliveries[0]
+        assert tasks.webhook_deliver.run(first) == "pending"  # 500: recorded, retried later
+        with runtime.db.session_scope() as s:
+            s.execute(sa.update(WebhookDelivery).values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1)))
+        assert tasks.webhook_deliver.run(first) == "delivered"
+        assert tasks.webhook_deliver.run(first) == "delivered"  # a duplicate message sends nothing
+        keys = {headers["X-Sift-Idempotency-Key"] for headers, _ in receiver.requests}
+        assert receiver.answered == [500, 200] and len(keys) == 1
+        headers, payload = receiver.requests[-1]
+        assert webhooks.verify(SECRET, payload, headers["X-Sift-Signature"])
+        assert json.loads(payload)["alert"]["entity"] == "ACME"
+    finally:
+        receiver.close()
