@@ -9,9 +9,10 @@ Rules (defaults from settings; per-entity overrides in the watchlist: enabled, m
 threshold, severity):
 - negative_share: negatives / linked news in the window >= SIFT_ALERT_NEGATIVE_SHARE;
 - negative_spike: the window's negatives against the same-length windows of the trailing
-  SIFT_ALERT_BASELINE_S: robust z = (x - median) / (1.4826 * MAD, at least 1) >= SIFT_ALERT_SPIKE_Z;
+  SIFT_ALERT_BASELINE_S: robust z = (x - median) / (1.4826 * MAD, at least 1) >= SIFT_ALERT_SPIKE_Z,
+  with at least SIFT_ALERT_SPIKE_MIN_NEGATIVES negatives;
 - sentiment_drop: the window's mean score (p(positive) - p(negative)) below the baseline's mean by
-  SIFT_ALERT_DROP or more (the baseline needs min_volume news too).
+  SIFT_ALERT_DROP or more (the baseline needs 4 x min_volume news: a thin one is noise).
 Every rule needs min_volume linked news in the window (SIFT_ALERT_MIN_VOLUME).
 
 Lifecycle: one open alert per (entity, rule) (a partial unique index guards it). While the rule
@@ -146,6 +147,7 @@ def rule_settings(rule: str, watched: WatchedEntity | None, settings: Settings) 
         "min_volume": settings.alert_min_volume,
         "threshold": threshold,
         "severity": SEVERITY[rule],
+        "min_negatives": settings.alert_spike_min_negatives,  # read by negative_spike only
     }
     return {**base, **((watched.rules or {}).get(rule, {}) if watched else {})}
 
@@ -198,13 +200,13 @@ def _verdict(
         mad = statistics.median([abs(c - median) for c in counts]) if counts else 0.0
         z = (len(negatives) - median) / max(1.0, 1.4826 * mad)
         figures.update(baseline_median=median, baseline_mad=mad, z=round(z, 3), threshold=params["threshold"])
-        holds = enough and len(negatives) >= params["min_volume"] and z >= params["threshold"]
+        holds = enough and len(negatives) >= params["min_negatives"] and z >= params["threshold"]
     else:
         mean_now = _mean(current)
         mean_before = _mean(past)
         drop = (mean_before - mean_now) if mean_now is not None and mean_before is not None else 0.0
         figures.update(mean=mean_now, baseline_mean=mean_before, drop=round(drop, 4), threshold=params["threshold"])
-        holds = enough and len(past) >= params["min_volume"] and drop >= params["threshold"]
+        holds = enough and len(past) >= 4 * params["min_volume"] and drop >= params["threshold"]
     evidence = [x.event_id for x in (negatives or current)][-50:]
     return Fired(rule, holds, str(params["severity"]), figures, evidence)
 

@@ -109,10 +109,11 @@ class Settings(BaseSettings):
     alert_bucket_widths_s: list[int] = Field(default_factory=lambda: [300, 3600], description="aggregate buckets")
     alert_window_s: int = Field(1800, ge=60, description="the window every rule looks at, ending at the latest news")
     alert_baseline_s: int = Field(86_400, ge=3600, description="the trailing baseline of the spike and drop rules")
-    alert_min_volume: int = Field(5, ge=1, description="linked news in the window before any rule may fire")
+    alert_min_volume: int = Field(6, ge=1, description="linked news in the window before any rule may fire")
     alert_negative_share: float = Field(0.6, gt=0, le=1, description="rule negative_share: share of negatives")
     alert_spike_z: float = Field(3.0, gt=0, description="rule negative_spike: robust z of negatives vs baseline")
-    alert_drop: float = Field(0.5, gt=0, le=2, description="rule sentiment_drop: fall of the mean score vs baseline")
+    alert_spike_min_negatives: int = Field(4, ge=1, description="rule negative_spike: negatives in the window")
+    alert_drop: float = Field(0.7, gt=0, le=2, description="rule sentiment_drop: fall of the mean score vs baseline")
     alert_sweep_interval_s: float = Field(60.0, gt=0, description="beat: re-evaluate open alerts, retry deliveries")
     alert_cooldown_s: int = Field(3600, ge=0, description="after an alert closes, the same rule waits this long")
     webhook_allow_private: bool = Field(

@@ -30,7 +30,7 @@ from services.db.models import Event, WatchedEntity
 from services.errors import InvalidInput, NotFound
 
 RULES = ("negative_share", "negative_spike", "sentiment_drop")
-RULE_KEYS = {"enabled", "min_volume", "threshold", "severity"}
+RULE_KEYS = {"enabled", "min_volume", "min_negatives", "threshold", "severity"}
 COMPANY_SUFFIX = r"(?:Inc|Corp|Corporation|Ltd|plc|PLC|AG|SA|NV|Oyj|Oy|AB|ASA|Group|Holdings|Co)\b"
 FINANCE_WORDS = re.compile(
     r"\b(?:shares?|stocks?|profit|profits|loss|losses|revenue|revenues|sales|earnings|quarter|quarterly|"
