@@ -34,8 +34,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.config import Settings
+from services.db.lookup import require
 from services.db.models import Alert, EntityLink, Event, SentimentBucket, WatchedEntity, as_utc
-from services.errors import Conflict, NotFound
+from services.errors import Conflict
 
 SEVERITY = {"negative_share": "medium", "negative_spike": "high", "sentiment_drop": "medium"}
 
@@ -296,9 +297,7 @@ def _open(
 
 def acknowledge(session: Session, *, alert_id: int, now: datetime | None = None) -> Alert:
     """Close an open alert by hand (NotFound, or Conflict when it is not open)."""
-    alert = session.get(Alert, alert_id)
-    if alert is None:
-        raise NotFound(f"no alert {alert_id}")
+    alert = require(session, Alert, alert_id, missing=f"no alert {alert_id}")
     if alert.state != "open":
         raise Conflict(f"alert {alert_id} is {alert.state}, not open")
     now = now or datetime.now(UTC)

@@ -23,8 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from services.db.lookup import require
 from services.db.models import Event, Faq
-from services.errors import InvalidInput, NotFound
+from services.errors import InvalidInput
 from services.vectors.base import PayloadIndex, VectorPoint, VectorStore
 
 FAQ_POINTS = uuid.UUID("a3c9d0f4-1f0e-4b8f-9b55-2f1b7c3e9d21")
@@ -220,10 +221,7 @@ def delete(session: Session, *, faq_id: str, index: FaqIndex) -> None:
 
 def get(session: Session, *, faq_id: str) -> Faq:
     """An entry by id, or NotFound."""
-    row = session.get(Faq, faq_id)
-    if row is None:
-        raise NotFound(f"no FAQ with id {faq_id!r}")
-    return row
+    return require(session, Faq, faq_id, missing=f"no FAQ with id {faq_id!r}")
 
 
 def list_faqs(

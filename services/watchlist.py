@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.db.lookup import require
 from services.db.models import Event, WatchedEntity
-from services.errors import InvalidInput, NotFound
+from services.errors import InvalidInput
 
 RULES = ("negative_share", "negative_spike", "sentiment_drop")
 RULE_KEYS = {"enabled", "min_volume", "min_negatives", "threshold", "severity"}
@@ -90,10 +91,7 @@ def put(session: Session, *, entity: str, body: WatchIn, now: datetime | None = 
 
 def get(session: Session, *, entity: str) -> WatchedEntity:
     """A watched entity, or NotFound."""
-    row = session.get(WatchedEntity, entity)
-    if row is None:
-        raise NotFound(f"{entity!r} is not on the watchlist")
-    return row
+    return require(session, WatchedEntity, entity, missing=f"{entity!r} is not on the watchlist")
 
 
 def delete(session: Session, *, entity: str) -> None:

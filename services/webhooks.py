@@ -48,6 +48,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.config import Settings
+from services.db.lookup import require
 from services.db.models import Alert, Webhook, WebhookDelivery, as_utc
 from services.errors import InvalidInput, NotFound
 
@@ -145,10 +146,7 @@ def put_webhook(
 
 def get_webhook(session: Session, *, webhook_id: str) -> Webhook:
     """A webhook by id, or NotFound."""
-    row = session.get(Webhook, webhook_id)
-    if row is None:
-        raise NotFound(f"no webhook with id {webhook_id!r}")
-    return row
+    return require(session, Webhook, webhook_id, missing=f"no webhook with id {webhook_id!r}")
 
 
 def list_webhooks(session: Session) -> list[Webhook]:
