@@ -24,7 +24,7 @@ the rule waits SIFT_ALERT_COOLDOWN_S before it opens a new one for the entity.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +33,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services import webhooks
 from services.config import Settings
 from services.db.lookup import require
 from services.db.models import Alert, EntityLink, Event, SentimentBucket, WatchedEntity, as_utc
@@ -86,9 +87,13 @@ def record_links(session: Session, *, event_ids: Sequence[str], settings: Settin
             )
             touched.add((found["entity"], when))
     session.flush()
-    for entity, when in touched:
-        for width in settings.alert_bucket_widths_s:
-            _recount(session, entity=entity, width=width, start=bucket_start(when, width), now=now)
+    buckets_touched = {
+        (entity, width, bucket_start(when, width))
+        for entity, when in touched
+        for width in settings.alert_bucket_widths_s
+    }
+    for entity, width, start in buckets_touched:  # each once, however many of the batch's news it holds
+        _recount(session, entity=entity, width=width, start=start, now=now)
     return {entity for entity, _ in touched}
 
 
@@ -254,6 +259,20 @@ def evaluate(
                 changes.append(Change(opened, "alert.raised"))
     session.flush()
     return changes
+
+
+def evaluate_and_notify(
+    session: Session, *, entities: Iterable[str], settings: Settings, now: datetime
+) -> tuple[list[Change], list[int]]:
+    """Evaluate each entity, and queue a webhook delivery for every alert raised or cleared (in the
+    same transaction, so a change and its deliveries commit together); returns the changes and the
+    ids of the deliveries queued now."""
+    changes = [c for entity in sorted(entities) for c in evaluate(session, entity=entity, settings=settings, now=now)]
+    deliveries: list[int] = []
+    for change in changes:
+        alert = require(session, Alert, change.alert_id, missing=f"no alert {change.alert_id}")
+        deliveries += webhooks.queue_deliveries(session, alert=alert, event_type=change.event_type, now=now)
+    return changes, deliveries
 
 
 def _refresh(alert: Alert, fired: Fired, *, as_of: datetime, settings: Settings, now: datetime) -> None:

@@ -247,12 +247,7 @@ def match(
     from services import api_client
 
     body: dict[str, Any] = {"text": text, "top_k": top_k, "filters": {"tags": tag or [], "locale": locale}}
-    try:
-        result = api_client.call(get_settings().api_base_url, "POST", "/v1/match", json=body)
-    except (InvalidInput, NotFound) as exc:
-        raise _fail(_message(exc)) from exc
-    except DomainError as exc:
-        raise _fail(_message(exc), code=1) from exc
+    result = _exit_codes(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match", json=body))
     table = Table("#", "faq", "score", "question", "answer")
     for rank, item in enumerate(result["matches"], start=1):
         table.add_row(str(rank), item["faq_id"], f"{item['score']:.3f}", item["question"], item["answer"][:80])
@@ -367,13 +362,17 @@ def models_activate(version: str) -> None:
 
 def _print_summary(run: Callable[[], dict[str, Any]]) -> None:
     """Run a file command and print its JSON summary: bad input exits 2, a service problem 1."""
+    Console().print_json(json.dumps(_exit_codes(run)))
+
+
+def _exit_codes(run: Callable[[], Any]) -> Any:
+    """run()'s result; bad input (invalid, not found, no such file) exits 2, a service problem 1."""
     try:
-        summary = run()
-    except (InvalidInput, FileNotFoundError) as exc:
+        return run()
+    except (InvalidInput, NotFound, FileNotFoundError) as exc:
         raise _fail(_message(exc)) from exc
     except DomainError as exc:
         raise _fail(_message(exc), code=1) from exc
-    Console().print_json(json.dumps(summary))
 
 
 def _message(exc: Exception) -> str:

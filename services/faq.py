@@ -28,6 +28,7 @@ from services.db.models import Event, Faq
 from services.errors import InvalidInput
 from services.vectors.base import PayloadIndex, VectorPoint, VectorStore
 
+KIND = "ticket"  # FAQ entries answer tickets: their points live in the ticket encoder's space
 FAQ_POINTS = uuid.UUID("a3c9d0f4-1f0e-4b8f-9b55-2f1b7c3e9d21")
 FAQ_INDEXES = (PayloadIndex("faq_id", "keyword"), PayloadIndex("tags", "keyword"), PayloadIndex("locale", "keyword"))
 MAX_TAGS = 50

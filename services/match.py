@@ -41,7 +41,6 @@ from services.db.models import Event, Faq, MatchCalibration
 from services.vectors.base import Filters, Hit, VectorStore
 
 INTENT_TASK = "intent"
-KIND = "ticket"
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ class Matcher:
 
     def index(self, model: KindModel | None = None) -> faq_repo.FaqIndex:
         """Where FAQ writes go now: the FAQ collection of the ticket kind's served encoder."""
-        model = model or self.models.for_kind(KIND)
+        model = model or self.models.for_kind(faq_repo.KIND)
         index = faq_repo.FaqIndex(
             self.store, faq_repo.faq_collection(model.collection), model.encoder.encode, model.encoder.dimension
         )
@@ -168,7 +167,7 @@ class Matcher:
         self, texts: Sequence[str], *, top_k: int, filters: Mapping[str, Any] | None = None
     ) -> list[MatchResult]:
         """Encode texts with the served ticket encoder, classify them, and match them."""
-        model = self.models.for_kind(KIND)
+        model = self.models.for_kind(faq_repo.KIND)
         vectors = model.encoder.encode(list(texts))
         intents = [p.get(INTENT_TASK) for p in model.predict(vectors)]
         return self.match_vectors(model, vectors, intents, top_k=top_k, filters=[filters] * len(texts))

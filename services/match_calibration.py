@@ -26,8 +26,8 @@ from services import labels as label_repo
 from services import training
 from services.db.models import Faq, MatchCalibration
 from services.errors import InvalidInput
-from services.faq import texts_of
-from services.match import INTENT_TASK, KIND, Calibration, Matcher, intent_version
+from services.faq import KIND, texts_of
+from services.match import INTENT_TASK, Calibration, Matcher, intent_version
 
 log = logging.getLogger(__name__)
 

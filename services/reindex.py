@@ -40,7 +40,6 @@ from services.vectors.schema import PAYLOAD_INDEXES, collection_for
 
 log = logging.getLogger(__name__)
 CATCH_UP_FOR = timedelta(hours=1)
-FAQ_KIND = "ticket"  # FAQ paraphrases live in the ticket encoder's space
 
 
 def current_encoder(session: Session, *, kind: str, settings: Settings) -> str:
@@ -135,7 +134,7 @@ class Reindexer:
                     )
                 )
             if not batch:
-                if kind == FAQ_KIND:
+                if kind == faq.KIND:
                     self._embed_faqs(encoder, collection, since=None)
                 self._switch(job_id)
                 self.catch_up(job_id)
@@ -163,7 +162,7 @@ class Reindexer:
             encoder_version = version.encoder_version
             path = encoder_path(version.artifact_path) or self.settings.model_path
         encoder = self.models.encoder(encoder_version, path)
-        total = self._embed_faqs(encoder, collection, since=started) if kind == FAQ_KIND else 0
+        total = self._embed_faqs(encoder, collection, since=started) if kind == faq.KIND else 0
         while True:
             with self.sessions() as session:
                 batch = list(

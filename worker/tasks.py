@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from services import alerts, ingest, match, match_calibration, reindex, training
+from services import alerts, faq, ingest, match_calibration, reindex, training
 from services.config import get_settings
 from services.db import events as repo
 from services.enqueue import (
@@ -97,28 +97,14 @@ def alerts_process(self: Task, event_ids: list[str]) -> dict[str, object]:
     try:
         with runtime.db.session_scope() as session:
             entities = alerts.record_links(session, event_ids=event_ids, settings=runtime.settings, now=now)
-            changes = [
-                c
-                for e in sorted(entities)
-                for c in alerts.evaluate(session, entity=e, settings=runtime.settings, now=now)
-            ]
-            deliveries = _queue_deliveries(session, changes, now)
+            changes, deliveries = alerts.evaluate_and_notify(
+                session, entities=entities, settings=runtime.settings, now=now
+            )
     except Transient as exc:
         raise self.retry(exc=exc, countdown=min(60, 2**self.request.retries)) from exc
     for delivery_id in deliveries:
         _send_quietly(self.app, WEBHOOK_DELIVER, delivery_id)
     return {"entities": len(entities), "changes": len(changes), "deliveries": len(deliveries)}
-
-
-def _queue_deliveries(session: Any, changes: list[alerts.Change], now: datetime) -> list[int]:
-    from services import webhooks
-    from services.db.models import Alert
-
-    out: list[int] = []
-    for change in changes:
-        alert = session.get(Alert, change.alert_id)
-        out += webhooks.queue_deliveries(session, alert=alert, event_type=change.event_type, now=now)
-    return out
 
 
 @shared_task(bind=True, name=ALERTS_SWEEP, soft_time_limit=120)
@@ -130,13 +116,9 @@ def alerts_sweep(self: Task) -> dict[str, object]:
     runtime = get_runtime()
     now = datetime.now(UTC)
     with runtime.db.session_scope() as session:
-        changes = [
-            c
-            for e in alerts.with_open_alerts(session)
-            for c in alerts.evaluate(session, entity=e, settings=runtime.settings, now=now)
-        ]
-        _queue_deliveries(session, changes, now)
-        due = webhooks.due_deliveries(session, now=now)
+        entities = alerts.with_open_alerts(session)
+        changes, _ = alerts.evaluate_and_notify(session, entities=entities, settings=runtime.settings, now=now)
+        due = webhooks.due_deliveries(session, now=now)  # includes what was just queued
     for delivery_id in due:
         _send_quietly(self.app, WEBHOOK_DELIVER, delivery_id)
     return {"changes": len(changes), "deliveries_sent": len(due)}
@@ -189,7 +171,7 @@ def train_run(self: Task, run_id: str) -> dict[str, object]:
     outcome = get_runtime().trainer.execute(run_id)
     if outcome.reindex_job is not None:
         send(self.app, REINDEX, outcome.reindex_job)
-    elif outcome.promoted and _kind_of_version(outcome.version) == match.KIND:
+    elif outcome.promoted and _kind_of_version(outcome.version) == faq.KIND:
         send(self.app, CALIBRATE_MATCH)  # a new intent head changes match scores
     return {"version": outcome.version, "promoted": outcome.promoted, "reindex_job": outcome.reindex_job}
 
@@ -205,7 +187,7 @@ def reindex_step(self: Task, job_id: int) -> str:
     elif status == "switched":
         with runtime.db.session_scope() as session:
             kind = reindex.get_job(session, job_id=job_id).kind
-        if kind == match.KIND:
+        if kind == faq.KIND:
             send(self.app, CALIBRATE_MATCH)  # the ticket encoder changed: so did match scores
     return status
 
