@@ -3,13 +3,26 @@
 
 from __future__ import annotations
 
+import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-# A filter is {payload_key: value} (exact match) or {payload_key: [v1, v2]} (any of);
-# every key must hold. Enough for the services' business filters; adapters translate it.
+from services.errors import InvalidInput
+
+# A filter maps payload keys (dotted for nested ones) to conditions, and every key must hold:
+#   "value"                    exact match on a str, int or bool (a float cannot be matched exactly)
+#   ["v1", "v2"]               any of these values; [] matches nothing
+#   {"gte": 1, "lt": 9.5}      a range of numbers (int or float, not bool; int and float payloads both match)
+#   {"gt": "2026-01-01T00:00:00+00:00"}   a range of ISO-8601 datetimes (no offset means UTC)
+# A range takes any of gte, gt, lte and lt, all numbers or all datetimes; anything else is InvalidInput.
+# Enough for the services' business filters; adapters translate it.
 Filters = Mapping[str, Any]
+
+RANGE_KEYS = ("gte", "gt", "lte", "lt")
+RECOMMEND_STRATEGIES = ("average_vector", "best_score")
 
 
 @dataclass(frozen=True)
@@ -51,8 +64,31 @@ class VectorStore(Protocol):
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Remove points; unknown ids are ignored."""
 
-    def search(self, name: str, vector: Sequence[float], *, limit: int, filters: Filters | None = None) -> list[Hit]:
-        """Nearest points by cosine similarity, best first, honouring filters."""
+    def search(
+        self,
+        name: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        filters: Filters | None = None,
+        exclude_ids: Sequence[str] = (),
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Nearest points by cosine similarity, best first, honouring filters and leaving out exclude_ids."""
+
+    def recommend(
+        self,
+        name: str,
+        *,
+        positive: Sequence[Sequence[float]],
+        negative: Sequence[Sequence[float]] = (),
+        limit: int,
+        filters: Filters | None = None,
+        exclude_ids: Sequence[str] = (),
+        strategy: str = "average_vector",
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Points like the positive examples and unlike the negative ones (Qdrant's recommendation query)."""
 
     def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:
         """Points by id (score 1.0); unknown ids are left out."""
@@ -72,3 +108,72 @@ def plain_vector(vector: Any) -> list[float] | None:
     if isinstance(vector, dict):
         vector = vector.get("")
     return None if vector is None else [float(x) for x in vector]
+
+
+@dataclass(frozen=True)
+class RangeBounds:
+    """A range condition's bounds: numbers (a Qdrant Range) or canonical ISO-8601 datetimes (a DatetimeRange)."""
+
+    bounds: dict[str, Any]
+    is_datetime: bool
+
+
+def range_bounds(key: str, value: Mapping[str, Any]) -> RangeBounds:
+    """The validated bounds of the range condition value on key."""
+    if not value or any(k not in RANGE_KEYS for k in value):
+        allowed = ", ".join(RANGE_KEYS)
+        raise InvalidInput(f"a range on {key!r} takes one or more of the keys {allowed}; got {sorted(map(str, value))}")
+    if all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value.values()):
+        return RangeBounds({k: float(v) for k, v in value.items()}, is_datetime=False)
+    if all(isinstance(v, str) for v in value.values()):
+        return RangeBounds({k: _iso_datetime(key, v) for k, v in value.items()}, is_datetime=True)
+    raise InvalidInput(
+        f"a range on {key!r} needs finite numbers or ISO-8601 datetime strings, all alike: {dict(value)}"
+    )
+
+
+def _iso_datetime(key: str, text: str) -> str:
+    """text as an ISO-8601 datetime with an offset (UTC when it has none), as both adapters parse it alike."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidInput(f"a range on {key!r}: {text!r} is no ISO-8601 datetime") from exc
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+def point_ids(ids: Sequence[str]) -> list[str]:
+    """ids in canonical UUID form; the engines disagree on other strings (an error or a silent miss)."""
+    try:
+        return [str(uuid.UUID(str(i))) for i in ids]
+    except ValueError as exc:
+        raise InvalidInput(f"point ids are UUIDs: {exc}") from exc
+
+
+def recommend_examples(
+    *, positive: Sequence[Sequence[float]], negative: Sequence[Sequence[float]], strategy: str
+) -> tuple[list[list[float]], list[list[float]]]:
+    """The examples as unit vectors, so that each weighs alike whatever its length, once the query is valid."""
+    if strategy not in RECOMMEND_STRATEGIES:
+        raise InvalidInput(f"unknown recommend strategy {strategy!r}; use one of {list(RECOMMEND_STRATEGIES)}")
+    if not positive:
+        raise InvalidInput("a recommendation needs at least one positive example")
+    return [_unit(v) for v in positive], [_unit(v) for v in negative]
+
+
+def _unit(vector: Sequence[float]) -> list[float]:
+    values = [float(x) for x in vector]
+    norm = math.sqrt(math.fsum(x * x for x in values))
+    if not (math.isfinite(norm) and norm > 0):
+        raise InvalidInput("a recommendation example must be a non-zero vector of finite numbers")
+    return [x / norm for x in values]
+
+
+def average_example(positive: Sequence[Sequence[float]], negative: Sequence[Sequence[float]]) -> list[float]:
+    """Qdrant's average_vector query: mean(positive) + (mean(positive) - mean(negative)), or mean(positive)."""
+    if len({len(v) for v in [*positive, *negative]}) > 1:
+        raise InvalidInput("the recommendation examples differ in dimension")
+    mean_positive = [math.fsum(column) / len(positive) for column in zip(*positive, strict=True)]
+    if not negative:
+        return mean_positive
+    mean_negative = [math.fsum(column) / len(negative) for column in zip(*negative, strict=True)]
+    return [2 * p - n for p, n in zip(mean_positive, mean_negative, strict=True)]

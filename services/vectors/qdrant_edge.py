@@ -5,7 +5,7 @@ API and worker threads of the embedded mode share one QdrantEdgeStore."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -14,7 +14,17 @@ import numpy as np
 import qdrant_edge as qe
 
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, VectorStoreUnavailable
-from services.vectors.base import Filters, Hit, PayloadIndex, VectorPoint, plain_vector
+from services.vectors.base import (
+    Filters,
+    Hit,
+    PayloadIndex,
+    VectorPoint,
+    average_example,
+    plain_vector,
+    point_ids,
+    range_bounds,
+    recommend_examples,
+)
 
 _SCHEMA = {
     "keyword": qe.PayloadSchemaType.Keyword,
@@ -60,7 +70,11 @@ def _engine(action: str) -> Iterator[None]:
 
 
 def _condition(key: str, value: Any) -> Any:
-    """One key's condition: a list means any of its values, anything else that exact value."""
+    """One key's condition: a mapping is a range, a list means any of its values, anything else that exact value."""
+    if isinstance(value, Mapping):
+        bounds = range_bounds(key, value)
+        kind = qe.RangeDateTime if bounds.is_datetime else qe.RangeFloat
+        return qe.FieldCondition(key=key, range=kind(**bounds.bounds))
     if isinstance(value, list | tuple | set | frozenset):
         values = list(value)
         if values and all(isinstance(v, bool) for v in values):
@@ -75,11 +89,20 @@ def _condition(key: str, value: Any) -> Any:
     raise InvalidInput(f"cannot filter {key!r} on {type(value).__name__} value {value!r}: use str, int or bool")
 
 
-def edge_filter(filters: Filters | None) -> qe.Filter | None:
-    """{key: value} / {key: [values]} as an Edge filter in which every key must hold."""
-    if not filters:
+def edge_filter(filters: Filters | None, exclude_ids: Sequence[str] = ()) -> qe.Filter | None:
+    """Filters (see base.Filters) as an Edge filter in which every key must hold and no excluded id may."""
+    must = [_condition(key, value) for key, value in (filters or {}).items()]
+    must_not: list[Any] = [qe.HasIdCondition(set(point_ids(exclude_ids)))] if exclude_ids else []
+    if not (must or must_not):
         return None
-    return qe.Filter(must=[_condition(key, value) for key, value in filters.items()])
+    return qe.Filter(must=must or None, must_not=must_not or None)
+
+
+def _hits(points: Sequence[qe.ScoredPoint], with_vectors: bool) -> list[Hit]:
+    return [
+        Hit(str(p.id), float(p.score), dict(p.payload or {}), plain_vector(p.vector) if with_vectors else None)
+        for p in points
+    ]
 
 
 def _shard_exists(path: Path) -> bool:
@@ -161,19 +184,72 @@ class QdrantEdgeStore:
             # acknowledged write either. About 6 ms per 100-point batch of 384-d vectors.
             shard.flush()
 
-    def search(self, name: str, vector: Sequence[float], *, limit: int, filters: Filters | None = None) -> list[Hit]:
-        """Nearest points by cosine similarity, best first."""
+    def search(
+        self,
+        name: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        filters: Filters | None = None,
+        exclude_ids: Sequence[str] = (),
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Nearest points by cosine similarity, best first, leaving out exclude_ids."""
+        action = f"cannot search {name!r}"
+        with _engine(action):
+            query = qe.Query.Nearest([float(x) for x in vector])
+        return self._query(
+            name, query, limit=limit, filters=filters, exclude_ids=exclude_ids, with_vectors=with_vectors, action=action
+        )
+
+    def recommend(
+        self,
+        name: str,
+        *,
+        positive: Sequence[Sequence[float]],
+        negative: Sequence[Sequence[float]] = (),
+        limit: int,
+        filters: Filters | None = None,
+        exclude_ids: Sequence[str] = (),
+        strategy: str = "average_vector",
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Points like the positive examples and unlike the negative ones, best first."""
+        action = f"cannot recommend from {name!r}"
+        with _engine(action):
+            positives, negatives = recommend_examples(positive=positive, negative=negative, strategy=strategy)
+            if strategy == "average_vector":  # Qdrant computes this one above the shard, so Edge lacks it
+                query = qe.Query.Nearest(average_example(positives, negatives))
+            else:
+                query = qe.Query.RecommendBestScore(
+                    qe.RecommendQuery(cast(list[Any], positives), cast(list[Any], negatives))
+                )
+        return self._query(
+            name, query, limit=limit, filters=filters, exclude_ids=exclude_ids, with_vectors=with_vectors, action=action
+        )
+
+    def _query(
+        self,
+        name: str,
+        query: qe.Query,
+        *,
+        limit: int,
+        filters: Filters | None,
+        exclude_ids: Sequence[str],
+        with_vectors: bool,
+        action: str,
+    ) -> list[Hit]:
         shard = self._shard(name)
-        with _engine(f"cannot search {name!r}"):
+        with _engine(action):
             request = qe.QueryRequest(
                 limit=limit,
-                query=qe.Query.Nearest([float(x) for x in vector]),
-                filter=edge_filter(filters),
+                query=query,
+                filter=edge_filter(filters, exclude_ids),
                 with_payload=True,
-                with_vector=False,
+                with_vector=with_vectors,
             )
             points = shard.query(request)
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+        return _hits(points, with_vectors)
 
     def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:
         """Points by id (score 1.0); unknown ids are left out."""

@@ -3,7 +3,7 @@ runs the same calls in-process for tests (brute force, payload indexes ignored).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -14,7 +14,16 @@ from qdrant_client import models as qm
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, VectorStoreUnavailable
-from services.vectors.base import Filters, Hit, PayloadIndex, VectorPoint, plain_vector
+from services.vectors.base import (
+    Filters,
+    Hit,
+    PayloadIndex,
+    VectorPoint,
+    plain_vector,
+    point_ids,
+    range_bounds,
+    recommend_examples,
+)
 
 _SCHEMA = {
     "keyword": qm.PayloadSchemaType.KEYWORD,
@@ -31,6 +40,7 @@ _GRPC_ERRORS: dict[grpc.StatusCode, type[DomainError]] = {
     grpc.StatusCode.NOT_FOUND: NotFound,
     grpc.StatusCode.ALREADY_EXISTS: Conflict,
 }
+_STRATEGIES = {"average_vector": qm.RecommendStrategy.AVERAGE_VECTOR, "best_score": qm.RecommendStrategy.BEST_SCORE}
 _UNREACHABLE = (ResponseHandlingException, httpx.HTTPError, ConnectionError, TimeoutError)
 
 
@@ -69,7 +79,11 @@ def _client(action: str) -> Iterator[None]:
 
 
 def _condition(key: str, value: Any) -> Any:
-    """One key's condition: a list means any of its values, anything else that exact value."""
+    """One key's condition: a mapping is a range, a list means any of its values, anything else that exact value."""
+    if isinstance(value, Mapping):
+        bounds = range_bounds(key, value)
+        kind = qm.DatetimeRange if bounds.is_datetime else qm.Range
+        return qm.FieldCondition(key=key, range=kind(**bounds.bounds))
     if isinstance(value, list | tuple | set | frozenset):
         values = list(value)
         if values and all(isinstance(v, bool) for v in values):  # MatchAny takes strings or ints only
@@ -80,11 +94,20 @@ def _condition(key: str, value: Any) -> Any:
     raise InvalidInput(f"cannot filter {key!r} on {type(value).__name__} value {value!r}: use str, int or bool")
 
 
-def server_filter(filters: Filters | None) -> qm.Filter | None:
-    """{key: value} / {key: [values]} as a qdrant-client filter in which every key must hold."""
-    if not filters:
+def server_filter(filters: Filters | None, exclude_ids: Sequence[str] = ()) -> qm.Filter | None:
+    """Filters (see base.Filters) as a qdrant-client filter in which every key must hold and no excluded id may."""
+    must = [_condition(key, value) for key, value in (filters or {}).items()]
+    must_not: list[Any] = [qm.HasIdCondition(has_id=point_ids(exclude_ids))] if exclude_ids else []
+    if not (must or must_not):
         return None
-    return qm.Filter(must=[_condition(key, value) for key, value in filters.items()])
+    return qm.Filter(must=must or None, must_not=must_not or None)
+
+
+def _hits(points: Sequence[qm.ScoredPoint], with_vectors: bool) -> list[Hit]:
+    return [
+        Hit(str(p.id), float(p.score), dict(p.payload or {}), plain_vector(p.vector) if with_vectors else None)
+        for p in points
+    ]
 
 
 def _vector_size(info: qm.CollectionInfo) -> int | None:
@@ -147,14 +170,63 @@ class QdrantServerStore:
         with _client(f"cannot delete from {name!r}"):
             self.client.delete(name, points_selector=qm.PointIdsList(points=list(ids)), wait=True)
 
-    def search(self, name: str, vector: Sequence[float], *, limit: int, filters: Filters | None = None) -> list[Hit]:
-        """Nearest points by cosine similarity, best first."""
-        with _client(f"cannot search {name!r}"):
-            query_filter = server_filter(filters)
+    def search(
+        self,
+        name: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        filters: Filters | None = None,
+        exclude_ids: Sequence[str] = (),
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Nearest points by cosine similarity, best first, leaving out exclude_ids."""
+        action = f"cannot search {name!r}"
+        with _client(action):
+            query = [float(x) for x in vector]
+        return self._query(
+            name, query, limit=limit, filters=filters, exclude_ids=exclude_ids, with_vectors=with_vectors, action=action
+        )
+
+    def recommend(
+        self,
+        name: str,
+        *,
+        positive: Sequence[Sequence[float]],
+        negative: Sequence[Sequence[float]] = (),
+        limit: int,
+        filters: Filters | None = None,
+        exclude_ids: Sequence[str] = (),
+        strategy: str = "average_vector",
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Points like the positive examples and unlike the negative ones, best first."""
+        action = f"cannot recommend from {name!r}"
+        with _client(action):
+            positives, negatives = recommend_examples(positive=positive, negative=negative, strategy=strategy)
+            examples = qm.RecommendInput(positive=positives, negative=negatives, strategy=_STRATEGIES[strategy])
+            query = qm.RecommendQuery(recommend=examples)
+        return self._query(
+            name, query, limit=limit, filters=filters, exclude_ids=exclude_ids, with_vectors=with_vectors, action=action
+        )
+
+    def _query(
+        self,
+        name: str,
+        query: list[float] | qm.RecommendQuery,
+        *,
+        limit: int,
+        filters: Filters | None,
+        exclude_ids: Sequence[str],
+        with_vectors: bool,
+        action: str,
+    ) -> list[Hit]:
+        with _client(action):
+            query_filter = server_filter(filters, exclude_ids)
             result = self.client.query_points(
-                name, query=[float(x) for x in vector], query_filter=query_filter, limit=limit, with_payload=True
+                name, query=query, query_filter=query_filter, limit=limit, with_payload=True, with_vectors=with_vectors
             )
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in result.points]
+        return _hits(result.points, with_vectors)
 
     def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:
         """Points by id (score 1.0); unknown ids are left out."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from services.config import EVENT_KINDS
 from services.vectors.base import PayloadIndex, VectorStore
 
@@ -19,7 +21,15 @@ PAYLOAD_INDEXES: tuple[PayloadIndex, ...] = (
     PayloadIndex("metadata.locale", "keyword"),
     PayloadIndex("metadata.in_stock", "bool"),
     PayloadIndex("metadata.price", "float"),
+    PayloadIndex("published_at", "datetime"),
 )
+
+
+def payload_indexes(item_filter_fields: Mapping[str, str]) -> tuple[PayloadIndex, ...]:
+    """The fixed indexes plus one per metadata key that producers declared filterable."""
+    fixed = {index.field for index in PAYLOAD_INDEXES}
+    extra = [PayloadIndex(f"metadata.{key}", kind) for key, kind in sorted(item_filter_fields.items())]
+    return PAYLOAD_INDEXES + tuple(index for index in extra if index.field not in fixed)
 
 
 def collection_for(kind: str, *, prefix: str) -> str:
@@ -27,7 +37,10 @@ def collection_for(kind: str, *, prefix: str) -> str:
     return f"{prefix}{kind}"
 
 
-def ensure_collections(store: VectorStore, *, prefix: str, dimension: int) -> None:
+def ensure_collections(
+    store: VectorStore, *, prefix: str, dimension: int, item_filter_fields: Mapping[str, str] | None = None
+) -> None:
     """Create every kind's collection and its payload indexes (idempotent)."""
+    indexes = payload_indexes(item_filter_fields or {})
     for kind in EVENT_KINDS:
-        store.ensure_collection(collection_for(kind, prefix=prefix), dimension=dimension, indexes=PAYLOAD_INDEXES)
+        store.ensure_collection(collection_for(kind, prefix=prefix), dimension=dimension, indexes=indexes)

@@ -115,6 +115,20 @@ def payload(i: int) -> dict[str, Any]:
 
 POINTS = [VectorPoint(point_id(i), VECTORS[i], payload(i)) for i in range(N)]
 
+# Hand-made 4-d points for recommendations, where the geometry is plain: their cosines to x are 1, .95, .6, .5,
+# 0, 0, 0 and -1, and xy is nearer y than x.
+RECO = "contract_reco"
+NEAR_X = {"x": [1, 0, 0, 0], "x_near": [0.95, 0, 0, 0.312], "xy": [0.6, 0.8, 0, 0], "xz": [0.5, 0, 0.866, 0]}
+RECO_VECTORS = NEAR_X | {"y": [0, 1, 0, 0], "z": [0, 0, 1, 0], "w": [0, 0, 0, 1], "anti_x": [-1, 0, 0, 0]}
+GROUP_B = {"x_near", "xz", "z", "anti_x"}
+RECO_POINTS = [
+    VectorPoint(point_id(100 + i), unit(np.array(v)), {"name": k, "group": "b" if k in GROUP_B else "a"})
+    for i, (k, v) in enumerate(RECO_VECTORS.items())
+]
+RECO_ID = {p.payload["name"]: p.id for p in RECO_POINTS}
+X, Y, Z = RECO_VECTORS["x"], RECO_VECTORS["y"], RECO_VECTORS["z"]
+STRATEGIES = ["average_vector", "best_score"]
+
 
 def ids_where(predicate: Callable[[dict[str, Any]], bool]) -> set[str]:
     return {p.id for p in POINTS if predicate(p.payload)}
@@ -134,6 +148,8 @@ def shared(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     with open_backend(request.param, tmp_path_factory.mktemp("shared") / "vectors") as opened:
         opened.store.ensure_collection(NAME, dimension=DIM, indexes=INDEXES)
         opened.store.upsert(NAME, POINTS)
+        opened.store.ensure_collection(RECO, dimension=4, indexes=[PayloadIndex("group", "keyword")])
+        opened.store.upsert(RECO, RECO_POINTS)
         yield opened.store
 
 
@@ -291,3 +307,102 @@ def test_a_vector_of_the_wrong_size_is_invalid_input(backend: Backend) -> None:
 def test_an_unknown_collection_is_not_found(backend: Backend) -> None:
     with pytest.raises(NotFound):
         backend.store.search("no_such_collection", VECTORS[0], limit=3)
+    with pytest.raises(NotFound):
+        backend.store.recommend("no_such_collection", positive=[VECTORS[0]], limit=3)
+
+
+def names(hits: list[Hit]) -> list[str]:
+    return [hit.payload["name"] for hit in hits]
+
+
+def test_numeric_range_filters_bound_floats_and_ints(shared: VectorStore) -> None:
+    inclusive = {"metadata.price": {"gte": 12, "lte": 15.5}}  # prices are 9.5 + i: an int bound on floats
+    hits = shared.search(NAME, VECTORS[0], limit=N, filters=inclusive)  # both bounds are included
+    assert {hit.id for hit in hits} == {point_id(i) for i in (3, 4, 5, 6)}
+    assert shared.count(NAME, filters={"metadata.price": {"gt": 12.5, "lt": 15.5}}) == 2
+    assert shared.count(NAME, filters={"priority": {"gte": 1}}) == 8  # priorities are i % 3
+    assert shared.count(NAME, filters={"priority": {"gt": 0, "lt": 1.5}}) == 4  # a float bound on ints
+    mixed = {"kind": "ticket", "metadata.in_stock": True, "metadata.price": {"lt": 17}}  # i = 0, 4; not 8 (17.5)
+    assert {hit.id for hit in shared.search(NAME, VECTORS[0], limit=N, filters=mixed)} == {point_id(0), point_id(4)}
+
+
+def test_datetime_range_filters_compare_instants(shared: VectorStore) -> None:
+    window = {"occurred_at": {"gte": "2024-03-03T10:30:00+01:00", "lt": "2024-03-06T09:30:00Z"}}  # 03-(i+1)T09:30Z
+    hits = shared.search(NAME, VECTORS[0], limit=N, filters=window)
+    assert {hit.id for hit in hits} == {point_id(i) for i in (2, 3, 4)}
+    assert shared.count(NAME, filters={"occurred_at": {"gt": "2024-03-10T00:00:00"}}) == 3  # no offset: UTC
+    assert shared.count(NAME, filters={"occurred_at": {"lte": "2024-03-01T09:30:00+00:00"}}) == 1
+
+
+KEYS, BOUNDS = "gte, gt, lte, lt", "finite numbers or ISO-8601"
+BAD_RANGES = [({}, KEYS), ({"from": 1}, KEYS), ({"gte": 1, "max": 2}, KEYS), ({"gte": True}, BOUNDS)]
+BAD_RANGES += [({"gte": None}, BOUNDS), ({"gte": float("nan")}, BOUNDS), ({"gte": 1, "lt": "2024-03-01"}, BOUNDS)]
+BAD_RANGES += [({"gt": "last tuesday"}, "no ISO-8601 datetime")]
+
+
+@pytest.mark.parametrize(("bounds", "message"), BAD_RANGES)
+def test_a_bad_range_is_invalid_input(shared: VectorStore, bounds: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        shared.count(NAME, filters={"metadata.price": bounds})
+    with pytest.raises(InvalidInput, match=message):
+        shared.search(NAME, VECTORS[0], limit=3, filters={"metadata.price": bounds})
+
+
+def test_search_leaves_out_excluded_ids_still_fills_the_limit_and_returns_vectors(shared: VectorStore) -> None:
+    ranked = [hit.id for hit in shared.search(NAME, VECTORS[4], limit=N)]
+    assert [hit.id for hit in shared.search(NAME, VECTORS[4], limit=5, exclude_ids=ranked[:3])] == ranked[3:8]
+    in_stock = shared.search(NAME, VECTORS[0], limit=N, filters={"metadata.in_stock": True}, exclude_ids=[point_id(0)])
+    assert {hit.id for hit in in_stock} == {point_id(4), point_id(8)}
+    with pytest.raises(InvalidInput):
+        shared.search(NAME, VECTORS[4], limit=5, exclude_ids=["not-a-uuid"])
+    hits = shared.search(NAME, VECTORS[3], limit=3, with_vectors=True)
+    assert [len(hit.vector or []) for hit in hits] == [DIM] * 3
+    assert hits[0].vector == pytest.approx(VECTORS[3], abs=1e-5)  # the nearest is the point itself
+    assert all(hit.vector is None for hit in shared.search(NAME, VECTORS[3], limit=3))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_recommend_ranks_points_by_nearness_to_the_positive_examples(shared: VectorStore, strategy: str) -> None:
+    hits = shared.recommend(RECO, positive=[[3.0, 0, 0, 0]], limit=len(RECO_POINTS), strategy=strategy)
+    assert names(hits)[:4] == ["x", "x_near", "xy", "xz"]  # an example's length does not matter
+    assert names(hits)[-1] == "anti_x"
+    scores = [hit.score for hit in hits]
+    assert scores == sorted(scores, reverse=True)
+    # average_vector scores are cosine similarities; best_score squashes them into [-0.75, 0.75]
+    assert scores[0] == pytest.approx({"average_vector": 1.0, "best_score": 0.75}[strategy], abs=1e-4)
+    assert set(names(shared.recommend(RECO, positive=[X, Z], limit=4, strategy=strategy))) == {"x", "z", "xz", "x_near"}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_negative_example_pushes_the_points_near_it_down(shared: VectorStore, strategy: str) -> None:
+    before = shared.recommend(RECO, positive=[X], limit=4, strategy=strategy)
+    after = shared.recommend(RECO, positive=[X], negative=[[0, 3, 0, 0]], limit=len(RECO_POINTS), strategy=strategy)
+    assert names(before).index("xy") < names(before).index("xz")
+    assert names(after)[:3] == ["x", "x_near", "xz"]
+    assert names(after).index("y") > names(after).index("z")
+    score = {hit.payload["name"]: hit.score for hit in after}
+    assert score["xy"] < before[names(before).index("xy")].score
+    if strategy == "best_score":  # nearer a negative than any positive: a negative score
+        assert score["xy"] < 0 < score["xz"]
+    else:  # the query is 2x - y: each example counts at unit length
+        assert score["x"] == pytest.approx(2 / 5**0.5, abs=1e-4)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_recommend_honours_filters_exclusions_and_with_vectors(shared: VectorStore, strategy: str) -> None:
+    exclude = [RECO_ID["x_near"]]
+    hits = shared.recommend(RECO, positive=[X], limit=2, filters={"group": "b"}, exclude_ids=exclude, strategy=strategy)
+    assert names(hits) == ["xz", "z"]  # group b by nearness to x is x_near, xz, z, anti_x
+    assert all(hit.vector is None for hit in hits)
+    [top] = shared.recommend(RECO, positive=[X], limit=1, with_vectors=True, strategy=strategy)
+    assert top.vector == pytest.approx(X, abs=1e-5)
+
+
+BAD_RECOMMENDATIONS = [([X], "sum_scores"), ([X], "AVERAGE_VECTOR"), ([], "average_vector"), ([], "best_score")]
+BAD_RECOMMENDATIONS += [([[0.0, 0, 0, 0]], "best_score"), ([[1.0, 0]], "average_vector"), ([[1.0, 0]], "best_score")]
+
+
+@pytest.mark.parametrize(("positive", "strategy"), BAD_RECOMMENDATIONS)
+def test_a_bad_recommendation_is_invalid_input(shared: VectorStore, positive: list[list[float]], strategy: str) -> None:
+    with pytest.raises(InvalidInput):
+        shared.recommend(RECO, positive=positive, negative=[Y], limit=3, strategy=strategy)
