@@ -11,9 +11,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
+from services.cli_output import console
+from services.cli_output import fail as _fail
+from services.cli_output import message as _message
+from services.cli_output import print_summary as _print_summary
+from services.cli_queries import feed, match
 from services.config import QUEUES, get_settings
 from services.errors import DomainError, InvalidInput, NotFound
 
@@ -30,17 +34,11 @@ watchlist_app = typer.Typer(help="The companies whose news is watched for alerts
 app.add_typer(watchlist_app, name="watchlist")
 models_app = typer.Typer(help="The model registry: versions, metrics, rollback.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
-console = Console(stderr=True)
 
 
 def _logging() -> None:
     level = get_settings().log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
-    return typer.Exit(code)
 
 
 @app.command()
@@ -237,27 +235,6 @@ def alerts_list(
 
 
 @app.command()
-def match(
-    text: str,
-    top_k: Annotated[int | None, typer.Option(min=1, max=50, help="answers to show")] = None,
-    tag: Annotated[list[str] | None, typer.Option(help="only entries with this tag; repeat for any of several")] = None,
-    locale: Annotated[str | None, typer.Option(help="only entries in this locale")] = None,
-) -> None:
-    """The best FAQ answers for a text, with confidence, or an honest abstain."""
-    from services import api_client
-
-    body: dict[str, Any] = {"text": text, "top_k": top_k, "filters": {"tags": tag or [], "locale": locale}}
-    result = _exit_codes(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match", json=body))
-    table = Table("#", "faq", "score", "question", "answer")
-    for rank, item in enumerate(result["matches"], start=1):
-        table.add_row(str(rank), item["faq_id"], f"{item['score']:.3f}", item["question"], item["answer"][:80])
-    Console().print(table)
-    verdict = "[yellow]abstain: route to a human[/yellow]" if result["abstain"] else "[green]answer[/green]"
-    calibrated = "" if result["calibrated"] else " (not calibrated yet: `sift faq calibrate`)"
-    Console().print(f"confidence {result['confidence']:.3f}{calibrated}: {verdict}")
-
-
-@app.command()
 def train(
     task: Annotated[str | None, typer.Option(help="the task to train (default: every task with new labels)")] = None,
 ) -> None:
@@ -360,25 +337,8 @@ def models_activate(version: str) -> None:
     console.print(f"{version} needs its own encoder: re-index job {job} queued; it becomes active when the job is done")
 
 
-def _print_summary(run: Callable[[], dict[str, Any]]) -> None:
-    """Run a file command and print its JSON summary: bad input exits 2, a service problem 1."""
-    Console().print_json(json.dumps(_exit_codes(run)))
-
-
-def _exit_codes(run: Callable[[], Any]) -> Any:
-    """run()'s result; bad input (invalid, not found, no such file) exits 2, a service problem 1."""
-    try:
-        return run()
-    except (InvalidInput, NotFound, FileNotFoundError) as exc:
-        raise _fail(_message(exc)) from exc
-    except DomainError as exc:
-        raise _fail(_message(exc), code=1) from exc
-
-
-def _message(exc: Exception) -> str:
-    if isinstance(exc, DomainError) and exc.details:
-        return f"{exc.message}\n{json.dumps(exc.details, indent=1, default=str)[:2000]}"
-    return str(exc)
+app.command()(match)
+app.command()(feed)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,37 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(8, ge=1)
     webhook_backoff_s: float = Field(2.0, gt=0, description="first retry delay; doubles per attempt, capped at 1 h")
 
+    max_interactions_per_request: int = Field(1000, ge=1)
+    item_filter_fields: dict[str, Literal["keyword", "integer", "float", "bool", "datetime"]] = Field(
+        default_factory=dict,
+        description='extra item metadata keys feeds may filter on, with their type, e.g. {"brand": "keyword"}',
+    )
+    recommend_history: int = Field(200, ge=1, le=10_000, description="latest interactions a feed reads per user")
+    recommend_profile_items: int = Field(20, ge=1, le=200, description="best-weighted history items a feed uses")
+    recommend_recency_half_life: float = Field(
+        10.0, gt=0, description="history position (0 = latest) at which an interaction counts half"
+    )
+    recommend_type_weights: dict[str, float] = Field(
+        default_factory=lambda: {"view": 1.0, "click": 1.5, "like": 2.5, "purchase": 3.0},
+        description="weight of each positive interaction type in a user's profile",
+    )
+    recommend_pair_window: int = Field(
+        20, ge=1, le=500, description="a new interaction is paired with this many of the user's latest items"
+    )
+    recommend_neighbours: int = Field(30, ge=1, le=1000, description="co-interaction neighbours read per item")
+    recommend_candidates: int = Field(200, ge=10, le=2000, description="content candidates a feed scores")
+    recommend_weight_content: float = Field(1.0, ge=0, description="blend: similarity to the user's profile")
+    recommend_weight_cooccurrence: float = Field(1.0, ge=0, description="blend: items the same users interacted with")
+    recommend_weight_popularity: float = Field(0.3, ge=0, description="blend: how many interactions an item has")
+    recommend_weight_dismissed: float = Field(0.6, ge=0, description="blend: similarity to dismissed items (minus)")
+    recommend_fresh_weight: float = Field(0.2, ge=0, description="blend: freshness of news (0 = none)")
+    recommend_fresh_half_life_s: float = Field(86_400.0, gt=0, description="age at which freshness halves")
+    recommend_mmr_lambda: float = Field(
+        0.8, ge=0, le=1, description="diversity: 1 = by score only, lower = fewer near-duplicates"
+    )
+    recommend_trending_window_s: int = Field(7 * 86_400, ge=60, description="window of trending items")
+    recommend_cache_s: float = Field(30.0, ge=0, description="how long trending and popularity maxima are reused")
+
     api_keys: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     log_level: str = "INFO"

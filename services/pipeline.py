@@ -13,7 +13,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -156,9 +156,24 @@ def event_payload(
         "predictions": dict(predictions),
         "model_version": encoder_version,
         "occurred_at": _iso(event.occurred_at),
+        "published_at": published_at(event),
         "received_at": _iso(event.received_at),
         "processed_at": now.isoformat(),
     }
+
+
+def published_at(event: Event) -> str | None:
+    """When an item was published: metadata.published_at when it is an ISO-8601 time, else when
+    the event occurred (for feeds' freshness and date filters)."""
+    declared = (event.meta or {}).get("published_at")
+    if isinstance(declared, str):
+        try:
+            parsed = datetime.fromisoformat(declared)
+        except ValueError:
+            parsed = None
+        if parsed is not None:
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+    return _iso(event.occurred_at)
 
 
 def _iso(value: datetime | None) -> str | None:

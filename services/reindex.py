@@ -36,7 +36,7 @@ from services.embedding import model_version
 from services.errors import NotFound
 from services.pipeline import event_payload, text_to_embed
 from services.vectors.base import VectorPoint, VectorStore
-from services.vectors.schema import PAYLOAD_INDEXES, collection_for
+from services.vectors.schema import collection_for, payload_indexes
 
 log = logging.getLogger(__name__)
 CATCH_UP_FOR = timedelta(hours=1)
@@ -120,7 +120,8 @@ class Reindexer:
             kind, collection, cursor = job.kind, job.collection, job.cursor
             target = (version.encoder_version, encoder_path(version.artifact_path) or self.settings.model_path)
         encoder = self.models.encoder(*target)
-        self.store.ensure_collection(collection, dimension=encoder.dimension, indexes=PAYLOAD_INDEXES)
+        indexes = payload_indexes(self.settings.item_filter_fields)
+        self.store.ensure_collection(collection, dimension=encoder.dimension, indexes=indexes)
         deadline = time.monotonic() + max_seconds
         done_pages = 0
         while time.monotonic() < deadline and (pages is None or done_pages < pages):

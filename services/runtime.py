@@ -20,6 +20,7 @@ from services.db.session import Database
 from services.embedding import Encoder, set_threads
 from services.match import Matcher
 from services.pipeline import Pipeline
+from services.recommend import Recommender
 from services.reindex import Reindexer
 from services.training import Trainer
 from services.vectors import VectorStore, open_store
@@ -91,7 +92,12 @@ class Runtime:
         s = self.settings
         api_key = s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None
         store = open_store(qdrant_url=s.qdrant_url, qdrant_api_key=api_key, vectors_dir=s.vectors_dir)
-        ensure_collections(store, prefix=s.collection_prefix, dimension=self.encoder.dimension)
+        ensure_collections(
+            store,
+            prefix=s.collection_prefix,
+            dimension=self.encoder.dimension,
+            item_filter_fields=s.item_filter_fields,
+        )
         return store
 
     @property
@@ -100,6 +106,16 @@ class Runtime:
         return self._once(
             "matcher",
             lambda: Matcher(
+                settings=self.settings, store=self.store, models=self.models, sessions=self.db.session_scope
+            ),
+        )
+
+    @property
+    def recommender(self) -> Recommender:
+        """Feeds, similar items and re-ranking over the item collections."""
+        return self._once(
+            "recommender",
+            lambda: Recommender(
                 settings=self.settings, store=self.store, models=self.models, sessions=self.db.session_scope
             ),
         )
@@ -155,6 +171,7 @@ class Runtime:
                 self._made.pop("store").close()
                 self._made.pop("pipeline", None)
                 self._made.pop("matcher", None)
+                self._made.pop("recommender", None)
             if "db" in self._made:
                 self._made["db"].dispose()
 

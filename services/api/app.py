@@ -12,7 +12,19 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.api import errors
-from services.api.routers import alerts, events, faqs, health, labels, match, stats, tasks, training, webhooks
+from services.api.routers import (
+    alerts,
+    events,
+    faqs,
+    health,
+    labels,
+    match,
+    recommend,
+    stats,
+    tasks,
+    training,
+    webhooks,
+)
 from services.enqueue import CoalescingEnqueuer, Enqueuer, make_celery
 from services.group_writer import GroupWriter
 from services.runtime import Runtime, get_runtime
@@ -48,7 +60,7 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
     app.state.enqueuer_app = producer
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
-    for module in (health, events, stats, tasks, labels, training, faqs, match, alerts, webhooks):
+    for module in (health, events, stats, tasks, labels, training, faqs, match, alerts, webhooks, recommend):
         app.include_router(module.router)
     return app
 

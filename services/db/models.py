@@ -316,3 +316,47 @@ class WebhookDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),)
+
+
+class Interaction(Base):
+    """One thing a user did with an item. The id is derived from (user, item, type, ts) unless the
+    client gives one, so a retried request writes nothing twice."""
+
+    __tablename__ = "interactions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128))
+    item_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    type: Mapped[str] = mapped_column(String(16))
+    ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_interactions_user_ts", "user_id", "ts"),
+        Index("ix_interactions_ts", "ts"),
+    )
+
+
+class ItemStats(Base):
+    """An item's positive interactions so far: its popularity."""
+
+    __tablename__ = "item_stats"
+
+    item_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    positives: Mapped[float] = mapped_column(Float, default=0.0)
+    last_ts: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ItemPair(Base):
+    """How often one user interacted positively with both items, close together in their history
+    (each new interaction is paired with the user's few latest items: a bounded write)."""
+
+    __tablename__ = "item_pairs"
+
+    item_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    other_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    weight: Mapped[float] = mapped_column(Float, default=0.0)
+
+    __table_args__ = (Index("ix_item_pairs_item_weight", "item_id", "weight"),)

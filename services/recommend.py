@@ -1,0 +1,345 @@
+"""Recommendation feeds, similar items and re-ranking (the model itself is services/recommend_scoring.py).
+
+A feed reads the user's latest SIFT_RECOMMEND_HISTORY interactions (a bounded read), gathers
+candidates from three places under the caller's filters, scores them all with one blend, and
+diversifies the top: Qdrant's recommendation query (like the profile items, unlike the dismissed
+ones), co-interaction neighbours of the profile items, and trending items. Seen items are excluded
+inside the vector query, so the limit still fills. `rank` scores a given list with the same blend.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from services import interactions
+from services.classify import ActiveModels
+from services.config import Settings
+from services.db.models import Event, Interaction, ItemPair, ItemStats
+from services.errors import Conflict, InvalidInput, NotFound
+from services.ingest import point_id_for
+from services.recommend_scoring import (
+    Candidate,
+    Profile,
+    Scored,
+    Signals,
+    Weights,
+    build_profile,
+    diversify,
+    score_all,
+    unit,
+)
+from services.vectors.base import Filters, Hit, VectorStore
+
+_RECOMMEND_EXAMPLES = 10  # examples per side in the vector query: the best-weighted positives, the latest dismissals
+_MAX_RANK_ITEMS = 1000
+
+
+@dataclass(frozen=True)
+class Similar:
+    """An item like another one, with its cosine similarity."""
+
+    item_id: str
+    score: float
+    reason: str
+
+
+def weights_from(settings: Settings) -> Weights:
+    """The blend's weights from the SIFT_RECOMMEND_* settings."""
+    s = settings
+    return Weights(
+        content=s.recommend_weight_content,
+        cooccurrence=s.recommend_weight_cooccurrence,
+        popularity=s.recommend_weight_popularity,
+        dismissed=s.recommend_weight_dismissed,
+        fresh=s.recommend_fresh_weight,
+        fresh_half_life_s=s.recommend_fresh_half_life_s,
+        recency_half_life=s.recommend_recency_half_life,
+        profile_items=s.recommend_profile_items,
+        type_weights=dict(s.recommend_type_weights),
+    )
+
+
+class Recommender:
+    """Feeds, similar items and re-ranking over the item collections and the interaction aggregates."""
+
+    def __init__(
+        self, *, settings: Settings, store: VectorStore, models: ActiveModels, sessions: Callable[[], Any]
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.models = models
+        self.sessions = sessions
+        self.weights = weights_from(settings)
+        self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
+        self._cache_lock = threading.Lock()
+
+    def feed(
+        self, *, user_id: str, limit: int, kind: str | None = None, filters: Filters | None = None
+    ) -> list[Scored]:
+        """The user's feed: unseen items under the filters, scored, diversified, best first."""
+        if kind is not None and kind not in interactions.ITEM_KINDS:
+            raise InvalidInput(f"kind must be one of {', '.join(interactions.ITEM_KINDS)}, not {kind!r}")
+        profile = self._profile(user_id)
+        kind = kind or profile.latest_kind or "product"
+        collections = self._collections()
+        vectors, titles = self._profile_vectors(profile, collections)
+        pool: dict[str, Candidate] = {}
+        for hit in self._content_candidates(profile, kind, vectors, collections[kind], filters):
+            pool.setdefault(hit.item_id, hit)
+        more, trending = self._neighbours_and_trending(profile, kind)
+        extra = [i for i in more if i not in profile.seen and i not in pool]
+        for hit in self._filtered(collections[kind], kind, extra, filters):
+            pool.setdefault(hit.item_id, hit)
+        # A cold start is ordered by what is trending now; anyone else by the blend's all-time popularity.
+        scored = self._score(
+            list(pool.values()), profile, vectors, titles, popularity=trending if profile.cold else None
+        )
+        return diversify(scored, limit=limit, lam=self.settings.recommend_mmr_lambda)
+
+    def rank(self, *, user_id: str, item_ids: Sequence[str]) -> list[Scored]:
+        """The given items scored for the user with the feed's blend, best first (nothing excluded)."""
+        unique = list(dict.fromkeys(item_ids))
+        if not unique:
+            raise InvalidInput("item_ids must hold at least one item id")
+        if len(unique) > _MAX_RANK_ITEMS:
+            raise InvalidInput(f"{len(unique)} items to rank; send at most {_MAX_RANK_ITEMS}")
+        with self.sessions() as session:
+            kinds = _item_kinds(session, unique)
+        profile = self._profile(user_id)
+        collections = self._collections()
+        vectors, titles = self._profile_vectors(profile, collections)
+        candidates = []
+        for kind in interactions.ITEM_KINDS:
+            ids = [i for i in unique if kinds[i] == kind]
+            found = {h.item_id: h for h in self._retrieve(collections[kind], kind, ids)}
+            candidates += [found.get(i) or Candidate(i, kind, None, {}) for i in ids]
+        return self._score(candidates, profile, vectors, titles)
+
+    def similar(self, *, item_id: str, limit: int, filters: Filters | None = None) -> list[Similar]:
+        """Items nearest to one item, under the filters."""
+        with self.sessions() as session:
+            kind = _item_kinds(session, [item_id])[item_id]
+        collection = self._collections()[kind]
+        found = self._retrieve(collection, kind, [item_id])
+        if not found or found[0].vector is None:
+            raise Conflict(f"item {item_id!r} is not processed yet; ask again when its status is done")
+        title = _title(found[0].payload, item_id)
+        hits = self.store.search(
+            collection, found[0].vector.tolist(), limit=limit, filters=filters, exclude_ids=[point_id_for(item_id)]
+        )
+        return [Similar(str(h.payload.get("event_id")), round(h.score, 6), f"similar to “{title}”") for h in hits]
+
+    def delete_item(self, *, item_id: str) -> None:
+        """Remove an item from every feed: its point, its row and its aggregates (interactions stay)."""
+        with self.sessions() as session:
+            kind = session.scalar(select(Event.kind).where(Event.id == item_id))
+        if kind is None:
+            raise NotFound(f"no item with id {item_id!r}")
+        if kind not in interactions.ITEM_KINDS:
+            raise InvalidInput(f"{item_id!r} is a {kind} event, not an item")
+        # The point goes first: a crash after it leaves a row whose retry deletes again, never a
+        # point without a row that feeds would keep returning.
+        self.store.delete(self._collections()[kind], [point_id_for(item_id)])
+        with self.sessions() as session:
+            interactions.forget_item(session, item_id=item_id)
+            session.execute(delete(Event).where(Event.id == item_id))
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _collections(self) -> dict[str, str]:
+        return {kind: self.models.for_kind(kind).collection for kind in interactions.ITEM_KINDS}
+
+    def _profile(self, user_id: str) -> Profile:
+        with self.sessions() as session:
+            touches = interactions.history(session, user_id=user_id, limit=self.settings.recommend_history)
+        return build_profile(touches, weights=self.weights)
+
+    def _profile_vectors(
+        self, profile: Profile, collections: Mapping[str, str]
+    ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        ids = [*profile.positives, *profile.dismissed[:_RECOMMEND_EXAMPLES]]
+        vectors: dict[str, np.ndarray] = {}
+        titles: dict[str, str] = {}
+        for kind, collection in collections.items():
+            for c in self._retrieve(collection, kind, [i for i in ids if profile.kinds.get(i) == kind]):
+                titles[c.item_id] = _title(c.payload, c.item_id)
+                if c.vector is not None:
+                    vectors[c.item_id] = c.vector
+        return vectors, titles
+
+    def _retrieve(self, collection: str, kind: str, ids: Sequence[str]) -> list[Candidate]:
+        hits = self.store.retrieve(collection, [point_id_for(i) for i in ids], with_vectors=True)
+        return [_candidate(h, kind) for h in hits]
+
+    def _content_candidates(
+        self, profile: Profile, kind: str, vectors: Mapping[str, np.ndarray], collection: str, filters: Filters | None
+    ) -> list[Candidate]:
+        positive = [vectors[i].tolist() for i in profile.positives if profile.kinds[i] == kind and i in vectors]
+        if not positive:
+            return []
+        negative = [vectors[i].tolist() for i in profile.dismissed if profile.kinds[i] == kind and i in vectors]
+        hits = self.store.recommend(
+            collection,
+            positive=positive[:_RECOMMEND_EXAMPLES],
+            negative=negative[:_RECOMMEND_EXAMPLES],
+            limit=self.settings.recommend_candidates,
+            filters=filters,
+            exclude_ids=[point_id_for(i) for i in profile.seen],
+            with_vectors=True,
+        )
+        return [_candidate(h, kind) for h in hits]
+
+    def _filtered(self, collection: str, kind: str, ids: Sequence[str], filters: Filters | None) -> list[Candidate]:
+        """Those of ids that pass the filters (one filtered query; its ranking vector is irrelevant)."""
+        if not ids:
+            return []
+        where = dict(filters or {})
+        where["event_id"] = list(ids)
+        any_vector = [1.0] + [0.0] * (self.models.for_kind(kind).encoder.dimension - 1)
+        hits = self.store.search(collection, any_vector, limit=len(ids), filters=where, with_vectors=True)
+        return [_candidate(h, kind) for h in hits]
+
+    def _neighbours_and_trending(self, profile: Profile, kind: str) -> tuple[list[str], dict[str, float]]:
+        """Co-interaction neighbours of the profile items, trending items (with their counts), and
+        the newest items."""
+        limit = self.settings.recommend_candidates
+        with self.sessions() as session:
+            neighbours = _neighbours(session, list(profile.positives), per_item=self.settings.recommend_neighbours)
+            trending = self._cached(("trending", kind), lambda: _trending(session, kind, self.settings))
+            newest = self._cached(("newest", kind), lambda: _newest(session, kind, limit))
+        return list(dict.fromkeys([*neighbours, *trending, *newest])), trending
+
+    def _score(
+        self,
+        candidates: list[Candidate],
+        profile: Profile,
+        vectors: Mapping[str, np.ndarray],
+        titles: Mapping[str, str],
+        *,
+        popularity: Mapping[str, float] | None = None,
+    ) -> list[Scored]:
+        ids = [c.item_id for c in candidates]
+        with self.sessions() as session:
+            if popularity is None:
+                popularity = _popularity(session, [*ids, *profile.positives])
+                max_pop = self._cached(("max", ""), lambda: _max_popularity(session))
+            else:
+                max_pop = max(popularity.values(), default=1.0)
+            pairs = _pairs(session, ids, list(profile.positives))
+        signals = Signals(popularity=popularity, max_popularity=max(max_pop, *popularity.values(), 1.0), pairs=pairs)
+        now = datetime.now(UTC)
+        return score_all(
+            candidates, profile=profile, vectors=vectors, signals=signals, weights=self.weights, now=now, titles=titles
+        )
+
+    def _cached(self, key: tuple[str, str], make: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit is not None and now - hit[0] < self.settings.recommend_cache_s:
+                return hit[1]
+        value = make()
+        with self._cache_lock:
+            self._cache[key] = (now, value)
+        return value
+
+
+def _candidate(hit: Hit, kind: str) -> Candidate:
+    item_id = str(hit.payload.get("event_id", hit.id))
+    vector = unit(hit.vector) if hit.vector is not None else None
+    return Candidate(item_id, kind, vector, hit.payload)
+
+
+def _title(payload: Mapping[str, Any], fallback: str) -> str:
+    text = payload.get("title") or payload.get("text") or fallback
+    text = str(text)
+    return text if len(text) <= 60 else text[:57] + "…"
+
+
+def _item_kinds(session: Session, ids: Sequence[str]) -> dict[str, str]:
+    found = {r.id: r.kind for r in session.execute(select(Event.id, Event.kind).where(Event.id.in_(ids)))}
+    unknown = [i for i in ids if i not in found]
+    if unknown:
+        raise NotFound(f"{len(unknown)} unknown item id(s)", details={"unknown_item_ids": unknown[:50]})
+    wrong = [i for i in ids if found[i] not in interactions.ITEM_KINDS]
+    if wrong:
+        raise InvalidInput("only product and news events are items", details={"not_items": wrong[:50]})
+    return found
+
+
+def _neighbours(session: Session, item_ids: Sequence[str], *, per_item: int) -> list[str]:
+    """The strongest co-interaction neighbours of each item: one index range read per item."""
+    out: list[str] = []
+    for item_id in item_ids:
+        stmt = (
+            select(ItemPair.other_id)
+            .where(ItemPair.item_id == item_id)
+            .order_by(ItemPair.weight.desc(), ItemPair.other_id)
+            .limit(per_item)
+        )
+        out += session.scalars(stmt)
+    return out
+
+
+def _trending(session: Session, kind: str, settings: Settings) -> dict[str, float]:
+    """Items with the most positive interactions in the trending window (else of all time), with
+    their counts, most first."""
+    since = datetime.now(UTC) - timedelta(seconds=settings.recommend_trending_window_s)
+    count = func.count().label("n")
+    stmt = (
+        select(Interaction.item_id, count)
+        .where(Interaction.ts >= since, Interaction.kind == kind, Interaction.type.in_(interactions.POSITIVE_TYPES))
+        .group_by(Interaction.item_id)
+        .order_by(count.desc(), Interaction.item_id)
+        .limit(settings.recommend_candidates)
+    )
+    recent = {row.item_id: float(row.n) for row in session.execute(stmt)}
+    if recent:
+        return recent
+    all_time = (
+        select(ItemStats.item_id, ItemStats.positives)
+        .where(ItemStats.kind == kind)
+        .order_by(ItemStats.positives.desc(), ItemStats.item_id)
+        .limit(settings.recommend_candidates)
+    )
+    return {row.item_id: float(row.positives) for row in session.execute(all_time)}
+
+
+def _max_popularity(session: Session) -> float:
+    return float(session.scalar(select(func.max(ItemStats.positives))) or 1.0)
+
+
+def _newest(session: Session, kind: str, limit: int) -> list[str]:
+    """The latest processed items of a kind (new items are recommendable before anyone touched them)."""
+    stmt = (
+        select(Event.id)
+        .where(Event.kind == kind, Event.status == "done")
+        .order_by(Event.processed_at.desc(), Event.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def _popularity(session: Session, ids: Sequence[str]) -> dict[str, float]:
+    if not ids:
+        return {}
+    rows = session.execute(select(ItemStats.item_id, ItemStats.positives).where(ItemStats.item_id.in_(set(ids))))
+    return {r.item_id: float(r.positives) for r in rows}
+
+
+def _pairs(session: Session, candidates: Sequence[str], profile_items: Sequence[str]) -> dict[tuple[str, str], float]:
+    if not candidates or not profile_items:
+        return {}
+    stmt = select(ItemPair.item_id, ItemPair.other_id, ItemPair.weight).where(
+        ItemPair.item_id.in_(set(candidates)), ItemPair.other_id.in_(set(profile_items))
+    )
+    return {(r.item_id, r.other_id): float(r.weight) for r in session.execute(stmt)}
