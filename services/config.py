@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     recommend_history: int = Field(200, ge=1, le=10_000, description="latest interactions a feed reads per user")
     recommend_profile_items: int = Field(20, ge=1, le=200, description="best-weighted history items a feed uses")
     recommend_recency_half_life: float = Field(
-        10.0, gt=0, description="history position (0 = latest) at which an interaction counts half"
+        5.0, gt=0, description="history position (0 = latest) at which an interaction counts half"
     )
     recommend_type_weights: dict[str, float] = Field(
         default_factory=lambda: {"view": 1.0, "click": 1.5, "like": 2.5, "purchase": 3.0},
@@ -143,7 +143,7 @@ class Settings(BaseSettings):
     recommend_neighbours: int = Field(30, ge=1, le=1000, description="co-interaction neighbours read per item")
     recommend_candidates: int = Field(200, ge=10, le=2000, description="content candidates a feed scores")
     recommend_weight_content: float = Field(1.0, ge=0, description="blend: similarity to the user's profile")
-    recommend_weight_cooccurrence: float = Field(1.0, ge=0, description="blend: items the same users interacted with")
+    recommend_weight_cooccurrence: float = Field(10.0, ge=0, description="blend: items the same users interacted with")
     recommend_weight_popularity: float = Field(0.3, ge=0, description="blend: how many interactions an item has")
     recommend_weight_dismissed: float = Field(0.6, ge=0, description="blend: similarity to dismissed items (minus)")
     recommend_fresh_weight: float = Field(0.2, ge=0, description="blend: freshness of news (0 = none)")

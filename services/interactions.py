@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
@@ -89,7 +89,8 @@ def record(
     if len(interactions) > max_per_request:
         raise InvalidInput(f"{len(interactions)} interactions in one request; send at most {max_per_request}")
     kinds = _item_kinds(session, ids=sorted({i.item_id for i in interactions}))
-    rows = [_row(i, kinds[i.item_id], now) for i in interactions]
+    # created_at is the arrival order (microseconds apart): it orders interactions that share a ts.
+    rows = [_row(i, kinds[i.item_id], now + timedelta(microseconds=n)) for n, i in enumerate(interactions)]
     new_ids = set(_insert_new(session, rows))
     new_rows = [row for row in rows if row["id"] in new_ids]
     positives = sorted((r for r in new_rows if r["type"] in POSITIVE_TYPES), key=lambda r: (r["user_id"], r["ts"]))
@@ -193,7 +194,7 @@ def _latest_items(session: Session, *, user_id: str, exclude: set[str], limit: i
     stmt = (
         select(Interaction.id, Interaction.item_id)
         .where(Interaction.user_id == user_id, Interaction.type.in_(POSITIVE_TYPES))
-        .order_by(Interaction.ts.desc(), Interaction.id)
+        .order_by(Interaction.ts.desc(), Interaction.created_at.desc(), Interaction.id)
         .limit(limit + len(exclude))
     )
     items = [row.item_id for row in session.execute(stmt) if row.id not in exclude]
@@ -214,7 +215,7 @@ def history(session: Session, *, user_id: str, limit: int) -> list[Touch]:
     stmt = (
         select(Interaction.item_id, Interaction.kind, Interaction.type, Interaction.ts)
         .where(Interaction.user_id == user_id)
-        .order_by(Interaction.ts.desc(), Interaction.id)
+        .order_by(Interaction.ts.desc(), Interaction.created_at.desc(), Interaction.id)
         .limit(limit)
     )
     return [Touch(r.item_id, r.kind, r.type, as_utc(r.ts)) for r in session.execute(stmt)]

