@@ -312,3 +312,23 @@ def test_bad_input_gets_a_clear_error_and_writes_nothing(
     assert words in response.text
     with runtime.db.session_scope() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(Interaction)) == 0
+
+
+def test_an_item_deleted_while_a_worker_embeds_it_does_not_come_back(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline = runtime.pipeline
+    process = pipeline.process
+
+    def deleted_meanwhile(events: Any, *, now: datetime) -> Any:
+        assert client.delete("/v1/items/late").status_code == 204  # deleted after the worker claimed it...
+        return process(events, now=now)  # ...which then writes its point
+
+    monkeypatch.setattr(pipeline, "process", deleted_meanwhile)
+    with runtime.db.session_scope() as s:
+        late = ingest.EventIn(id="late", kind="product", text="running shoes, late arrival")  # type: ignore[arg-type]
+        ingest.accept(s, events=[late], limits=ingest.Limits(max_events=10, max_text_chars=1000))
+    run_batch(["late"])
+    collection = runtime.models.for_kind("product").collection
+    assert runtime.store.count(collection, filters={"event_id": "late"}) == 0
+    assert client.get("/v1/events/late").status_code == 404
