@@ -141,7 +141,9 @@ class Settings(BaseSettings):
         20, ge=1, le=500, description="a new interaction is paired with this many of the user's latest items"
     )
     recommend_neighbours: int = Field(30, ge=1, le=1000, description="co-interaction neighbours read per item")
-    recommend_candidates: int = Field(200, ge=10, le=2000, description="content candidates a feed scores")
+    recommend_candidates: int = Field(
+        100, ge=10, le=2000, description="candidates of the vector query (and of trending for a cold start)"
+    )
     recommend_weight_content: float = Field(1.0, ge=0, description="blend: similarity to the user's profile")
     recommend_weight_cooccurrence: float = Field(10.0, ge=0, description="blend: items the same users interacted with")
     recommend_weight_popularity: float = Field(0.3, ge=0, description="blend: how many interactions an item has")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ from services.recommend_scoring import (
     Weights,
     build_profile,
     diversify,
+    explain,
     score_all,
     unit,
 )
@@ -41,6 +43,7 @@ from services.vectors.base import Filters, Hit, VectorStore
 
 _RECOMMEND_EXAMPLES = 10  # examples per side in the vector query: the best-weighted positives, the latest dismissals
 _MAX_RANK_ITEMS = 1000
+_EXTRA_PER_SOURCE = 50  # neighbours, trending and newest items a warm feed adds to the vector query's
 
 
 @dataclass(frozen=True)
@@ -100,10 +103,9 @@ class Recommender:
         for hit in self._filtered(collections[kind], kind, extra, filters):
             pool.setdefault(hit.item_id, hit)
         # A cold start is ordered by what is trending now; anyone else by the blend's all-time popularity.
-        scored = self._score(
-            list(pool.values()), profile, vectors, titles, popularity=trending if profile.cold else None
-        )
-        return diversify(scored, limit=limit, lam=self.settings.recommend_mmr_lambda)
+        scored, signals = self._score(list(pool.values()), profile, vectors, trending if profile.cold else None)
+        shown = diversify(scored, limit=limit, lam=self.settings.recommend_mmr_lambda)
+        return explain(shown, profile=profile, vectors=vectors, signals=signals, weights=self.weights, titles=titles)
 
     def rank(self, *, user_id: str, item_ids: Sequence[str]) -> list[Scored]:
         """The given items scored for the user with the feed's blend, best first (nothing excluded)."""
@@ -122,7 +124,8 @@ class Recommender:
             ids = [i for i in unique if kinds[i] == kind]
             found = {h.item_id: h for h in self._retrieve(collections[kind], kind, ids)}
             candidates += [found.get(i) or Candidate(i, kind, None, {}) for i in ids]
-        return self._score(candidates, profile, vectors, titles)
+        scored, signals = self._score(candidates, profile, vectors, None)
+        return explain(scored, profile=profile, vectors=vectors, signals=signals, weights=self.weights, titles=titles)
 
     def similar(self, *, item_id: str, limit: int, filters: Filters | None = None) -> list[Similar]:
         """Items nearest to one item, under the filters."""
@@ -210,24 +213,25 @@ class Recommender:
         return [_candidate(h, kind) for h in hits]
 
     def _neighbours_and_trending(self, profile: Profile, kind: str) -> tuple[list[str], dict[str, float]]:
-        """Co-interaction neighbours of the profile items, trending items (with their counts), and
-        the newest items."""
-        limit = self.settings.recommend_candidates
+        """The strongest co-interaction neighbours of the profile, trending items (with their
+        counts) and the newest items: _EXTRA_PER_SOURCE of each, or all candidates for a cold start."""
+        per_source = self.settings.recommend_candidates if profile.cold else _EXTRA_PER_SOURCE
         with self.sessions() as session:
-            neighbours = _neighbours(session, list(profile.positives), per_item=self.settings.recommend_neighbours)
+            neighbours = _neighbours(
+                session, profile.positives, per_item=self.settings.recommend_neighbours, limit=per_source
+            )
             trending = self._cached(("trending", kind), lambda: _trending(session, kind, self.settings))
-            newest = self._cached(("newest", kind), lambda: _newest(session, kind, limit))
-        return list(dict.fromkeys([*neighbours, *trending, *newest])), trending
+            newest = self._cached(("newest", kind), lambda: _newest(session, kind, self.settings.recommend_candidates))
+        ids = [*neighbours, *list(trending)[:per_source], *newest[:per_source]]
+        return list(dict.fromkeys(ids)), trending
 
     def _score(
         self,
         candidates: list[Candidate],
         profile: Profile,
         vectors: Mapping[str, np.ndarray],
-        titles: Mapping[str, str],
-        *,
-        popularity: Mapping[str, float] | None = None,
-    ) -> list[Scored]:
+        popularity: Mapping[str, float] | None,
+    ) -> tuple[list[Scored], Signals]:
         ids = [c.item_id for c in candidates]
         with self.sessions() as session:
             if popularity is None:
@@ -238,9 +242,8 @@ class Recommender:
             pairs = _pairs(session, ids, list(profile.positives))
         signals = Signals(popularity=popularity, max_popularity=max(max_pop, *popularity.values(), 1.0), pairs=pairs)
         now = datetime.now(UTC)
-        return score_all(
-            candidates, profile=profile, vectors=vectors, signals=signals, weights=self.weights, now=now, titles=titles
-        )
+        scored = score_all(candidates, profile=profile, vectors=vectors, signals=signals, weights=self.weights, now=now)
+        return scored, signals
 
     def _cached(self, key: tuple[str, str], make: Callable[[], Any]) -> Any:
         now = time.monotonic()
@@ -277,18 +280,20 @@ def _item_kinds(session: Session, ids: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def _neighbours(session: Session, item_ids: Sequence[str], *, per_item: int) -> list[str]:
-    """The strongest co-interaction neighbours of each item: one index range read per item."""
-    out: list[str] = []
-    for item_id in item_ids:
+def _neighbours(session: Session, profile: Mapping[str, float], *, per_item: int, limit: int) -> list[str]:
+    """The items most co-interacted with the weighted profile: the strongest `per_item` pairs of
+    each profile item (one index range read each), summed by profile weight, best `limit` first."""
+    totals: dict[str, float] = defaultdict(float)
+    for item_id, weight in profile.items():
         stmt = (
-            select(ItemPair.other_id)
+            select(ItemPair.other_id, ItemPair.weight)
             .where(ItemPair.item_id == item_id)
             .order_by(ItemPair.weight.desc(), ItemPair.other_id)
             .limit(per_item)
         )
-        out += session.scalars(stmt)
-    return out
+        for row in session.execute(stmt):
+            totals[row.other_id] += weight * row.weight
+    return sorted(totals, key=lambda k: (-totals[k], k))[:limit]
 
 
 def _trending(session: Session, kind: str, settings: Settings) -> dict[str, float]:

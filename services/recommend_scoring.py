@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -144,40 +144,66 @@ def score_all(
     signals: Signals,
     weights: Weights,
     now: datetime,
+) -> list[Scored]:
+    """Every candidate scored, best first (ties by item id, so the same state gives the same order);
+    reasons are left empty: `explain` writes them for the items that are shown."""
+    if not candidates:
+        return []
+    n = len(candidates)
+    matrix = _matrix(candidates)
+    content = np.zeros(n)
+    for kind, centre in profile_vectors(profile, vectors).items():
+        mask = np.array([c.kind == kind and c.vector is not None for c in candidates])
+        content[mask] = matrix[mask] @ centre
+    pop = np.array([signals.popularity.get(c.item_id, 0.0) for c in candidates])
+    cooc = _cooccurrence_column(candidates, pop, profile, signals)
+    popularity = np.log1p(pop) / math.log1p(max(signals.max_popularity, 1.0))
+    score = weights.content * content + weights.cooccurrence * cooc + weights.popularity * popularity
+    dismissed = [vectors[d] for d in profile.dismissed if d in vectors]
+    if dismissed:
+        score -= weights.dismissed * np.clip((matrix @ np.stack(dismissed).T).max(axis=1), 0.0, None)
+    if weights.fresh:
+        for k, c in enumerate(candidates):
+            if c.kind == "news":
+                score[k] += weights.fresh * freshness(c.payload, now=now, half_life_s=weights.fresh_half_life_s)
+    order = sorted(range(n), key=lambda k: (-score[k], candidates[k].item_id))
+    return [
+        Scored(candidates[k], float(score[k]), float(content[k]), float(cooc[k]), float(popularity[k]), "")
+        for k in order
+    ]
+
+
+def _matrix(candidates: Sequence[Candidate]) -> np.ndarray:
+    """The candidates' vectors as rows (zeros for one not processed yet)."""
+    dim = next((c.vector.shape[0] for c in candidates if c.vector is not None), 1)
+    zeros = np.zeros(dim, dtype=np.float32)
+    return np.stack([c.vector if c.vector is not None else zeros for c in candidates])
+
+
+def _cooccurrence_column(
+    candidates: Sequence[Candidate], pop: np.ndarray, profile: Profile, signals: Signals
+) -> np.ndarray:
+    """Σ_j w_j · pairs(i, j) / √(pop(i) · pop(j)) / Σ_j w_j for every candidate i."""
+    index = {c.item_id: k for k, c in enumerate(candidates)}
+    column = np.zeros(len(candidates))
+    for (item, j), pair in signals.pairs.items():
+        k, w = index.get(item), profile.positives.get(j)
+        if k is not None and w:
+            column[k] += w * pair / math.sqrt(max(pop[k], 1.0) * max(signals.popularity.get(j, 1.0), 1.0))
+    return column / (sum(profile.positives.values()) or 1.0)
+
+
+def explain(
+    scored: Sequence[Scored],
+    *,
+    profile: Profile,
+    vectors: Mapping[str, np.ndarray],
+    signals: Signals,
+    weights: Weights,
     titles: Mapping[str, str],
 ) -> list[Scored]:
-    """Every candidate scored, best first (ties by item id, so the same state gives the same order)."""
-    centres = profile_vectors(profile, vectors)
-    dismissed = [vectors[d] for d in profile.dismissed if d in vectors]
-    total_weight = sum(profile.positives.values()) or 1.0
-    log_max = math.log1p(max(signals.max_popularity, 1.0))
-    scored = []
-    for c in candidates:
-        pop_c = signals.popularity.get(c.item_id, 0.0)
-        content = float(c.vector @ centres[c.kind]) if c.vector is not None and c.kind in centres else 0.0
-        cooc_by_item = _cooccurrence(c.item_id, pop_c, profile, signals)
-        cooc = sum(cooc_by_item.values()) / total_weight
-        popularity = math.log1p(pop_c) / log_max
-        score = weights.content * content + weights.cooccurrence * cooc + weights.popularity * popularity
-        if dismissed and c.vector is not None:
-            score -= weights.dismissed * max(0.0, max(float(c.vector @ d) for d in dismissed))
-        if c.kind == "news" and weights.fresh:
-            score += weights.fresh * freshness(c.payload, now=now, half_life_s=weights.fresh_half_life_s)
-        reason = _reason(
-            c, profile, vectors, cooc_by_item, titles, weights, content=content, cooc=cooc, popular=pop_c > 0
-        )
-        scored.append(Scored(c, score, content, cooc, popularity, reason))
-    return sorted(scored, key=lambda s: (-s.score, s.candidate.item_id))
-
-
-def _cooccurrence(item_id: str, pop: float, profile: Profile, signals: Signals) -> dict[str, float]:
-    """Per profile item j: w_j · pairs(item, j) / √(pop(item) · pop(j)), a cosine of co-interaction."""
-    out = {}
-    for j, w in profile.positives.items():
-        pair = signals.pairs.get((item_id, j), 0.0)
-        if pair:
-            out[j] = w * pair / math.sqrt(max(pop, 1.0) * max(signals.popularity.get(j, 1.0), 1.0))
-    return out
+    """The items with their reason: the profile item that brought each most, or why there is none."""
+    return [replace(s, reason=_reason(s, profile, vectors, signals, weights, titles)) for s in scored]
 
 
 def freshness(payload: Mapping[str, object], *, now: datetime, half_life_s: float) -> float:
@@ -193,26 +219,25 @@ def freshness(payload: Mapping[str, object], *, now: datetime, half_life_s: floa
 
 
 def _reason(
-    c: Candidate,
+    s: Scored,
     profile: Profile,
     vectors: Mapping[str, np.ndarray],
-    cooc_by_item: Mapping[str, float],
-    titles: Mapping[str, str],
+    signals: Signals,
     weights: Weights,
-    *,
-    content: float,
-    cooc: float,
-    popular: bool,
+    titles: Mapping[str, str],
 ) -> str:
-    if profile.cold or (cooc == 0 and not any(profile.kinds[j] == c.kind for j in profile.positives)):
-        return "popular right now" if popular else "new"
-    if weights.cooccurrence * cooc > weights.content * content and cooc > 0:
-        j = max(cooc_by_item, key=lambda k: (cooc_by_item[k], k))
+    c = s.candidate
+    if profile.cold or (s.cooccurrence == 0 and not any(profile.kinds[j] == c.kind for j in profile.positives)):
+        return "popular right now" if signals.popularity.get(c.item_id) else "new"
+    if weights.cooccurrence * s.cooccurrence > weights.content * s.content and s.cooccurrence > 0:
+        pairs = {j: w * signals.pairs.get((c.item_id, j), 0.0) for j, w in profile.positives.items()}
+        j = max(pairs, key=lambda k: (pairs[k], k))
         return f"people who {PAST_TENSE[profile.verbs[j]]} “{titles.get(j, j)}” also chose this"
+    vector = c.vector
     same_kind = [j for j in profile.positives if profile.kinds[j] == c.kind and j in vectors]
-    if c.vector is None or not same_kind:
+    if vector is None or not same_kind:
         return "popular with people like you"
-    j = max(same_kind, key=lambda k: (profile.positives[k] * float(c.vector @ vectors[k]), k))  # type: ignore[operator]
+    j = max(same_kind, key=lambda k: (profile.positives[k] * float(vector @ vectors[k]), k))
     return f"because you {PAST_TENSE[profile.verbs[j]]} “{titles.get(j, j)}”"
 
 

@@ -17,6 +17,7 @@ from services.recommend_scoring import (
     Weights,
     build_profile,
     diversify,
+    explain,
     freshness,
     score_all,
     unit,
@@ -65,14 +66,17 @@ def test_the_blend_uses_content_co_interactions_popularity_and_dismissals() -> N
         candidate("like_dismissed", [0.5, 0, 1]),
     )
     signals = Signals(popularity={"h": 4, "paired": 4, "popular": 50}, max_popularity=50, pairs={("paired", "h"): 2})
-    scored = score_all(
+    ranked = score_all(
         [near, paired, popular, like_dismissed],
         profile=profile,
         vectors=vectors,
         signals=signals,
         weights=WEIGHTS,
         now=NOW,
-        titles={"h": "Hiking boots"},
+    )
+    assert all(s.reason == "" for s in ranked)  # reasons are written for the items shown only
+    scored = explain(
+        ranked, profile=profile, vectors=vectors, signals=signals, weights=WEIGHTS, titles={"h": "Hiking boots"}
     )
     by_id = {s.candidate.item_id: s for s in scored}
     assert by_id["paired"].cooccurrence == pytest.approx(2 / 4)  # w·pairs/√(pop·pop) / Σw
@@ -90,7 +94,8 @@ def test_news_freshness_halves_with_age_and_cold_reasons_say_why() -> None:
     old = candidate("old", [1, 0], kind="news", published_at=(NOW - timedelta(days=3)).isoformat())
     new = candidate("new", [1, 0], kind="news", published_at=NOW.isoformat())
     signals = Signals(popularity={"old": 1}, max_popularity=1, pairs={})
-    scored = score_all([old, new], profile=cold, vectors={}, signals=signals, weights=WEIGHTS, now=NOW, titles={})
+    ranked = score_all([old, new], profile=cold, vectors={}, signals=signals, weights=WEIGHTS, now=NOW)
+    scored = explain(ranked, profile=cold, vectors={}, signals=signals, weights=WEIGHTS, titles={})
     assert {s.candidate.item_id: s.reason for s in scored} == {"old": "popular right now", "new": "new"}
 
 
