@@ -33,7 +33,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services import webhooks
+from services import metrics, webhooks
 from services.config import Settings
 from services.db.lookup import require
 from services.db.models import Alert, EntityLink, Event, SentimentBucket, WatchedEntity, as_utc
@@ -257,6 +257,7 @@ def evaluate(
             opened = _open(session, entity, fired, as_of=as_of, settings=settings, now=now)
             if opened is not None:
                 changes.append(Change(opened, "alert.raised"))
+                metrics.ALERTS_RAISED.labels(rule=fired.rule).inc()
     session.flush()
     return changes
 

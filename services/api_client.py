@@ -17,12 +17,7 @@ class ApiUnavailable(Transient):
 def call(base_url: str, method: str, path: str, *, json: Any = None, timeout: float = 300.0) -> Any:
     """The JSON answer of one request; a 4xx becomes InvalidInput/NotFound with the API's message,
     no answer at all ApiUnavailable."""
-    try:
-        response = httpx.request(method, f"{base_url}{path}", json=json, timeout=timeout)
-    except httpx.TransportError as exc:
-        raise ApiUnavailable(
-            f"no Sift API at {base_url} ({type(exc).__name__}): start it with `sift up` or set SIFT_API_URL"
-        ) from exc
+    response = _send(base_url, method, path, json=json, timeout=timeout)
     if response.status_code < 400:
         return response.json() if response.content else None
     try:
@@ -35,3 +30,22 @@ def call(base_url: str, method: str, path: str, *, json: Any = None, timeout: fl
     if response.status_code < 500:
         raise InvalidInput(message, details=details)
     raise DomainError(f"the API answered {response.status_code}: {message}", details=details)
+
+
+def probe(base_url: str, path: str, *, timeout: float = 5.0) -> tuple[int, Any]:
+    """The status code and JSON body of a GET whose every answer means something (/readyz's 503);
+    no answer at all is ApiUnavailable."""
+    response = _send(base_url, "GET", path, json=None, timeout=timeout)
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, None
+
+
+def _send(base_url: str, method: str, path: str, *, json: Any, timeout: float) -> httpx.Response:
+    try:
+        return httpx.request(method, f"{base_url}{path}", json=json, timeout=timeout)
+    except httpx.TransportError as exc:
+        raise ApiUnavailable(
+            f"no Sift API at {base_url} ({type(exc).__name__}): start it with `sift up` or set SIFT_API_URL"
+        ) from exc

@@ -28,6 +28,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services import metrics
 from services.config import EVENT_KINDS, Settings
 from services.db.models import ClassTask, KindEncoder, ModelVersion
 from services.embedding import Encoder
@@ -257,6 +258,15 @@ def read_state(session: Session, *, base_version: str, prefix: str) -> ServingSt
     return ServingState(kinds, tasks, active)
 
 
+def served_rows(state: ServingState, kinds: dict[str, KindModel]) -> list[tuple[str, str, str, str]]:
+    """(task, kind, version, encoder) of every task: its served head's version, or "none"."""
+    versions = {task: version for model in kinds.values() for task, _, version, _ in model.heads}
+    return [
+        (task, kind, versions.get(task, "none"), kinds[kind].encoder.version if kind in kinds else "none")
+        for task, (kind, _) in sorted(state.tasks.items())
+    ]
+
+
 class ActiveModels:
     """The encoders and heads this process serves, reloaded when SQL says they changed."""
 
@@ -298,6 +308,7 @@ class ActiveModels:
             if state == self._state:
                 return False
             self._kinds = {kind: self._build(kind, state) for kind in EVENT_KINDS}
+            metrics.set_served_models(served_rows(state, self._kinds))
             if self._state is not None:
                 log.info("serving models changed: %s", {k: [h[2] for h in m.heads] for k, m in self._kinds.items()})
             self._state = state

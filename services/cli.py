@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +16,7 @@ from services.cli_output import fail as _fail
 from services.cli_output import message as _message
 from services.cli_output import print_summary as _print_summary
 from services.cli_queries import feed, match
+from services.cli_status import status
 from services.config import QUEUES, get_settings
 from services.errors import DomainError, InvalidInput, NotFound
 
@@ -36,9 +35,12 @@ models_app = typer.Typer(help="The model registry: versions, metrics, rollback."
 app.add_typer(models_app, name="models")
 
 
+@app.callback()
 def _logging() -> None:
-    level = get_settings().log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    # Every command logs the same way (SIFT_LOG_FORMAT, SIFT_LOG_LEVEL) to stderr.
+    from services import logs
+
+    logs.setup(get_settings())
 
 
 @app.command()
@@ -55,7 +57,6 @@ def db_upgrade(revision: str = "head") -> None:
     """Apply the Alembic migrations to SIFT_DATABASE_URL."""
     from services.db.migrate import upgrade
 
-    _logging()
     settings = get_settings()
     upgrade(settings.sqlalchemy_url, revision)
     console.print(f"database at {settings.masked()['(database)']} is at {revision}")
@@ -66,7 +67,6 @@ def up() -> None:
     """Serve everything in one process: API, worker and beat (the embedded default)."""
     from services.serve import serve_all
 
-    _logging()
     try:
         get_settings().check_secrets()
     except ValueError as exc:
@@ -81,9 +81,8 @@ def api() -> None:
 
     from services.api.app import create_app
 
-    _logging()
     settings = get_settings()
-    uvicorn.run(create_app(), host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.run(create_app(), host=settings.host, port=settings.port, log_level="warning", log_config=None)
 
 
 @app.command()
@@ -96,7 +95,6 @@ def worker(
     """Run a Celery worker (`solo` keeps the model and any CUDA context in this one process)."""
     from worker.app import app as celery_app
 
-    _logging()
     settings = get_settings()
     argv = ["worker", f"--queues={queues}", f"--pool={pool}", f"--concurrency={concurrency}", "--without-gossip"]
     if beat:
@@ -110,7 +108,6 @@ def beat() -> None:
     """Run the beat scheduler (exactly one per deployment)."""
     from worker.app import app as celery_app
 
-    _logging()
     schedule = get_settings().data_dir / "celerybeat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
     celery_app.start(argv=["beat", f"--schedule={schedule}", f"--loglevel={get_settings().log_level}"])
@@ -127,7 +124,6 @@ def ingest(
     """Load events from a file: validated, written idempotently, enqueued; progress bar and summary."""
     from services.ingest_file import ingest_file
 
-    _logging()
     _print_summary(lambda: ingest_file(file, default_kind=kind, chunk=chunk, console=console))
 
 
@@ -178,7 +174,6 @@ def labels_import(
     """Import labels: the whole file is checked first; a bad line exits 2 and nothing is written."""
     from services.labels_file import import_file
 
-    _logging()
     _print_summary(lambda: import_file(file, task=task, label_column=label_column, console=console))
 
 
@@ -228,7 +223,7 @@ def alerts_list(
         for a in alerts.list_alerts(session, state=state, entity=entity, limit=limit):
             window = f"{a.window_start:%Y-%m-%d %H:%M}–{a.window_end:%H:%M}"
             shown = ", ".join(
-                f"{k}={v}" for k, v in a.figures.items() if k in ("volume", "negatives", "share", "z", "drop")
+                f"{k}={v}" for k, v in a.figures.items() if k in ("volume", "negatives", "share", "z", "drop", "score")
             )
             table.add_row(str(a.id), a.entity, a.rule, a.severity, a.state, window, shown, str(len(a.event_ids)))
     Console().print(table)
@@ -245,7 +240,6 @@ def train(
     from services.enqueue import CALIBRATE_MATCH, REINDEX, make_celery, send
     from services.runtime import get_runtime
 
-    _logging()
     runtime = get_runtime()
     with runtime.db.session_scope() as session:
         names = [task] if task else training.due_tasks(session, min_new_labels=1)
@@ -339,6 +333,7 @@ def models_activate(version: str) -> None:
 
 app.command()(match)
 app.command()(feed)
+app.command()(status)
 
 
 if __name__ == "__main__":

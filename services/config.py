@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(8, ge=1)
     webhook_backoff_s: float = Field(2.0, gt=0, description="first retry delay; doubles per attempt, capped at 1 h")
 
+    vector_index_min_unindexed: int = Field(
+        20_000,
+        ge=1,
+        description="embedded Qdrant: points outside an index before a collection's HNSW is built "
+        "(at start and by beat; the process pauses about 1.5 s per 1,000 points on 2 cores)",
+    )
+    vector_index_interval_s: float = Field(600.0, gt=0, description="beat: how often to check for due vector indexes")
     max_interactions_per_request: int = Field(1000, ge=1)
     item_filter_fields: dict[str, Literal["keyword", "integer", "float", "bool", "datetime"]] = Field(
         default_factory=dict,
@@ -156,6 +163,22 @@ class Settings(BaseSettings):
     recommend_trending_window_s: int = Field(7 * 86_400, ge=60, description="window of trending items")
     recommend_cache_s: float = Field(30.0, ge=0, description="how long trending and popularity maxima are reused")
 
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="workers serve /metrics here: main process on the port, prefork child i on +i"
+    )
+    drift_window: int = Field(500, ge=2, le=10_000, description="recent processed events per task that drift reads")
+    drift_reference_events: int = Field(
+        500, ge=2, le=10_000, description="reference events: the first processed (no trained model) or labeled ones"
+    )
+    drift_min_events: int = Field(20, ge=2, description="fewer recent or reference events than this: no drift score")
+    drift_threshold: float = Field(
+        0.2, gt=0, le=1, description="a drift score at or above this opens a model_drift alert"
+    )
+    drift_interval_s: float = Field(600.0, gt=0, description="beat: how often drift is measured")
+
+    log_format: Literal["json", "text"] | None = Field(
+        None, description="json: one object per line (the production default); text: for people (development)"
+    )
     api_keys: SecretStr | None = None
     webhook_secret: SecretStr | None = None
     log_level: str = "INFO"
@@ -171,6 +194,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'sift.db'}"
+
+    @property
+    def log_json(self) -> bool:
+        """Logs as JSON lines: SIFT_LOG_FORMAT, else JSON in production and text in development."""
+        return self.log_format == "json" if self.log_format else self.env == "production"
 
     @property
     def api_base_url(self) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from services import metrics
 from services.errors import InvalidInput
 
 # Nothing may download weights at run time: make the hub client refuse before it is imported.
@@ -92,7 +93,7 @@ class Encoder:
             return np.zeros((0, self.dimension), dtype=np.float32)
         # One forward pass at a time per model: concurrent calls from the API thread and the
         # worker thread would only fight over the same cores.
-        with self._lock:
+        with self._lock, metrics.ENCODE_DURATION.labels(device=self.device).time():
             vectors = self._model.encode(
                 list(texts),
                 batch_size=self.batch_size,

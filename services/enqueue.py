@@ -29,6 +29,8 @@ TRAIN_RUN = "sift.train.run"
 TRAIN_CHECK = "sift.train.check"
 REINDEX = "sift.train.reindex"
 CALIBRATE_MATCH = "sift.train.calibrate_match"
+DRIFT_CHECK = "sift.train.drift"  # reads the model-serving worker's vector store
+BUILD_VECTOR_INDEXES = "sift.train.build_vector_indexes"  # embedded Qdrant only; a server indexes itself
 ALERTS_PROCESS = "sift.alerts.process"
 ALERTS_SWEEP = "sift.alerts.sweep"
 WEBHOOK_DELIVER = "sift.alerts.deliver"
@@ -102,7 +104,9 @@ class Enqueuer:
         try:
             for start in range(0, len(ids), self.batch_size):
                 chunk = list(ids[start : start + self.batch_size])
-                self.app.send_task(PROCESS_EVENTS, args=[chunk], retry=True, retry_policy={"max_retries": 2})
+                sent = self.app.send_task(PROCESS_EVENTS, args=[chunk], retry=True, retry_policy={"max_retries": 2})
+                # The task id is what the worker's lines carry: the link from an event to its batch.
+                log.info("published %d events", len(chunk), extra={"event_ids": chunk, "published_task_id": sent.id})
         except Exception as exc:  # kombu raises OperationalError and friends: all mean "not now"
             raise BrokerUnavailable(f"broker unavailable: {exc}") from exc
 
@@ -163,12 +167,27 @@ class CoalescingEnqueuer:
         self._thread.join(timeout=10)
 
 
+def ping(app: Celery, *, timeout_s: float = 1.0) -> None:
+    """Raise unless the broker answers (a Redis connection PINGs the server when it opens)."""
+    with _probe(app, timeout_s) as conn:
+        conn.ensure_connection(max_retries=0)
+
+
+def _probe(app: Celery, timeout_s: float) -> Any:
+    # A fresh connection that gives up after timeout_s at connect and at every read, and is never
+    # retried here: a hung broker must not hang a probe or GET /v1/stats (redis-py still retries
+    # a timed-out command a few times on its own).
+    redis = str(app.conf.broker_url).startswith(("redis", "rediss", "sentinel"))
+    options = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s} if redis else {}
+    return app.connection_for_write(connect_timeout=timeout_s, transport_options=options)
+
+
 def queue_depths(app: Celery, queues: Sequence[str]) -> dict[str, int | None]:
     """Messages waiting in each queue, read from the broker; None where it does not answer."""
     depths: dict[str, int | None] = {}
     try:
-        with app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1, timeout=1)
+        with _probe(app, 1.0) as conn:
+            conn.ensure_connection(max_retries=0)
             channel = conn.default_channel
             for name in queues:
                 try:

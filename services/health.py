@@ -1,24 +1,89 @@
-"""Readiness checks with a deadline: a hanging dependency makes a check fail, not the caller wait."""
+"""Readiness checks with a deadline: a hanging dependency makes a check fail, not the caller wait.
+
+Each check runs in a daemon thread of its own, and at most one run per name is in flight: while a
+dependency hangs, later probes wait on that same run instead of starting another, so an hour of
+hanging costs one thread per check, not one per probe (and a hung thread never holds up exit).
+"""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
-_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sift-health")
+if TYPE_CHECKING:
+    from services.runtime import Runtime
+
+Check = Callable[[], None]
 
 
-def run_checks(checks: Mapping[str, Callable[[], None]], *, timeout_s: float) -> dict[str, str]:
-    """Run checks in parallel; each is 'ok' or the reason it failed within timeout_s overall."""
-    futures = {name: _pool.submit(check) for name, check in checks.items()}
-    results: dict[str, str] = {}
-    for name, future in futures.items():
+class NotReady(Exception):
+    """A check's plain answer ("model still loading"), reported without an exception name."""
+
+
+class Checks:
+    """Runs named checks in parallel, at most one in flight per name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[Future[None], float]] = {}
+
+    def start(self, checks: Mapping[str, Check]) -> dict[str, Future[None]]:
+        """A future per check: the run still in flight under that name, or a new one."""
+        futures: dict[str, Future[None]] = {}
+        with self._lock:
+            for name, check in checks.items():
+                running = self._running.get(name)
+                if running is None or running[0].done():
+                    running = self._running[name] = (_spawn(name, check), time.monotonic())
+                futures[name] = running[0]
+        return futures
+
+    def outcomes(self, futures: Mapping[str, Future[None]]) -> dict[str, str]:
+        """'ok', the reason a check failed, or for how long it has not answered."""
+        results: dict[str, str] = {}
+        for name, future in futures.items():
+            if not future.done():
+                with self._lock:
+                    started = self._running[name][1]
+                results[name] = f"no answer after {time.monotonic() - started:.1f}s"
+            elif (exc := future.exception()) is None:
+                results[name] = "ok"
+            elif isinstance(exc, NotReady):
+                results[name] = str(exc)
+            else:
+                results[name] = f"{type(exc).__name__}: {exc}"[:300]
+        return results
+
+
+def readiness_checks(*, runtime: Runtime, ping_broker: Check) -> dict[str, Check]:
+    """The checks behind /readyz: database, broker, model loaded, vector store."""
+
+    def model() -> None:
+        if not runtime.model_loaded():
+            raise NotReady("model still loading")
+
+    def vectors() -> None:
+        if not runtime.model_loaded():  # the store needs the model's dimension to create collections
+            raise NotReady("waiting for the model")
+        runtime.store.ping()
+
+    return {"database": runtime.db.ping, "broker": ping_broker, "model": model, "vectors": vectors}
+
+
+def _spawn(name: str, check: Check) -> Future[None]:
+    future: Future[None] = Future()
+    future.set_running_or_notify_cancel()  # a waiter that gives up cannot cancel it
+
+    def run() -> None:
         try:
-            future.result(timeout=timeout_s)
-            results[name] = "ok"
-        except FutureTimeout:
-            results[name] = f"no answer within {timeout_s:g}s"
-        except Exception as exc:
-            results[name] = f"{type(exc).__name__}: {exc}"[:300]
-    return results
+            check()
+        except BaseException as exc:  # reported, never raised: this thread has no caller
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+
+    threading.Thread(target=run, name=f"sift-health-{name}", daemon=True).start()
+    return future

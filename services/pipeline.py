@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from services import metrics
 from services.classify import ActiveModels, KindModel
 from services.db.events import Outcome
 from services.db.models import Event, as_utc
@@ -48,6 +49,7 @@ class Pipeline:
 
     def process(self, events: Sequence[Event], *, now: datetime) -> list[Outcome]:
         """Outcomes for events, in order; raises Transient when a dependency is down."""
+        metrics.BATCH_SIZE.observe(len(events))
         outcomes: dict[str, Outcome] = {}
         by_kind: dict[str, list[Event]] = defaultdict(list)
         for event in events:
@@ -136,6 +138,7 @@ class Pipeline:
     ) -> None:
         try:
             self.store.upsert(collection, [point for _, point in pairs])
+            _log_upserted(collection, [event.id for event, _ in pairs])
             return
         except Transient:
             raise
@@ -148,6 +151,7 @@ class Pipeline:
                 raise
             except Exception as exc:
                 outcomes[event.id] = _failed(event, "upsert", exc)
+        _log_upserted(collection, [event.id for event, _ in pairs if event.id not in outcomes])
 
 
 def event_payload(
@@ -188,6 +192,12 @@ def _iso(value: datetime | None) -> str | None:
     return as_utc(value).isoformat() if value else None
 
 
+def _log_upserted(collection: str, event_ids: list[str]) -> None:
+    log.info(
+        "upserted %d points to %s", len(event_ids), collection, extra={"event_ids": event_ids, "collection": collection}
+    )
+
+
 def _failed(event: Event, stage: str, exc: BaseException) -> Outcome:
-    log.warning("event %s failed at %s: %s", event.id, stage, exc)
+    log.warning("event %s failed at %s: %s", event.id, stage, exc, extra={"event_id": event.id})
     return Outcome(event.id, False, {}, None, error=f"{stage}: {type(exc).__name__}: {exc}"[:2000])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from services.reindex import Reindexer
 from services.training import Trainer
 from services.vectors import VectorStore, open_store
 from services.vectors.schema import ensure_collections
+from services.vectors.timed import TimedStore
 from services.watchlist import Linker
 
 log = logging.getLogger(__name__)
@@ -91,14 +93,26 @@ class Runtime:
     def _open_store(self) -> VectorStore:
         s = self.settings
         api_key = s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None
-        store = open_store(qdrant_url=s.qdrant_url, qdrant_api_key=api_key, vectors_dir=s.vectors_dir)
+        store = TimedStore(open_store(qdrant_url=s.qdrant_url, qdrant_api_key=api_key, vectors_dir=s.vectors_dir))
         ensure_collections(
             store,
             prefix=s.collection_prefix,
             dimension=self.encoder.dimension,
             item_filter_fields=s.item_filter_fields,
         )
+        self._build_indexes(store)
         return store
+
+    def build_vector_indexes(self) -> dict[str, int]:
+        """Index the vector collections that are due (the beat's maintenance; embedded store only)."""
+        return self._build_indexes(self.store)
+
+    def _build_indexes(self, store: VectorStore) -> dict[str, int]:
+        started = time.monotonic()
+        built = store.build_indexes(min_unindexed=self.settings.vector_index_min_unindexed)
+        if built:
+            log.info("vector indexes built for %s in %.1f s", built, time.monotonic() - started)
+        return built
 
     @property
     def matcher(self) -> Matcher:

@@ -34,7 +34,9 @@ def serve_all(settings: Settings) -> int:
     upgrade(settings.sqlalchemy_url)
     runtime = get_runtime()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(runtime), host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.Config(
+            create_app(runtime), host=settings.host, port=settings.port, log_level="warning", log_config=None
+        )
     )
     api_thread = threading.Thread(target=server.run, name="sift-api", daemon=True)
     api_thread.start()

@@ -29,6 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services import labels as label_repo
+from services import metrics
 from services.classify import ActiveModels, Head, get_task
 from services.config import Settings
 from services.db.models import ClassTask, Event, KindEncoder, ModelVersion, TrainingRun
@@ -465,12 +466,14 @@ class Trainer:
                     f"{type(exc).__name__}: {exc}"[:2000],
                     datetime.now(UTC),
                 )
+            metrics.TRAINING_RUNS.labels(task=task_name, outcome="failed").inc()
             raise
         with self.sessions() as session:
             run = get_run(session, run_id=run_id)
             run.status, run.stage, run.progress = "succeeded", "done", 1.0
             run.model_version, run.promoted, run.metrics = outcome.version, outcome.promoted, outcome.metrics
             run.finished_at = datetime.now(UTC)
+        metrics.TRAINING_RUNS.labels(task=task_name, outcome="promoted" if outcome.promoted else "rejected").inc()
         return outcome
 
     def _reporter(self, run_id: str, progress: Progress | None) -> Progress:

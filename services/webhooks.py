@@ -47,6 +47,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from services import metrics
 from services.config import Settings
 from services.db.lookup import require
 from services.db.models import Alert, Webhook, WebhookDelivery, as_utc
@@ -273,7 +274,10 @@ def deliver(
         return claimed
     outcome = _send(claimed, settings=settings, client=client, now=now)
     with sessions() as session:
-        return _record(session, delivery_id=delivery_id, outcome=outcome, settings=settings, now=now)
+        status = _record(session, delivery_id=delivery_id, outcome=outcome, settings=settings, now=now)
+    attempt = "delivered" if outcome.ok else "failed" if status == "failed" else "retry"
+    metrics.WEBHOOK_DELIVERIES.labels(outcome=attempt).inc()
+    return status
 
 
 def _claim(session: Session, *, delivery_id: int, now: datetime, lease: datetime) -> _Attempt | str:

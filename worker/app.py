@@ -8,11 +8,22 @@ prefork, and each child gets torch threads = its share of the cores.
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
+from contextvars import Token
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_shutdown
+from celery.signals import (
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_shutdown,
+)
+from celery.utils.log import current_process_index
 
+from services import logs, metrics
 from services.config import get_settings
 from services.enqueue import make_celery
 from services.runtime import forget_inherited_runtime, get_runtime
@@ -44,11 +55,50 @@ def _fresh_process(**_: Any) -> None:
     # A forked child must not reuse the parent's pooled connections; the model is loaded
     # lazily in the child, so no CUDA context ever crosses a fork.
     forget_inherited_runtime()
+    _serve_metrics()
+
+
+@worker_init.connect
+def _serve_main_metrics(**_: Any) -> None:
+    _serve_metrics()
+
+
+def _serve_metrics() -> None:
+    # With SIFT_METRICS_PORT, every worker process serves its own /metrics: the main process (the
+    # one that runs tasks with the solo or threads pool) on the port, prefork child i on port + i.
+    port = get_settings().metrics_port
+    if port:
+        metrics.serve_worker_metrics(port + (current_process_index(base=1) or 0))
 
 
 @worker_shutdown.connect
 def _close(**_: Any) -> None:
     get_runtime().close()
+
+
+@setup_logging.connect
+def _logs(**_: Any) -> None:
+    # A receiver here means Celery sets up no logging of its own (worker, beat, `celery -A`):
+    # every Sift process logs as services/logs.py says.
+    logs.setup(get_settings())
+
+
+_task_logs: dict[str, Token[Any]] = {}
+
+
+@task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    # Every line a task writes carries its Celery task id and name.
+    if task_id:
+        _task_logs[task_id] = logs.bind(task_id=task_id, task=getattr(task, "name", None))
+
+
+@task_postrun.connect
+def _unbind_task(task_id: str | None = None, **_: Any) -> None:
+    token = _task_logs.pop(task_id or "", None)
+    if token is not None:
+        with suppress(ValueError):  # set in another context: nothing of ours to undo here
+            logs.unbind(token)
 
 
 app = create_app()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.config import Settings
-from services.enqueue import ALERTS_SWEEP, SWEEP, TRAIN_CHECK
+from services.enqueue import ALERTS_SWEEP, BUILD_VECTOR_INDEXES, DRIFT_CHECK, SWEEP, TRAIN_CHECK
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -25,5 +25,15 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": TRAIN_CHECK,
             "schedule": settings.train_check_interval_s,
             "options": {"queue": "train", "expires": settings.train_check_interval_s},
+        },
+        "build-vector-indexes": {
+            "task": BUILD_VECTOR_INDEXES,
+            "schedule": settings.vector_index_interval_s,
+            "options": {"queue": "train", "expires": settings.vector_index_interval_s},
+        },
+        "measure-model-drift": {
+            "task": DRIFT_CHECK,
+            "schedule": settings.drift_interval_s,
+            "options": {"queue": "train", "expires": settings.drift_interval_s},
         },
     }

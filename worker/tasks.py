@@ -10,13 +10,16 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from services import alerts, faq, ingest, match_calibration, reindex, training
+from services import alerts, drift, faq, ingest, logs, match_calibration, metrics, reindex, training
 from services.config import get_settings
 from services.db import events as repo
+from services.db.models import as_utc
 from services.enqueue import (
     ALERTS_PROCESS,
     ALERTS_SWEEP,
+    BUILD_VECTOR_INDEXES,
     CALIBRATE_MATCH,
+    DRIFT_CHECK,
     PROCESS_EVENTS,
     REINDEX,
     SWEEP,
@@ -45,7 +48,12 @@ def process_events(self: Task, event_ids: list[str]) -> dict[str, int]:
 
 def run_batch(event_ids: list[str], on_news: Callable[[list[str]], None] | None = None) -> dict[str, int]:
     """The task body: claim (topping the batch up from the backlog), process, record; then hand
-    the done news events to on_news (the alerts queue)."""
+    the done news events to on_news (the alerts queue). Its log lines carry a batch id of their own."""
+    with logs.bound(batch_id=logs.new_id()):
+        return _run_batch(event_ids, on_news)
+
+
+def _run_batch(event_ids: list[str], on_news: Callable[[list[str]], None] | None) -> dict[str, int]:
     runtime = get_runtime()
     s = runtime.settings
     pipeline = runtime.pipeline
@@ -55,7 +63,9 @@ def run_batch(event_ids: list[str], on_news: Callable[[list[str]], None] | None 
             session, ids=event_ids, now=datetime.now(UTC), stale_after_s=s.sweep_after_s, limit=s.batch_size
         )
     if not batch:
+        log.info("claimed none of %d events (done or taken meanwhile)", len(event_ids), extra={"event_ids": event_ids})
         return {"done": 0, "failed": 0}
+    log.info("claimed %d events", len(batch), extra={"event_ids": [e.id for e in batch]})
     claimed = time.perf_counter()
     now = datetime.now(UTC)
     try:
@@ -67,20 +77,29 @@ def run_batch(event_ids: list[str], on_news: Callable[[list[str]], None] | None 
     with runtime.db.session_scope() as session:
         repo.record(session, outcomes=outcomes, now=now)
         gone = set(repo.missing(session, ids=[o.event_id for o in outcomes if o.ok]))
+    recorded = [(e.kind, o.ok, as_utc(e.received_at)) for e, o in zip(batch, outcomes, strict=True)]
+    metrics.observe_outcomes(recorded, now=now)
     if gone:  # deleted meanwhile (DELETE /v1/items/{id}): the point just written must go too
         pipeline.drop_points([e for e in batch if e.id in gone])
     done = sum(o.ok for o in outcomes)
     news = [e.id for e, o in zip(batch, outcomes, strict=True) if o.ok and e.kind == "news"]
     if news and on_news is not None:
         on_news(news)
+    _log_recorded(outcomes, started, claimed, processed)
+    return {"done": done, "failed": len(outcomes) - done}
+
+
+def _log_recorded(outcomes: list[repo.Outcome], started: float, claimed: float, processed: float) -> None:
+    failed = [o.event_id for o in outcomes if not o.ok]
     log.info(
-        "batch of %d: claim %.0f ms, encode+upsert %.0f ms, record %.0f ms",
-        len(batch),
+        "recorded %d events, %d failed: claim %.0f ms, encode+upsert %.0f ms, record %.0f ms",
+        len(outcomes),
+        len(failed),
         1000 * (claimed - started),
         1000 * (processed - claimed),
         1000 * (time.perf_counter() - processed),
+        extra={"event_ids": [o.event_id for o in outcomes if o.ok], "failed_ids": failed},
     )
-    return {"done": done, "failed": len(outcomes) - done}
 
 
 def _send_quietly(app: Any, name: str, *args: Any) -> None:
@@ -227,3 +246,18 @@ def train_check(self: Task) -> dict[str, object]:
         send(self.app, REINDEX, job_id)
     caught_up = sum(runtime.reindexer.catch_up(job_id) for job_id in recent)
     return {"runs": started, "reindex_resumed": running, "caught_up": caught_up}
+
+
+@shared_task(bind=True, name=DRIFT_CHECK, soft_time_limit=120)
+def drift_check(self: Task) -> dict[str, object]:
+    """Beat: measure each task's drift, export the gauges, open or clear model_drift alerts."""
+    runtime = get_runtime()
+    with runtime.db.session_scope() as session:
+        results = drift.check(session, store=runtime.store, settings=runtime.settings, now=datetime.now(UTC))
+    return {r.task: r.score for r in results}
+
+
+@shared_task(bind=True, name=BUILD_VECTOR_INDEXES, soft_time_limit=3600)
+def build_vector_indexes(self: Task) -> dict[str, int]:
+    """Beat: build the HNSW index of embedded collections with enough points outside one."""
+    return get_runtime().build_vector_indexes()

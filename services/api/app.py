@@ -12,13 +12,17 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.api import errors
+from services.api.request_context import RequestContext
+from services.api.request_metrics import RequestMetrics
 from services.api.routers import (
     alerts,
+    drift,
     events,
     faqs,
     health,
     labels,
     match,
+    metrics,
     recommend,
     stats,
     tasks,
@@ -27,6 +31,8 @@ from services.api.routers import (
 )
 from services.enqueue import CoalescingEnqueuer, Enqueuer, make_celery
 from services.group_writer import GroupWriter
+from services.health import Checks
+from services.metrics import watch_queues
 from services.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -58,9 +64,14 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
     )
     app.state.runtime = runtime
     app.state.enqueuer_app = producer
+    app.state.checks = Checks()  # /readyz: at most one check per dependency in flight
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
-    for module in (health, events, stats, tasks, labels, training, faqs, match, alerts, webhooks, recommend):
+    app.add_middleware(RequestMetrics)  # outermost: 413s and errors are counted too
+    app.add_middleware(RequestContext)  # around even that: every line a request writes has its id
+    watch_queues(runtime.settings)  # sift_queue_depth, read from the broker at scrape time
+    routers = (health, metrics, events, stats, tasks, labels, training, faqs, match, alerts, webhooks, recommend, drift)
+    for module in routers:
         app.include_router(module.router)
     return app
 

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.errors import DatabaseUnavailable
 
+PG_CONNECT_TIMEOUT_S = 5
+
 
 def make_engine(url: str) -> Engine:
     """An engine for PostgreSQL or SQLite; SQLite runs in WAL mode so the API, the worker
@@ -26,7 +28,10 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    # Without a connect timeout, a server that accepts but never answers holds the caller (a request,
+    # a readiness check) forever; `?connect_timeout=N` in the URL overrides it (libpq's minimum is 2 s).
+    connect_args = {} if "connect_timeout=" in url else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, connect_args=connect_args)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import numpy as np
+
 from services.errors import InvalidInput
 
 # A filter maps payload keys (dotted for nested ones) to conditions, and every key must hold:
@@ -96,6 +98,10 @@ class VectorStore(Protocol):
     def count(self, name: str, *, filters: Filters | None = None) -> int:
         """Exact number of points (matching filters)."""
 
+    def build_indexes(self, *, min_unindexed: int) -> dict[str, int]:
+        """Build the vector index of every open collection with at least min_unindexed points
+        outside it; returns those collections and their unindexed counts (a server indexes by itself)."""
+
     def ping(self) -> None:
         """Raise VectorStoreUnavailable unless the store answers."""
 
@@ -165,19 +171,18 @@ def recommend_examples(
 
 
 def _unit(vector: Sequence[float]) -> list[float]:
-    values = [float(x) for x in vector]
-    norm = math.sqrt(math.fsum(x * x for x in values))
+    values = np.asarray(vector, dtype=np.float64)
+    norm = float(np.sqrt(values @ values))
     if not (math.isfinite(norm) and norm > 0):
         raise InvalidInput("a recommendation example must be a non-zero vector of finite numbers")
-    return [x / norm for x in values]
+    return (values / norm).tolist()  # type: ignore[no-any-return]
 
 
 def average_example(positive: Sequence[Sequence[float]], negative: Sequence[Sequence[float]]) -> list[float]:
     """Qdrant's average_vector query: mean(positive) + (mean(positive) - mean(negative)), or mean(positive)."""
     if len({len(v) for v in [*positive, *negative]}) > 1:
         raise InvalidInput("the recommendation examples differ in dimension")
-    mean_positive = [math.fsum(column) / len(positive) for column in zip(*positive, strict=True)]
+    mean_positive = np.asarray(positive, dtype=np.float64).mean(axis=0)
     if not negative:
-        return mean_positive
-    mean_negative = [math.fsum(column) / len(negative) for column in zip(*negative, strict=True)]
-    return [2 * p - n for p, n in zip(mean_positive, mean_negative, strict=True)]
+        return mean_positive.tolist()  # type: ignore[no-any-return]
+    return (2 * mean_positive - np.asarray(negative, dtype=np.float64).mean(axis=0)).tolist()  # type: ignore[no-any-return]

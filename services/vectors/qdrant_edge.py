@@ -270,6 +270,25 @@ class QdrantEdgeStore:
         with _engine(f"cannot count {name!r}"):
             return int(shard.count(qe.CountRequest(exact=True, filter=edge_filter(filters))))
 
+    def build_indexes(self, *, min_unindexed: int) -> dict[str, int]:
+        """Run the engine's optimizers (HNSW) on each open shard with min_unindexed points outside an index.
+
+        Qdrant Edge never optimizes in the background: without this, every search is a full scan
+        (about 20 ms at 100,000 384-d points on 2 cores; 3 ms with the index). The optimizer holds
+        the GIL, so the whole process pauses while it runs (about 1.5 s per 1,000 points here)."""
+        with self._lock:
+            shards = list(self._shards.items())
+        built: dict[str, int] = {}
+        for name, shard in shards:
+            with _engine(f"cannot index collection {name!r}"):
+                info = shard.info()
+                unindexed = int(info.points_count) - int(info.indexed_vectors_count)
+                if unindexed >= min_unindexed:
+                    shard.optimize()
+                    shard.flush()
+                    built[name] = unindexed
+        return built
+
     def ping(self) -> None:
         """Raise VectorStoreUnavailable unless the data directory is there and every open shard answers."""
         if not self.root.is_dir():

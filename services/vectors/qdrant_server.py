@@ -244,6 +244,10 @@ class QdrantServerStore:
         with _client(f"cannot count {name!r}"):
             return int(self.client.count(name, count_filter=server_filter(filters), exact=True).count)
 
+    def build_indexes(self, *, min_unindexed: int) -> dict[str, int]:
+        """Nothing to do: a Qdrant server builds its indexes in the background."""
+        return {}
+
     def ping(self) -> None:
         """Raise VectorStoreUnavailable unless the server answers."""
         try:

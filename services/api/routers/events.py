@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from services import ingest
+from services import ingest, metrics
 from services.api.deps import RuntimeDep, SessionDep, WriterDep
 from services.db import events as repo
 from services.db.models import as_utc
 from services.errors import NotFound
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
+log = logging.getLogger(__name__)
 
 
 class EventsIn(BaseModel):
@@ -55,7 +57,10 @@ async def post_events(body: EventsIn, runtime: RuntimeDep, writer: WriterDep) ->
     limits = ingest.Limits(max_events=s.max_events_per_request, max_text_chars=s.max_text_chars)
     prepared = ingest.prepare(events=body.events, limits=limits)
     accepted = await asyncio.wrap_future(writer.submit(prepared))
-    return EventsAccepted(ids=accepted.ids, queued=len(accepted.queued))
+    metrics.count_received(event.kind for event in prepared)
+    queued = len(accepted.queued)
+    log.info("accepted %d events, %d queued", len(accepted.ids), queued, extra={"event_ids": accepted.ids})
+    return EventsAccepted(ids=accepted.ids, queued=queued)
 
 
 @router.get("/{event_id}", response_model=EventOut)

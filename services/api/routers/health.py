@@ -2,39 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from services.api.deps import RuntimeDep
-from services.health import run_checks
+from services.enqueue import ping
+from services.health import Checks, readiness_checks
 
 router = APIRouter(tags=["health"])
 
+# What the checks may take, leaving the rest of the second to the request and the answer.
+READY_WITHIN_S = 0.8
+
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """Liveness: answers as long as the process serves requests."""
+async def healthz() -> dict[str, str]:
+    """Liveness: answers as long as the event loop runs (async: no worker thread needed)."""
     return {"status": "ok"}
 
 
 @router.get("/readyz")
-def readyz(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def readyz(request: Request, runtime: RuntimeDep) -> JSONResponse:
     """Readiness: database, broker, vector store reachable and the model loaded, within 1 s."""
     broker = request.app.state.enqueuer_app
-
-    def model() -> None:
-        if not runtime.model_loaded():
-            raise RuntimeError("model still loading")
-
-    def broker_check() -> None:
-        with broker.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=1)
-
-    checks = {"database": runtime.db.ping, "broker": broker_check, "model": model}
-    if runtime.model_loaded():  # the store needs the model's dimension to create collections
-        checks["vectors"] = lambda: runtime.store.ping()
-    results = run_checks(checks, timeout_s=1.0)
-    results.setdefault("vectors", "waiting for the model")
+    checks: Checks = request.app.state.checks
+    futures = checks.start(readiness_checks(runtime=runtime, ping_broker=lambda: ping(broker, timeout_s=1.0)))
+    # Awaited on the event loop, not in the request thread pool: requests stuck on a hung
+    # database can fill that pool, and the probe must still answer.
+    waiting = [asyncio.wrap_future(f) for f in futures.values()]
+    await asyncio.wait(waiting, timeout=READY_WITHIN_S)
+    for w in waiting:  # wake-ups only (outcomes come from the futures), so settle every one
+        if not w.done():
+            w.cancel()
+        elif not w.cancelled():
+            w.exception()  # retrieved: else asyncio logs "Future exception was never retrieved"
+    results = checks.outcomes(futures)
     ready = all(v == "ok" for v in results.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": results}, status_code=200 if ready else 503

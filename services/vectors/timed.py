@@ -1,0 +1,93 @@
+"""A VectorStore that times every data call (sift_vector_store_duration_seconds{operation}) and
+hands it to the adapter underneath: one wrapper, so no call site in the domain has to time."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from services import metrics
+from services.vectors.base import Filters, Hit, PayloadIndex, VectorPoint, VectorStore
+
+
+class TimedStore:
+    """Wraps a VectorStore; upsert, delete, search, recommend, retrieve and count are timed."""
+
+    def __init__(self, inner: VectorStore) -> None:
+        self.inner = inner
+
+    def ensure_collection(self, name: str, *, dimension: int, indexes: Sequence[PayloadIndex]) -> None:
+        """Create the collection and its payload indexes when missing (idempotent)."""
+        self.inner.ensure_collection(name, dimension=dimension, indexes=indexes)
+
+    def upsert(self, name: str, points: Sequence[VectorPoint]) -> None:
+        """Insert or overwrite points."""
+        with metrics.vector_timer("upsert"):
+            self.inner.upsert(name, points)
+
+    def delete(self, name: str, ids: Sequence[str]) -> None:
+        """Remove points."""
+        with metrics.vector_timer("delete"):
+            self.inner.delete(name, ids)
+
+    def search(
+        self,
+        name: str,
+        vector: Sequence[float],
+        *,
+        limit: int,
+        filters: Filters | None = None,
+        exclude_ids: Sequence[str] = (),
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Nearest points."""
+        with metrics.vector_timer("search"):
+            return self.inner.search(
+                name, vector, limit=limit, filters=filters, exclude_ids=exclude_ids, with_vectors=with_vectors
+            )
+
+    def recommend(
+        self,
+        name: str,
+        *,
+        positive: Sequence[Sequence[float]],
+        negative: Sequence[Sequence[float]] = (),
+        limit: int,
+        filters: Filters | None = None,
+        exclude_ids: Sequence[str] = (),
+        strategy: str = "average_vector",
+        with_vectors: bool = False,
+    ) -> list[Hit]:
+        """Points like the positive examples and unlike the negative ones."""
+        with metrics.vector_timer("recommend"):
+            return self.inner.recommend(
+                name,
+                positive=positive,
+                negative=negative,
+                limit=limit,
+                filters=filters,
+                exclude_ids=exclude_ids,
+                strategy=strategy,
+                with_vectors=with_vectors,
+            )
+
+    def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:
+        """Points by id."""
+        with metrics.vector_timer("retrieve"):
+            return self.inner.retrieve(name, ids, with_vectors=with_vectors)
+
+    def count(self, name: str, *, filters: Filters | None = None) -> int:
+        """Exact number of points."""
+        with metrics.vector_timer("count"):
+            return self.inner.count(name, filters=filters)
+
+    def build_indexes(self, *, min_unindexed: int) -> dict[str, int]:
+        """Build vector indexes where they are due (not timed: maintenance, not a request)."""
+        return self.inner.build_indexes(min_unindexed=min_unindexed)
+
+    def ping(self) -> None:
+        """Raise VectorStoreUnavailable unless the store answers."""
+        self.inner.ping()
+
+    def close(self) -> None:
+        """Flush and release resources."""
+        self.inner.close()
