@@ -90,7 +90,9 @@ def synthetic(
         liked = list(rng.choice(topics, size=int(rng.integers(1, 4)), replace=False))
         length = int(min(60, 5 + rng.geometric(1 / 15)))
         history = [draw(str(rng.choice(liked)))]
-        while len(history) < length:
+        for _ in range(20 * length):  # bounded: the liked topics may hold fewer items than the length
+            if len(history) >= length:
+                break
             roll, last = rng.random(), history[-1]
             if roll < 0.5:
                 nxt = draw(topic_of[last])

@@ -15,10 +15,11 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import bindparam, delete, func, select, union_all
 from sqlalchemy.orm import Session
 
 from services import interactions
@@ -37,13 +38,13 @@ from services.recommend_scoring import (
     diversify,
     explain,
     score_all,
-    unit,
 )
 from services.vectors.base import Filters, Hit, VectorStore
 
 _RECOMMEND_EXAMPLES = 10  # examples per side in the vector query: the best-weighted positives, the latest dismissals
 _MAX_RANK_ITEMS = 1000
-_EXTRA_PER_SOURCE = 50  # neighbours, trending and newest items a warm feed adds to the vector query's
+_PAIR_PARTS = 20  # SIFT_RECOMMEND_PROFILE_ITEMS' default
+_EXTRA_PER_SOURCE = 30  # neighbours, trending and newest items a warm feed adds to the vector query's
 
 
 @dataclass(frozen=True)
@@ -98,12 +99,13 @@ class Recommender:
         pool: dict[str, Candidate] = {}
         for hit in self._content_candidates(profile, kind, vectors, collections[kind], filters):
             pool.setdefault(hit.item_id, hit)
-        more, trending = self._neighbours_and_trending(profile, kind)
+        more, trending, pairs = self._neighbours_and_trending(profile, kind)
         extra = [i for i in more if i not in profile.seen and i not in pool]
         for hit in self._filtered(collections[kind], kind, extra, filters):
             pool.setdefault(hit.item_id, hit)
         # A cold start is ordered by what is trending now; anyone else by the blend's all-time popularity.
-        scored, signals = self._score(list(pool.values()), profile, vectors, trending if profile.cold else None)
+        popularity = trending if profile.cold else None
+        scored, signals = self._score(list(pool.values()), profile, vectors, popularity, pairs=pairs)
         shown = diversify(scored, limit=limit, lam=self.settings.recommend_mmr_lambda)
         return explain(shown, profile=profile, vectors=vectors, signals=signals, weights=self.weights, titles=titles)
 
@@ -182,7 +184,7 @@ class Recommender:
 
     def _retrieve(self, collection: str, kind: str, ids: Sequence[str]) -> list[Candidate]:
         hits = self.store.retrieve(collection, [point_id_for(i) for i in ids], with_vectors=True)
-        return [_candidate(h, kind) for h in hits]
+        return _candidates(hits, kind)
 
     def _content_candidates(
         self, profile: Profile, kind: str, vectors: Mapping[str, np.ndarray], collection: str, filters: Filters | None
@@ -200,7 +202,7 @@ class Recommender:
             exclude_ids=[point_id_for(i) for i in profile.seen],
             with_vectors=True,
         )
-        return [_candidate(h, kind) for h in hits]
+        return _candidates(hits, kind)
 
     def _filtered(self, collection: str, kind: str, ids: Sequence[str], filters: Filters | None) -> list[Candidate]:
         """Those of ids that pass the filters (one filtered query; its ranking vector is irrelevant)."""
@@ -210,20 +212,26 @@ class Recommender:
         where["event_id"] = list(ids)
         any_vector = [1.0] + [0.0] * (self.models.for_kind(kind).encoder.dimension - 1)
         hits = self.store.search(collection, any_vector, limit=len(ids), filters=where, with_vectors=True)
-        return [_candidate(h, kind) for h in hits]
+        return _candidates(hits, kind)
 
-    def _neighbours_and_trending(self, profile: Profile, kind: str) -> tuple[list[str], dict[str, float]]:
+    def _neighbours_and_trending(
+        self, profile: Profile, kind: str
+    ) -> tuple[list[str], dict[str, float], dict[tuple[str, str], float]]:
         """The strongest co-interaction neighbours of the profile, trending items (with their
-        counts) and the newest items: _EXTRA_PER_SOURCE of each, or all candidates for a cold start."""
+        counts) and the newest items: _EXTRA_PER_SOURCE of each, or all candidates for a cold
+        start; and the pairs read, which stand for every pair of the feed (the top neighbours of
+        each profile item, as item-kNN keeps them)."""
         per_source = self.settings.recommend_candidates if profile.cold else _EXTRA_PER_SOURCE
         with self.sessions() as session:
-            neighbours = _neighbours(
-                session, profile.positives, per_item=self.settings.recommend_neighbours, limit=per_source
-            )
+            pairs = _neighbour_pairs(session, list(profile.positives), per_item=self.settings.recommend_neighbours)
             trending = self._cached(("trending", kind), lambda: _trending(session, kind, self.settings))
             newest = self._cached(("newest", kind), lambda: _newest(session, kind, self.settings.recommend_candidates))
+        totals: dict[str, float] = defaultdict(float)
+        for (other, item_id), weight in pairs.items():
+            totals[other] += profile.positives[item_id] * weight
+        neighbours = sorted(totals, key=lambda k: (-totals[k], k))[:per_source]
         ids = [*neighbours, *list(trending)[:per_source], *newest[:per_source]]
-        return list(dict.fromkeys(ids)), trending
+        return list(dict.fromkeys(ids)), trending, pairs
 
     def _score(
         self,
@@ -231,6 +239,8 @@ class Recommender:
         profile: Profile,
         vectors: Mapping[str, np.ndarray],
         popularity: Mapping[str, float] | None,
+        *,
+        pairs: Mapping[tuple[str, str], float] | None = None,
     ) -> tuple[list[Scored], Signals]:
         ids = [c.item_id for c in candidates]
         with self.sessions() as session:
@@ -239,7 +249,8 @@ class Recommender:
                 max_pop = self._cached(("max", ""), lambda: _max_popularity(session))
             else:
                 max_pop = max(popularity.values(), default=1.0)
-            pairs = _pairs(session, ids, list(profile.positives))
+            if pairs is None:
+                pairs = _pairs(session, ids, list(profile.positives))
         signals = Signals(popularity=popularity, max_popularity=max(max_pop, *popularity.values(), 1.0), pairs=pairs)
         now = datetime.now(UTC)
         scored = score_all(candidates, profile=profile, vectors=vectors, signals=signals, weights=self.weights, now=now)
@@ -257,10 +268,15 @@ class Recommender:
         return value
 
 
-def _candidate(hit: Hit, kind: str) -> Candidate:
-    item_id = str(hit.payload.get("event_id", hit.id))
-    vector = unit(hit.vector) if hit.vector is not None else None
-    return Candidate(item_id, kind, vector, hit.payload)
+def _candidates(hits: Sequence[Hit], kind: str) -> list[Candidate]:
+    """Candidates from hits, their vectors made unit rows of one array (one conversion, not one per hit)."""
+    with_vector = [h for h in hits if h.vector is not None]
+    if not with_vector:
+        return [Candidate(str(h.payload.get("event_id", h.id)), kind, None, h.payload) for h in hits]
+    rows = np.asarray([h.vector for h in with_vector], dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    unit_rows = dict(zip((id(h) for h in with_vector), rows / np.where(norms > 0, norms, 1.0), strict=True))
+    return [Candidate(str(h.payload.get("event_id", h.id)), kind, unit_rows.get(id(h)), h.payload) for h in hits]
 
 
 def _title(payload: Mapping[str, Any], fallback: str) -> str:
@@ -280,20 +296,32 @@ def _item_kinds(session: Session, ids: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def _neighbours(session: Session, profile: Mapping[str, float], *, per_item: int, limit: int) -> list[str]:
-    """The items most co-interacted with the weighted profile: the strongest `per_item` pairs of
-    each profile item (one index range read each), summed by profile weight, best `limit` first."""
-    totals: dict[str, float] = defaultdict(float)
-    for item_id, weight in profile.items():
-        stmt = (
-            select(ItemPair.other_id, ItemPair.weight)
-            .where(ItemPair.item_id == item_id)
-            .order_by(ItemPair.weight.desc(), ItemPair.other_id)
+def _neighbour_pairs(session: Session, item_ids: Sequence[str], *, per_item: int) -> dict[tuple[str, str], float]:
+    """(neighbour, item) → weight for the strongest `per_item` pairs of each item: one statement of
+    index range reads (pairs are stored both ways, so the weight is also pairs(neighbour, item))."""
+    if not item_ids:
+        return {}
+    parts = max(len(item_ids), _PAIR_PARTS)  # padded with "" (matches nothing): one statement to build
+    params: dict[str, Any] = {f"item_{n}": "" for n in range(parts)}
+    params.update({f"item_{n}": item_id for n, item_id in enumerate(item_ids)})
+    rows = session.execute(_neighbour_statement(parts, per_item), params).tuples()
+    return {(other, item_id): float(weight) for item_id, other, weight in rows}
+
+
+@lru_cache(maxsize=8)
+def _neighbour_statement(parts: int, per_item: int) -> Any:
+    """UNION ALL of `parts` index range reads, built once per process (building it costs ~8 ms)."""
+    return union_all(
+        *[
+            select(ItemPair.item_id, ItemPair.other_id, ItemPair.weight)
+            .where(ItemPair.item_id == bindparam(f"item_{n}"))
+            .order_by(ItemPair.weight.desc(), ItemPair.other_id.desc())
             .limit(per_item)
-        )
-        for row in session.execute(stmt):
-            totals[row.other_id] += weight * row.weight
-    return sorted(totals, key=lambda k: (-totals[k], k))[:limit]
+            .subquery()
+            .select()
+            for n in range(parts)
+        ]
+    )
 
 
 def _trending(session: Session, kind: str, settings: Settings) -> dict[str, float]:

@@ -44,7 +44,7 @@ def upgrade() -> None:
         sa.Column("other_id", sa.String(128), primary_key=True),
         sa.Column("weight", sa.Float(), nullable=False),
     )
-    op.create_index("ix_item_pairs_item_weight", "item_pairs", ["item_id", "weight"])
+    op.create_index("ix_item_pairs_item_weight", "item_pairs", ["item_id", "weight", "other_id"])
 
 
 def downgrade() -> None:

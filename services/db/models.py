@@ -359,4 +359,5 @@ class ItemPair(Base):
     other_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     weight: Mapped[float] = mapped_column(Float, default=0.0)
 
-    __table_args__ = (Index("ix_item_pairs_item_weight", "item_id", "weight"),)
+    # (item_id, weight, other_id) read backwards: an item's strongest pairs, ties in a fixed order, no sort.
+    __table_args__ = (Index("ix_item_pairs_item_weight", "item_id", "weight", "other_id"),)
