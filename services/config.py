@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int = Field(0, ge=0, description="0 = the cores this process owns")
     max_seq_length: int = Field(256, ge=8, le=512)
-    encode_batch_size: int = Field(32, ge=1, le=1024)
+    encode_batch_size: int = Field(0, ge=0, le=4096, description="texts per forward pass; 0 = 32 on CPU, 256 on a GPU")
 
     batch_size: int = Field(512, ge=1, le=1000)
     batch_wait_ms: int = Field(50, ge=0, le=10_000)

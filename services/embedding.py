@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,10 @@ class Encoder:
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dimension = int(dimension())
         self._lock = threading.Lock()
+        self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sift-tokenize")
 
     @classmethod
-    def load(cls, path: str, *, device: str = "auto", max_seq_length: int = 256, batch_size: int = 32) -> Encoder:
+    def load(cls, path: str, *, device: str = "auto", max_seq_length: int = 256, batch_size: int = 0) -> Encoder:
         """Load from a local directory; a hub name works only if it is already in the local cache."""
         from sentence_transformers import SentenceTransformer
 
@@ -80,7 +82,8 @@ class Encoder:
         # Truncate to the model's window: longer inputs cost memory and change nothing (st #1795).
         model.max_seq_length = min(int(model.max_seq_length or max_seq_length), max_seq_length)
         model.eval()
-        return cls(model, version=model_version(path), device=resolved, batch_size=batch_size)
+        size = batch_size or default_batch_size(resolved)
+        return cls(model, version=model_version(path), device=resolved, batch_size=size)
 
     @property
     def max_seq_length(self) -> int:
@@ -94,14 +97,34 @@ class Encoder:
         # One forward pass at a time per model: concurrent calls from the API thread and the
         # worker thread would only fight over the same cores.
         with self._lock, metrics.ENCODE_DURATION.labels(device=self.device).time():
-            vectors = self._model.encode(
-                list(texts),
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(vectors, dtype=np.float32)
+            return self._encode_overlapped(list(texts))
+
+    def _encode_overlapped(self, texts: list[str]) -> np.ndarray:
+        """Batches of texts sorted by length (little padding), each tokenised in a helper thread
+        while the model runs the batch before it (fast tokenizers release the GIL), then put back
+        in order. The model's own modules do the forward pass, pooling and normalisation."""
+        import torch
+        from sentence_transformers.util import batch_to_device
+
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        batches = [order[start : start + self.batch_size] for start in range(0, len(texts), self.batch_size)]
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+        pending = self._tokenizer.submit(self._model.tokenize, [texts[i] for i in batches[0]])
+        for n, batch in enumerate(batches):
+            features = pending.result()
+            if n + 1 < len(batches):
+                pending = self._tokenizer.submit(self._model.tokenize, [texts[i] for i in batches[n + 1]])
+            with torch.inference_mode():
+                output = self._model.forward(batch_to_device(features, self._model.device))
+                vectors = torch.nn.functional.normalize(output["sentence_embedding"].float(), p=2, dim=1)
+            out[batch] = vectors.cpu().numpy()
+        return out
+
+
+def default_batch_size(device: str) -> int:
+    """Texts per forward pass when SIFT_ENCODE_BATCH_SIZE is 0: 32 on CPU, where larger batches
+    only add padding, 256 on a GPU, which needs them to be busy."""
+    return 256 if device.startswith("cuda") else 32
 
 
 def model_version(path: str) -> str:

@@ -65,3 +65,46 @@ def test_model_version_is_stable(encoder: Encoder) -> None:
 def test_missing_model_fails_offline_with_a_clear_error(tmp_path: object) -> None:
     with pytest.raises(InvalidInput, match="offline"):
         Encoder.load("no-such-org/no-such-model", device="cpu")
+
+
+def test_the_overlapped_pipeline_equals_sentence_transformers_encode_in_the_callers_order(encoder: Encoder) -> None:
+    texts = [f"card {'delivery ' * (n % 7)}question number {n}" for n in range(75)]  # mixed lengths, 3 batches
+    expected = encoder._model.encode(texts, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(encoder.encode(texts), expected, atol=1e-5)
+
+
+def test_the_next_batch_is_tokenised_in_another_thread_while_the_model_runs(encoder: Encoder) -> None:
+    import threading
+    import time
+
+    model = encoder._model
+    tokenised: list[str] = []  # the thread of each tokenize call
+    overlapped: list[bool] = []  # per forward pass: was the next batch being tokenised meanwhile?
+    tokenize, forward = model.tokenize, model.forward
+
+    def traced_tokenize(texts: list[str]) -> object:
+        tokenised.append(threading.current_thread().name)
+        return tokenize(texts)
+
+    def traced_forward(features: object) -> object:
+        passes = len(overlapped) + 1
+        deadline = time.monotonic() + 2.0
+        while len(tokenised) < min(passes + 1, 3) and time.monotonic() < deadline:
+            time.sleep(0.001)  # the next batch's tokenisation was submitted before this pass began
+        overlapped.append(len(tokenised) >= min(passes + 1, 3))
+        return forward(features)
+
+    model.tokenize, model.forward = traced_tokenize, traced_forward
+    try:
+        encoder.encode([f"text {n}" for n in range(3 * encoder.batch_size)])
+    finally:
+        del model.tokenize, model.forward
+    assert overlapped == [True, True, True] and len(tokenised) == 3
+    assert set(tokenised) == {"sift-tokenize_0"}  # never the caller's thread
+
+
+def test_gpu_batches_are_larger_by_default() -> None:
+    from services.embedding import default_batch_size
+
+    assert default_batch_size("cuda") == 256 and default_batch_size("cuda:1") == 256
+    assert default_batch_size("cpu") == 32
