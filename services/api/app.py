@@ -13,7 +13,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.api import errors
 from services.api.request_context import RequestContext
-from services.api.request_metrics import RequestMetrics
 from services.api.routers import (
     alerts,
     drift,
@@ -67,8 +66,7 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
     app.state.checks = Checks()  # /readyz: at most one check per dependency in flight
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
-    app.add_middleware(RequestMetrics)  # outermost: 413s and errors are counted too
-    app.add_middleware(RequestContext)  # around even that: every line a request writes has its id
+    app.add_middleware(RequestContext)  # outermost: 413s and errors are logged and counted too
     watch_queues(runtime.settings)  # sift_queue_depth, read from the broker at scrape time
     routers = (health, metrics, events, stats, tasks, labels, training, faqs, match, alerts, webhooks, recommend, drift)
     for module in routers:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from services import metrics
-from services.api.request_metrics import UNMATCHED, RequestMetrics
+from services.api.request_context import UNMATCHED, RequestContext
 from services.config import Settings
 
 
@@ -29,7 +29,7 @@ def test_requests_are_counted_by_route_template_method_and_status() -> None:
             raise RuntimeError("boom")
         return {"id": thing_id}
 
-    app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestContext)
     route = "/things/{thing_id}"
     ok = sample("sift_http_requests_total", method="GET", route=route, status="200")
     failed = sample("sift_http_requests_total", method="GET", route=route, status="500")
