@@ -9,6 +9,7 @@ inside the vector query, so the limit still fills. `rank` scores a given list wi
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -42,6 +43,7 @@ from services.recommend_scoring import (
 from services.vectors.base import Filters, Hit, VectorStore
 
 _RECOMMEND_EXAMPLES = 10  # examples per side in the vector query: the best-weighted positives, the latest dismissals
+log = logging.getLogger(__name__)
 _MAX_RANK_ITEMS = 1000
 _PAIR_PARTS = 20  # SIFT_RECOMMEND_PROFILE_ITEMS' default
 _EXTRA_PER_SOURCE = 30  # neighbours, trending and newest items a warm feed adds to the vector query's
@@ -85,6 +87,7 @@ class Recommender:
         self.weights = weights_from(settings)
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._cache_lock = threading.Lock()
+        self._refreshing: set[tuple[str, str]] = set()
 
     def feed(
         self, *, user_id: str, limit: int, kind: str | None = None, filters: Filters | None = None
@@ -224,8 +227,8 @@ class Recommender:
         per_source = self.settings.recommend_candidates if profile.cold else _EXTRA_PER_SOURCE
         with self.sessions() as session:
             pairs = _neighbour_pairs(session, list(profile.positives), per_item=self.settings.recommend_neighbours)
-            trending = self._cached(("trending", kind), lambda: _trending(session, kind, self.settings))
-            newest = self._cached(("newest", kind), lambda: _newest(session, kind, self.settings.recommend_candidates))
+        trending = self._cached(("trending", kind), lambda s: _trending(s, kind, self.settings))
+        newest = self._cached(("newest", kind), lambda s: _newest(s, kind, self.settings.recommend_candidates))
         totals: dict[str, float] = defaultdict(float)
         for (other, item_id), weight in pairs.items():
             totals[other] += profile.positives[item_id] * weight
@@ -243,12 +246,10 @@ class Recommender:
         pairs: Mapping[tuple[str, str], float] | None = None,
     ) -> tuple[list[Scored], Signals]:
         ids = [c.item_id for c in candidates]
+        max_pop = self._cached(("max", ""), _max_popularity) if popularity is None else 1.0
         with self.sessions() as session:
             if popularity is None:
                 popularity = _popularity(session, [*ids, *profile.positives])
-                max_pop = self._cached(("max", ""), lambda: _max_popularity(session))
-            else:
-                max_pop = max(popularity.values(), default=1.0)
             if pairs is None:
                 pairs = _pairs(session, ids, list(profile.positives))
         signals = Signals(popularity=popularity, max_popularity=max(max_pop, *popularity.values(), 1.0), pairs=pairs)
@@ -256,16 +257,36 @@ class Recommender:
         scored = score_all(candidates, profile=profile, vectors=vectors, signals=signals, weights=self.weights, now=now)
         return scored, signals
 
-    def _cached(self, key: tuple[str, str], make: Callable[[], Any]) -> Any:
-        now = time.monotonic()
+    def _cached(self, key: tuple[str, str], read: Callable[[Session], Any]) -> Any:
+        """read(session)'s value, reused for SIFT_RECOMMEND_CACHE_S; once stale, it is still
+        served while one background thread reads the new one (no request waits for a scan)."""
         with self._cache_lock:
             hit = self._cache.get(key)
-            if hit is not None and now - hit[0] < self.settings.recommend_cache_s:
+            if hit is not None:
+                if time.monotonic() - hit[0] >= self.settings.recommend_cache_s and key not in self._refreshing:
+                    self._refreshing.add(key)
+                    threading.Thread(
+                        target=self._refresh_quietly, args=(key, read), name="sift-recommend-cache"
+                    ).start()
                 return hit[1]
-        value = make()
-        with self._cache_lock:
-            self._cache[key] = (now, value)
-        return value
+        return self._refresh(key, read)
+
+    def _refresh(self, key: tuple[str, str], read: Callable[[Session], Any]) -> Any:
+        try:
+            with self.sessions() as session:
+                value = read(session)
+            with self._cache_lock:
+                self._cache[key] = (time.monotonic(), value)
+            return value
+        finally:
+            with self._cache_lock:
+                self._refreshing.discard(key)
+
+    def _refresh_quietly(self, key: tuple[str, str], read: Callable[[Session], Any]) -> None:
+        try:
+            self._refresh(key, read)
+        except Exception:  # the stale value stays; the next request past the deadline tries again
+            log.exception("could not refresh the recommendation cache %s", key)
 
 
 def _candidates(hits: Sequence[Hit], kind: str) -> list[Candidate]:

@@ -332,3 +332,19 @@ def test_an_item_deleted_while_a_worker_embeds_it_does_not_come_back(
     collection = runtime.models.for_kind("product").collection
     assert runtime.store.count(collection, filters={"event_id": "late"}) == 0
     assert client.get("/v1/events/late").status_code == 404
+
+
+def test_a_stale_trending_list_is_served_while_it_is_refreshed_in_the_background(
+    client: TestClient, runtime: Runtime
+) -> None:
+    import time
+
+    runtime.recommender.settings.recommend_cache_s = 0.0  # every read after the first is stale
+    act(client, "t1", "knife", "view")
+    assert ids(feed(client, "nobody", limit=1)) == ["knife"]
+    for user in ("t2", "t3"):
+        act(client, user, "phones", "view")
+    deadline = time.monotonic() + 10
+    while ids(feed(client, "nobody", limit=1)) != ["phones"] and time.monotonic() < deadline:
+        time.sleep(0.05)  # the first requests get the stale list, never an error or a wait
+    assert ids(feed(client, "nobody", limit=1)) == ["phones"]
