@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from services.config import EVENT_KINDS, QUEUES, Settings
+from services.config import EVENT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -159,49 +159,6 @@ def render() -> tuple[bytes, str]:
 
 # --- queue depth, read from the broker at scrape time -------------------------------------------
 
-REDIS_PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: priority p > 0 of queue q is the list q + SEP + p
-REDIS_PRIORITY_STEPS = (0, 3, 6, 9)
-
-
-def filesystem_depths(folder: str, queues: Iterable[str]) -> dict[str, int]:
-    """Messages waiting per queue in the on-disk broker: files named `<stamp>_<uuid>.<queue>.msg`."""
-    wanted = {f"{queue}.msg": queue for queue in queues}
-    depths = dict.fromkeys(wanted.values(), 0)
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            queue = wanted.get(entry.name.partition(".")[2])
-            if queue is not None:
-                depths[queue] += 1
-    return depths
-
-
-def redis_depths(client: Any, queues: Iterable[str]) -> dict[str, int]:
-    """Messages waiting per queue in Redis: LLEN of the queue's list and its priority lists."""
-    names = list(queues)
-    pipe = client.pipeline(transaction=False)
-    for queue in names:
-        for step in REDIS_PRIORITY_STEPS:
-            pipe.llen(queue if step == 0 else f"{queue}{REDIS_PRIORITY_SEP}{step}")
-    sizes = pipe.execute()
-    per = len(REDIS_PRIORITY_STEPS)
-    return {queue: int(sum(sizes[i * per : (i + 1) * per])) for i, queue in enumerate(names)}
-
-
-def broker_reader(settings: Settings, *, timeout_s: float = 0.5) -> Callable[[], Mapping[str, int]] | None:
-    """A cheap, time-bounded reader of the queue depths for the configured broker (the on-disk
-    one or Redis); None for other brokers (Sentinel, RabbitMQ: which have their own exporters)."""
-    url = settings.celery_broker_url
-    queues = QUEUES
-    if url.startswith("filesystem"):
-        folder = str(settings.broker_folder / "out")
-        return lambda: filesystem_depths(folder, queues)
-    if url.startswith(("redis://", "rediss://")):
-        import redis
-
-        client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        return lambda: redis_depths(client, queues)
-    return None
-
 
 class QueueDepths:
     """A collector: `sift_queue_depth{queue}` read from the broker when Prometheus scrapes; no
@@ -229,18 +186,16 @@ _queue_collector: QueueDepths | None = None
 _queue_lock = threading.Lock()
 
 
-def watch_queues(settings: Settings) -> None:
-    """Export the queue depths of settings' broker from this process (the API does); replaces a
-    previous registration, so a second app in the same process (tests) does not clash."""
+def watch_queues(read: Callable[[], Mapping[str, int]]) -> None:
+    """Export the queue depths that read() returns at each scrape (the API passes the broker
+    reader of services.enqueue); replaces a previous registration, so a second app in the same
+    process (tests) does not clash."""
     global _queue_collector
-    read = broker_reader(settings)
     with _queue_lock:
         if _queue_collector is not None:
             REGISTRY.unregister(_queue_collector)
-            _queue_collector = None
-        if read is not None:
-            _queue_collector = QueueDepths(read)
-            REGISTRY.register(_queue_collector)
+        _queue_collector = QueueDepths(read)
+        REGISTRY.register(_queue_collector)
 
 
 def serve_worker_metrics(port: int) -> bool:

@@ -28,7 +28,8 @@ from services.api.routers import (
     training,
     webhooks,
 )
-from services.enqueue import CoalescingEnqueuer, Enqueuer, make_celery
+from services.config import QUEUES
+from services.enqueue import CoalescingEnqueuer, Enqueuer, make_celery, queue_depths
 from services.group_writer import GroupWriter
 from services.health import Checks
 from services.metrics import watch_queues
@@ -67,7 +68,8 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
     app.add_middleware(RequestContext)  # outermost: 413s and errors are logged and counted too
-    watch_queues(runtime.settings)  # sift_queue_depth, read from the broker at scrape time
+    # sift_queue_depth, read from the broker at scrape time the same way as GET /v1/stats
+    watch_queues(lambda: {q: n for q, n in queue_depths(producer, QUEUES).items() if n is not None})
     routers = (health, metrics, events, stats, tasks, labels, training, faqs, match, alerts, webhooks, recommend, drift)
     for module in routers:
         app.include_router(module.router)

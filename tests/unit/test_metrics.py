@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import socket
 import urllib.request
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -13,7 +12,6 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 from services import metrics
 from services.api.request_context import UNMATCHED, RequestContext
-from services.config import Settings
 
 
 def sample(name: str, **labels: str) -> float:
@@ -47,26 +45,15 @@ def test_requests_are_counted_by_route_template_method_and_status() -> None:
     assert REGISTRY.get_sample_value("sift_http_requests_total", {"route": "/things/1"}) is None
 
 
-def test_filesystem_queue_depths_count_whole_messages_per_queue(tmp_path: Path) -> None:
-    for name in ("1_a.ingest.msg", "2_b.ingest.msg", "3_c.alerts.msg", "partial-x.tmp", "4_d.other.msg"):
-        (tmp_path / name).write_text("{}")
-    assert metrics.filesystem_depths(str(tmp_path), ["ingest", "alerts", "train"]) == {
-        "ingest": 2,
-        "alerts": 1,
-        "train": 0,
-    }
-
-
-def test_the_embedded_broker_queue_depths_are_exported_at_scrape_time(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path)
-    out = settings.broker_folder / "out"
-    out.mkdir(parents=True)
-    metrics.watch_queues(settings)
+def test_queue_depths_are_read_at_scrape_time_and_a_second_app_replaces_the_reader() -> None:
+    depths = {"ingest": 0, "train": 0}
+    metrics.watch_queues(lambda: depths)
     assert sample("sift_queue_depth", queue="train") == 0
-    (out / "1_a.train.msg").write_text("{}")
-    assert sample("sift_queue_depth", queue="train") == 1
-    metrics.watch_queues(settings)  # a second app in the process replaces the collector
-    assert sample("sift_queue_depth", queue="ingest") == 0
+    depths["train"] = 3
+    assert sample("sift_queue_depth", queue="train") == 3
+    metrics.watch_queues(lambda: {"ingest": 1})  # a second app in the process replaces the reader
+    assert sample("sift_queue_depth", queue="ingest") == 1
+    assert REGISTRY.get_sample_value("sift_queue_depth", {"queue": "train"}) is None
 
 
 def test_a_broker_that_fails_yields_no_depth_instead_of_failing_the_scrape() -> None:
