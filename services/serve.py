@@ -8,8 +8,10 @@ code runs; there `sift api`, `sift worker` and `sift beat` may also run as separ
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
+from typing import Any
 
 from rich.console import Console
 
@@ -56,13 +58,35 @@ def serve_all(settings: Settings) -> int:
             without_mingle=True,
             hostname="sift-up@%h",
         )
+        interrupted = _note_sigint_once_ready(worker)
         worker.start()
-        return int(worker.exitcode or 0)
+        # Celery reports a warm shutdown on SIGINT as a failure; here Ctrl+C is the normal way to stop.
+        return 0 if interrupted.is_set() and worker.exitcode == 1 else int(worker.exitcode or 0)
     finally:
         beat.stop()
         server.should_exit = True
         api_thread.join(timeout=10)
         runtime.close()
+
+
+def _note_sigint_once_ready(worker: Any) -> threading.Event:
+    """An event set when SIGINT arrives, by wrapping the handler Celery installs for it."""
+    from celery.signals import worker_ready
+
+    interrupted = threading.Event()
+
+    def wrap(**_: Any) -> None:
+        original = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum: int, frame: Any) -> None:
+            interrupted.set()
+            if callable(original):
+                original(signum, frame)
+
+        signal.signal(signal.SIGINT, on_sigint)
+
+    worker_ready.connect(wrap, weak=False, sender=None)
+    return interrupted
 
 
 def _wait_started(server: object, thread: threading.Thread, timeout_s: float = 30) -> bool:

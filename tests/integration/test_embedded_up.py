@@ -68,7 +68,7 @@ def test_sift_up_serves_the_api_a_worker_and_beat(data_dir: Path) -> None:
             assert shown.returncode == 0 and "because you liked" in shown.stdout and " n7 " not in shown.stdout
             assert sift(env, "feed", "zoe", "--kind", "ticket").returncode == 2
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)  # Ctrl+C, as a newcomer stops `make run`
         proc.wait(timeout=60)
     assert proc.returncode == 0, log.read_text()[-3000:]
     engine = sa.create_engine(f"sqlite:///{data_dir / 'sift.db'}")
