@@ -245,19 +245,17 @@ def evaluate(
         as_of = as_utc(latest)
     changes: list[Change] = []
     for fired in judge(session, entity=entity, as_of=as_of, settings=settings):
-        open_alert = session.scalar(
-            select(Alert).where(Alert.entity == entity, Alert.rule == fired.rule, Alert.state == "open")
-        )
-        if open_alert is not None and fired.holds:
-            _refresh(open_alert, fired, as_of=as_of, settings=settings, now=now)
-        elif open_alert is not None:
-            open_alert.state, open_alert.closed_at, open_alert.updated_at = "cleared", now, now
-            changes.append(Change(open_alert.id, "alert.cleared"))
-        elif fired.holds and not _cooling_down(session, entity, fired.rule, now=now, settings=settings):
-            opened = _open(session, entity, fired, as_of=as_of, settings=settings, now=now)
+        current = find_open(session, entity=entity, rule=fired.rule)
+        if current is not None and fired.holds:
+            _refresh(current, fired, as_of=as_of, settings=settings, now=now)
+        elif current is not None:
+            current.state, current.closed_at, current.updated_at = "cleared", now, now
+            changes.append(Change(current.id, "alert.cleared"))
+        elif fired.holds:
+            alert = _new_alert(entity, fired, as_of=as_of, settings=settings, now=now)
+            opened = open_alert(session, alert, cooldown_s=settings.alert_cooldown_s, now=now)
             if opened is not None:
                 changes.append(Change(opened, "alert.raised"))
-                metrics.ALERTS_RAISED.labels(rule=fired.rule).inc()
     session.flush()
     return changes
 
@@ -282,20 +280,30 @@ def _refresh(alert: Alert, fired: Fired, *, as_of: datetime, settings: Settings,
     alert.event_ids = list(dict.fromkeys([*alert.event_ids, *fired.event_ids]))[-200:]
 
 
-def _cooling_down(session: Session, entity: str, rule: str, *, now: datetime, settings: Settings) -> bool:
-    since = now - timedelta(seconds=settings.alert_cooldown_s)
-    recent = (
-        select(func.count())
-        .select_from(Alert)
-        .where(Alert.entity == entity, Alert.rule == rule, Alert.closed_at >= since)
-    )
-    return bool(session.scalar(recent))
+def find_open(session: Session, *, entity: str, rule: str) -> Alert | None:
+    """The open alert of an entity and rule, if there is one (there is at most one)."""
+    return session.scalar(select(Alert).where(Alert.entity == entity, Alert.rule == rule, Alert.state == "open"))
 
 
-def _open(
-    session: Session, entity: str, fired: Fired, *, as_of: datetime, settings: Settings, now: datetime
-) -> int | None:
-    alert = Alert(
+def open_alert(session: Session, alert: Alert, *, cooldown_s: int, now: datetime) -> int | None:
+    """Insert a new open alert and count it, unless its entity and rule closed one less than
+    cooldown_s ago or another worker opened one a moment ago (the partial unique index keeps one
+    open per entity and rule); returns its id, or None when it was not opened."""
+    since = now - timedelta(seconds=cooldown_s)
+    closed = select(func.count()).select_from(Alert).where(Alert.entity == alert.entity, Alert.rule == alert.rule)
+    if session.scalar(closed.where(Alert.closed_at >= since)):
+        return None
+    try:
+        with session.begin_nested():
+            session.add(alert)
+    except IntegrityError:
+        return None
+    metrics.ALERTS_RAISED.labels(rule=alert.rule).inc()
+    return alert.id
+
+
+def _new_alert(entity: str, fired: Fired, *, as_of: datetime, settings: Settings, now: datetime) -> Alert:
+    return Alert(
         entity=entity,
         rule=fired.rule,
         severity=fired.severity,
@@ -307,12 +315,6 @@ def _open(
         created_at=now,
         updated_at=now,
     )
-    try:
-        with session.begin_nested():
-            session.add(alert)
-    except IntegrityError:  # another worker opened it a moment ago: one open alert per entity and rule
-        return None
-    return alert.id
 
 
 def acknowledge(session: Session, *, alert_id: int, now: datetime | None = None) -> Alert:

@@ -32,15 +32,14 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from services import metrics
+from services import alerts, metrics
 from services.classify import list_tasks
 from services.config import Settings
 from services.db.models import Alert, Event, KindEncoder, Label, ModelVersion, as_utc
@@ -296,24 +295,18 @@ def check(session: Session, *, store: VectorStore, settings: Settings, now: date
 def _keep_alert(session: Session, result: TaskDrift, *, settings: Settings, now: datetime) -> None:
     if result.score is None:  # nothing measured: leave an open alert as it is
         return
-    alert = session.scalar(select(Alert).where(Alert.entity == result.task, Alert.rule == RULE, Alert.state == "open"))
+    alert = alerts.find_open(session, entity=result.task, rule=RULE)
     if alert is not None and result.drifting:
         alert.figures, alert.updated_at = result.figures(), now
         alert.window_start, alert.window_end = result.window_start or now, result.window_end or now
     elif alert is not None:
         alert.state, alert.closed_at, alert.updated_at = "cleared", now, now
         log.info("model drift of task %s cleared: score %.3f", result.task, result.score)
-    elif result.drifting and not _cooling_down(session, result.task, now=now, cooldown_s=settings.alert_cooldown_s):
-        _open(session, result, now=now)
+    elif result.drifting:
+        _open(session, result, now=now, cooldown_s=settings.alert_cooldown_s)
 
 
-def _cooling_down(session: Session, task: str, *, now: datetime, cooldown_s: int) -> bool:
-    since = now - timedelta(seconds=cooldown_s)
-    closed = select(func.count()).select_from(Alert).where(Alert.entity == task, Alert.rule == RULE)
-    return bool(session.scalar(closed.where(Alert.closed_at >= since)))
-
-
-def _open(session: Session, result: TaskDrift, *, now: datetime) -> None:
+def _open(session: Session, result: TaskDrift, *, now: datetime, cooldown_s: int) -> None:
     alert = Alert(
         entity=result.task,
         rule=RULE,
@@ -326,12 +319,8 @@ def _open(session: Session, result: TaskDrift, *, now: datetime) -> None:
         created_at=now,
         updated_at=now,
     )
-    try:
-        with session.begin_nested():
-            session.add(alert)
-    except IntegrityError:  # another worker opened it a moment ago: one open alert per task
+    if alerts.open_alert(session, alert, cooldown_s=cooldown_s, now=now) is None:
         return
-    metrics.ALERTS_RAISED.labels(rule=RULE).inc()
     log.warning(
         "model drift: task %s scores %.3f >= %.3f (labels %s, embedding %s, reference %s)",
         result.task,

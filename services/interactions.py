@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
@@ -105,7 +105,7 @@ def record(
         raise InvalidInput("send at least one interaction")
     if len(interactions) > max_per_request:
         raise InvalidInput(f"{len(interactions)} interactions in one request; send at most {max_per_request}")
-    kinds = _item_kinds(session, ids=sorted({i.item_id for i in interactions}))
+    kinds = item_kinds(session, ids=sorted({i.item_id for i in interactions}))  # raises before any write
     # created_at is the arrival order (microseconds apart): it orders interactions that share a ts.
     rows = [_row(i, kinds[i.item_id], now + timedelta(microseconds=n)) for n, i in enumerate(interactions)]
     new_ids = set(_insert_new(session, rows))
@@ -116,19 +116,19 @@ def record(
     return Recorded(ids=[row["id"] for row in rows], new=len(new_ids))
 
 
-def _item_kinds(session: Session, *, ids: Sequence[str]) -> dict[str, str]:
+def item_kinds(session: Session, *, ids: Sequence[str]) -> dict[str, str]:
+    """The kind of each item id; NotFound names unknown ids, InvalidInput ids of other events."""
     found = {row.id: row.kind for row in session.execute(select(Event.id, Event.kind).where(Event.id.in_(ids)))}
     unknown = [i for i in ids if i not in found]
     if unknown:
         raise NotFound(
-            f"{len(unknown)} unknown item id(s): send the items as product or news events first; nothing was written",
+            f"{len(unknown)} unknown item id(s): items are product or news events, sent with POST /v1/events first",
             details={"unknown_item_ids": unknown[:50]},
         )
     wrong = sorted(i for i, kind in found.items() if kind not in ITEM_KINDS)
     if wrong:
         raise InvalidInput(
-            f"{len(wrong)} id(s) are events that are not items (only {' and '.join(ITEM_KINDS)} events are); "
-            "nothing was written",
+            f"{len(wrong)} id(s) are events that are not items (only {' and '.join(ITEM_KINDS)} events are)",
             details={"not_items": wrong[:50]},
         )
     return found
@@ -232,8 +232,3 @@ def forget_item(session: Session, *, item_id: str) -> None:
     """Drop an item's aggregates (its popularity and every pair it is in); interactions stay as history."""
     session.execute(delete(ItemStats).where(ItemStats.item_id == item_id))
     session.execute(delete(ItemPair).where(or_(ItemPair.item_id == item_id, ItemPair.other_id == item_id)))
-
-
-def utc_now() -> datetime:
-    """Now, in UTC."""
-    return datetime.now(UTC)

@@ -120,7 +120,7 @@ class Recommender:
         if len(unique) > _MAX_RANK_ITEMS:
             raise InvalidInput(f"{len(unique)} items to rank; send at most {_MAX_RANK_ITEMS}")
         with self.sessions() as session:
-            kinds = _item_kinds(session, unique)
+            kinds = interactions.item_kinds(session, ids=unique)
         profile = self._profile(user_id)
         collections = self._collections()
         vectors, titles = self._profile_vectors(profile, collections)
@@ -135,7 +135,7 @@ class Recommender:
     def similar(self, *, item_id: str, limit: int, filters: Filters | None = None) -> list[Similar]:
         """Items nearest to one item, under the filters."""
         with self.sessions() as session:
-            kind = _item_kinds(session, [item_id])[item_id]
+            kind = interactions.item_kinds(session, ids=[item_id])[item_id]
         collection = self._collections()[kind]
         found = self._retrieve(collection, kind, [item_id])
         if not found or found[0].vector is None:
@@ -304,17 +304,6 @@ def _title(payload: Mapping[str, Any], fallback: str) -> str:
     text = payload.get("title") or payload.get("text") or fallback
     text = str(text)
     return text if len(text) <= 60 else text[:57] + "…"
-
-
-def _item_kinds(session: Session, ids: Sequence[str]) -> dict[str, str]:
-    found = {r.id: r.kind for r in session.execute(select(Event.id, Event.kind).where(Event.id.in_(ids)))}
-    unknown = [i for i in ids if i not in found]
-    if unknown:
-        raise NotFound(f"{len(unknown)} unknown item id(s)", details={"unknown_item_ids": unknown[:50]})
-    wrong = [i for i in ids if found[i] not in interactions.ITEM_KINDS]
-    if wrong:
-        raise InvalidInput("only product and news events are items", details={"not_items": wrong[:50]})
-    return found
 
 
 def _neighbour_pairs(session: Session, item_ids: Sequence[str], *, per_item: int) -> dict[tuple[str, str], float]:

@@ -249,13 +249,19 @@ def test_two_evaluations_at_once_open_one_alert(runtime: Runtime) -> None:
     stream = Stream(runtime)
     record(runtime, stream.add(["negative"] * 6, start=T0, every=timedelta(minutes=1)))
     with runtime.db.session_scope() as s:
-        first = alerts._open(s, "ACME", _fired(), as_of=T0, settings=runtime.settings, now=T0)
-        second = alerts._open(s, "ACME", _fired(), as_of=T0, settings=runtime.settings, now=T0)
+        first, second = (
+            alerts.open_alert(s, _new("ACME", runtime), cooldown_s=runtime.settings.alert_cooldown_s, now=T0)
+            for _ in range(2)
+        )
     assert first is not None and second is None
 
 
 def _fired() -> Any:
     return alerts.Fired("negative_share", True, "medium", {}, [])
+
+
+def _new(entity: str, runtime: Runtime) -> Any:
+    return alerts._new_alert(entity, _fired(), as_of=T0, settings=runtime.settings, now=T0)
 
 
 def test_the_alerts_task_raises_and_delivers_once_to_a_webhook(

@@ -4,7 +4,7 @@ GET /v1/items/{id}/similar and DELETE /v1/items/{id}."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -100,7 +100,7 @@ def post_interactions(
     recorded = interactions.record(
         session,
         interactions=batch,
-        now=interactions.utc_now(),
+        now=datetime.now(UTC),
         pair_window=s.recommend_pair_window,
         max_per_request=s.max_interactions_per_request,
     )
