@@ -1,6 +1,7 @@
 """Classification quality: what Sift's training gives on real data, against a classical reference.
 
     python bench/quality.py ../shared/data [--datasets banking77,fpb] [--few 10] [--epochs 1]
+                            [--backends torch,onnx-int8]
 
 For each dataset (Banking77 `intent`, Financial PhraseBank `sentiment`) the training file is split
 with Sift's own deterministic stratified split (services.training.split, 20% holdout), then on
@@ -10,6 +11,9 @@ the same holdout, in this run:
   (b)  a head on frozen embeddings (services.training.fit_head);
   (c)  a head after fine-tuning the encoder (services.training.fine_tune, the code a run uses).
 For Banking77 also with --few labels per class (the first ones in the split's hash order).
+With --backends, (a), (b) and (c) are measured for each encoder backend (SIFT_ENCODER_BACKEND),
+the head fit on that backend's vectors as a run does, the encoder fine-tuned once; the last
+lines give each backend's accuracy difference to the first one.
 Prints accuracy, macro-F1 and training wall time per line, and one JSON line at the end.
 """
 
@@ -106,15 +110,34 @@ def tuned(
     settings: Settings,
     workdir: Path,
     unlabeled: list[str],
-) -> dict[str, Any]:
+    backends: list[str],
+) -> dict[str, dict[str, Any]]:
+    """Fine-tune once (the code a run uses), then per backend: load the encoder on it, fit the
+    head on its vectors, evaluate. Training time is the fine-tuning plus that backend's head."""
     started = time.perf_counter()
-    encoder, head, report = training.fine_tuned(
-        train, unlabeled=unlabeled, out_dir=workdir, settings=settings, device="cpu", progress=lambda *_: None
+    fit, val = training.fine_tune_split(train, settings)
+    report = training.fine_tune(
+        settings.model_path,
+        fit,
+        out_dir=workdir,
+        settings=settings,
+        device="cpu",
+        progress=lambda *_: None,
+        unlabeled=unlabeled,
     )
-    seconds = time.perf_counter() - started
-    result = training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])
-    keys = ("seconds", "budget_stopped", "pseudo_labeled", "epochs", "head_c")
-    return {**result, "train_s": round(seconds, 1), **{k: report[k] for k in keys}}
+    tune_seconds = time.perf_counter() - started
+    out: dict[str, dict[str, Any]] = {}
+    for backend in backends:
+        started = time.perf_counter()
+        encoder = training.load_tuned(workdir, settings=settings, device="cpu", backend=backend)
+        head, head_report = training.head_after_fine_tune(
+            encoder, train, fit=fit, val=val, unlabeled=unlabeled, settings=settings
+        )
+        seconds = tune_seconds + time.perf_counter() - started
+        result = training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])
+        keys = ("seconds", "budget_stopped", "pseudo_labeled", "epochs")
+        out[backend] = {**result, "train_s": round(seconds, 1), **{k: report[k] for k in keys}, **head_report}
+    return out
 
 
 def main() -> None:
@@ -125,18 +148,31 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=None, help="override SIFT_TRAIN_EPOCHS")
     parser.add_argument("--skip-fine-tune", action="store_true")
     parser.add_argument("--only-few", action="store_true", help="Banking77: only the few-labels lines")
+    parser.add_argument("--backends", default="torch", help="encoder backends to compare, e.g. torch,onnx-int8")
     args = parser.parse_args()
+    backends = args.backends.split(",")
 
     settings = Settings()
     if args.epochs:
         settings.train_epochs = args.epochs
     set_threads(settings.threads_for_this_process())
-    base = Encoder.load(settings.model_path, device="cpu", max_seq_length=settings.max_seq_length)
+    bases = {
+        b: Encoder.load(
+            settings.model_path,
+            device="cpu",
+            max_seq_length=settings.max_seq_length,
+            backend=b,
+            cache_dir=settings.onnx_cache_dir,
+        )
+        for b in backends
+    }
     results: list[dict[str, Any]] = []
     print(f"{'dataset':<18}{'method':<34}{'acc':>8}{'macroF1':>9}{'train s':>9}")
 
-    def line(dataset: str, method: str, result: dict[str, Any]) -> None:
-        results.append({"dataset": dataset, "method": method, **result})
+    def line(dataset: str, method: str, result: dict[str, Any], backend: str | None = None) -> None:
+        results.append({"dataset": dataset, "method": method, "backend": backend, **result})
+        if backend and len(backends) > 1:
+            method = f"{method} [{backend}]"
         print(
             f"{dataset:<18}{method:<34}{result['accuracy']:>8.4f}{result['macro_f1']:>9.4f}{result['train_s']:>9.1f}",
             flush=True,
@@ -155,9 +191,11 @@ def main() -> None:
                 flush=True,
             )
             line(tag, "ref: TF-IDF + logistic regression", tfidf(subset, test))
-            if subset is train:
-                line(tag, "(a) zero-shot (label descriptions)", zero_shot(base, labels, test, settings))
-            line(tag, "(b) head on frozen embeddings", head_on(base, subset, test))
+            for backend, base in bases.items():
+                if subset is train:
+                    result = zero_shot(base, labels, test, settings)
+                    line(tag, "(a) zero-shot (label descriptions)", result, backend)
+                line(tag, "(b) head on frozen embeddings", head_on(base, subset, test), backend)
             if not args.skip_fine_tune:
                 # As in a run: with few labels per class, the kind's unlabeled events (here: the
                 # other training texts, labels withheld) are pseudo-labeled for the fine-tuning.
@@ -166,7 +204,15 @@ def main() -> None:
                 unlabeled = [e.text for e in train if e not in chosen] if few else []
                 method = "(c) fine-tuned encoder + head" + (" (+unlabeled)" if unlabeled else "")
                 with tempfile.TemporaryDirectory() as tmp:
-                    line(tag, method, tuned(subset, test, settings, Path(tmp), unlabeled))
+                    for backend, result in tuned(subset, test, settings, Path(tmp), unlabeled, backends).items():
+                        line(tag, method, result, backend)
+    if len(backends) > 1:
+        print(f"# accuracy difference to {backends[0]} (points)")
+        first = {(r["dataset"], r["method"]): r["accuracy"] for r in results if r["backend"] == backends[0]}
+        for r in results:
+            if r["backend"] not in (None, backends[0]):
+                delta = 100 * (r["accuracy"] - first[(r["dataset"], r["method"])])
+                print(f"{r['dataset']:<18}{r['method']:<34}{r['backend']:>12}{delta:>+8.2f}")
     print(
         json.dumps(
             {
@@ -174,6 +220,7 @@ def main() -> None:
                     "epochs": settings.train_epochs,
                     "lr": settings.train_learning_rate,
                     "batch": settings.train_batch_size,
+                    "backends": backends,
                 },
                 "results": results,
             }

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     model: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int = Field(0, ge=0, description="0 = the cores this process owns")
+    encoder_backend: Literal["auto", "torch", "onnx-int8"] = Field(
+        "auto", description="auto = onnx-int8 on CPU (accuracy cost measured in docs/benchmarks.md), torch on a GPU"
+    )
+    onnx_dir: Path | None = Field(
+        None,
+        description="where int8 ONNX files are cached; default: the user's cache (~/.cache/sift/onnx)",
+    )
     max_seq_length: int = Field(256, ge=8, le=512)
     encode_batch_size: int = Field(0, ge=0, le=4096, description="texts per forward pass; 0 = 32 on CPU, 256 on a GPU")
 
@@ -219,6 +226,14 @@ class Settings(BaseSettings):
     def vectors_dir(self) -> Path:
         """Where embedded Qdrant Edge shards live."""
         return self.data_dir / "qdrant"
+
+    @property
+    def onnx_cache_dir(self) -> Path:
+        """Where the int8 ONNX files of the encoders are cached: made once per model and machine,
+        shared by every process and data dir (files are keyed by the model directory's contents)."""
+        if self.onnx_dir:
+            return self.onnx_dir
+        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sift" / "onnx"
 
     @property
     def models_dir(self) -> Path:

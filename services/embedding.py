@@ -47,6 +47,21 @@ def model_kwargs_for(device: str) -> dict[str, Any]:
     return {}
 
 
+def resolve_backend(requested: str, device: str) -> str:
+    """auto -> onnx-int8 on CPU (its accuracy cost is measured in docs/benchmarks.md), torch on a
+    GPU (fp16 there); onnx-int8 on a GPU is an error."""
+    if requested == "auto":
+        return "torch" if device.startswith("cuda") else "onnx-int8"
+    if requested == "onnx-int8" and device.startswith("cuda"):
+        raise InvalidInput("SIFT_ENCODER_BACKEND=onnx-int8 runs on CPU; use torch (fp16) or auto on a GPU")
+    if requested not in BACKENDS:
+        raise InvalidInput(f"unknown encoder backend {requested!r}; use one of {', '.join(BACKENDS)}")
+    return requested
+
+
+BACKENDS = ("auto", "torch", "onnx-int8")
+
+
 def set_threads(threads: int) -> None:
     """Give torch exactly the cores this process owns, so processes do not oversubscribe."""
     import torch
@@ -57,19 +72,38 @@ def set_threads(threads: int) -> None:
 class Encoder:
     """A loaded model: encode(texts) -> L2-normalised float32 vectors, one forward pass per call."""
 
-    def __init__(self, model: Any, *, version: str, device: str, batch_size: int) -> None:
+    def __init__(
+        self, model: Any, *, version: str, device: str, batch_size: int, backend: str = "torch", session: Any = None
+    ) -> None:
         self._model = model
         self.version = version
         self.device = device
         self.batch_size = batch_size
+        self.backend = backend
+        self._session = session
+        if session is not None:
+            from services.embedding_int8 import input_names
+
+            self._inputs = input_names(model)
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dimension = int(dimension())
         self._lock = threading.Lock()
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sift-tokenize")
 
     @classmethod
-    def load(cls, path: str, *, device: str = "auto", max_seq_length: int = 256, batch_size: int = 0) -> Encoder:
-        """Load from a local directory; a hub name works only if it is already in the local cache."""
+    def load(
+        cls,
+        path: str,
+        *,
+        device: str = "auto",
+        max_seq_length: int = 256,
+        batch_size: int = 0,
+        backend: str = "torch",
+        cache_dir: Path | None = None,
+    ) -> Encoder:
+        """Load from a local directory; a hub name works only if it is already in the local cache.
+        backend onnx-int8 runs the transformer quantized in ONNX Runtime (its file made once and
+        kept in cache_dir); the version stays the model's: the same weights, a faster numeric path."""
         from sentence_transformers import SentenceTransformer
 
         resolved = resolve_device(device)
@@ -83,7 +117,20 @@ class Encoder:
         model.max_seq_length = min(int(model.max_seq_length or max_seq_length), max_seq_length)
         model.eval()
         size = batch_size or default_batch_size(resolved)
-        return cls(model, version=model_version(path), device=resolved, batch_size=size)
+        chosen = resolve_backend(backend, resolved)
+        session = None
+        if chosen == "onnx-int8":
+            from services import embedding_int8
+
+            if cache_dir is None:
+                raise InvalidInput("the onnx-int8 encoder backend needs a cache directory for its model file")
+            import torch
+
+            file = embedding_int8.quantized_file(model, path, cache_dir)
+            session = embedding_int8.session(file, threads=torch.get_num_threads())
+        return cls(
+            model, version=model_version(path), device=resolved, batch_size=size, backend=chosen, session=session
+        )
 
     @property
     def max_seq_length(self) -> int:
@@ -109,16 +156,32 @@ class Encoder:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         batches = [order[start : start + self.batch_size] for start in range(0, len(texts), self.batch_size)]
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
-        pending = self._tokenizer.submit(self._model.tokenize, [texts[i] for i in batches[0]])
+        pending = self._tokenizer.submit(self._model.preprocess, [texts[i] for i in batches[0]])
         for n, batch in enumerate(batches):
             features = pending.result()
             if n + 1 < len(batches):
-                pending = self._tokenizer.submit(self._model.tokenize, [texts[i] for i in batches[n + 1]])
+                pending = self._tokenizer.submit(self._model.preprocess, [texts[i] for i in batches[n + 1]])
             with torch.inference_mode():
-                output = self._model.forward(batch_to_device(features, self._model.device))
+                if self._session is None:
+                    output = self._model.forward(batch_to_device(features, self._model.device))
+                else:
+                    output = self._forward_int8(features)
                 vectors = torch.nn.functional.normalize(output["sentence_embedding"].float(), p=2, dim=1)
             out[batch] = vectors.cpu().numpy()
         return out
+
+    def _forward_int8(self, features: dict[str, Any]) -> dict[str, Any]:
+        """The transformer in ONNX Runtime (it releases the GIL), then the model's own modules
+        after it (pooling, normalisation) on its token embeddings."""
+        import torch
+
+        from services.embedding_int8 import OUTPUT
+
+        inputs = {name: features[name].numpy() for name in self._inputs}
+        features[OUTPUT] = torch.from_numpy(self._session.run([OUTPUT], inputs)[0])
+        for module in list(self._model)[1:]:
+            features = module(features)
+        return features
 
 
 def default_batch_size(device: str) -> int:

@@ -68,8 +68,15 @@ class Runtime:
     def load_encoder(self, path: str) -> Encoder:
         """An encoder from a local path, with this process's device and batch settings."""
         s = self.settings
-        encoder = Encoder.load(path, device=s.device, max_seq_length=s.max_seq_length, batch_size=s.encode_batch_size)
-        log.info("model %s loaded on %s", encoder.version, encoder.device)
+        encoder = Encoder.load(
+            path,
+            device=s.device,
+            max_seq_length=s.max_seq_length,
+            batch_size=s.encode_batch_size,
+            backend=s.encoder_backend,
+            cache_dir=s.onnx_cache_dir,
+        )
+        log.info("model %s loaded on %s (%s)", encoder.version, encoder.device, encoder.backend)
         return encoder
 
     @property

@@ -330,11 +330,7 @@ def fine_tuned(
     embeddings that never saw it (choosing on texts the encoder was trained on favours a weakly
     regularised head); the head is then fit on every training label. With few labels per class
     (self-training) all of them go to the fine-tuning and C is chosen on every 5th label."""
-    few = _few_per_label(train, settings.train_pseudo_below)
-    # With few labels per class every label is worth more to the fine-tuning than to choosing C.
-    fit, val = (
-        (list(train), []) if few else split(train, holdout=settings.train_head_validation, salt="head-validation")
-    )
+    fit, val = fine_tune_split(train, settings)
     report = fine_tune(
         settings.model_path,
         fit,
@@ -344,19 +340,49 @@ def fine_tuned(
         progress=progress,
         unlabeled=unlabeled,
     )
-    encoder = Encoder.load(
+    encoder = load_tuned(out_dir, settings=settings, device=device, backend=settings.encoder_backend)
+    progress("head", 0.0)
+    head, head_report = head_after_fine_tune(encoder, train, fit=fit, val=val, unlabeled=unlabeled, settings=settings)
+    return encoder, head, {**report, **head_report}
+
+
+def fine_tune_split(train: Sequence[Example], settings: Settings) -> tuple[list[Example], list[Example]]:
+    """(texts the encoder is fine-tuned on, texts kept to choose the head's C). With few labels
+    per class every label is worth more to the fine-tuning than to choosing C."""
+    if _few_per_label(train, settings.train_pseudo_below):
+        return list(train), []
+    return split(train, holdout=settings.train_head_validation, salt="head-validation")
+
+
+def load_tuned(out_dir: Path, *, settings: Settings, device: str, backend: str) -> Encoder:
+    """The encoder fine_tune saved in out_dir, on backend (the head learns on the vectors serving
+    will give it: SIFT_ENCODER_BACKEND)."""
+    return Encoder.load(
         str(out_dir / "encoder"),
         device=device,
         max_seq_length=settings.max_seq_length,
         batch_size=settings.encode_batch_size,
+        backend=backend,
+        cache_dir=settings.onnx_cache_dir,
     )
-    progress("head", 0.0)
+
+
+def head_after_fine_tune(
+    encoder: Encoder,
+    train: Sequence[Example],
+    *,
+    fit: Sequence[Example],
+    val: Sequence[Example],
+    unlabeled: Sequence[str],
+    settings: Settings,
+) -> tuple[Head, dict[str, Any]]:
+    """The head of a fine-tuned encoder: C chosen on val (or on every 5th label), fit on all of train."""
     cs = (choose_c_on(encoder.encode, fit, val),) if val else HEAD_CS
-    head, report["head_pseudo_labeled"] = train_head(
-        encoder.encode, train, unlabeled=unlabeled, settings=settings, cs=cs
-    )
-    report["head_c"] = cs[0] if len(cs) == 1 else "chosen on every 5th training label"
-    return encoder, head, report
+    head, pseudo = train_head(encoder.encode, train, unlabeled=unlabeled, settings=settings, cs=cs)
+    return head, {
+        "head_pseudo_labeled": pseudo,
+        "head_c": cs[0] if len(cs) == 1 else "chosen on every 5th training label",
+    }
 
 
 def choose_c_on(encode: Callable[[list[str]], Any], fit: Sequence[Example], val: Sequence[Example]) -> float:

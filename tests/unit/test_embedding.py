@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from services.embedding import Encoder, model_kwargs_for, model_version, resolve_device, set_threads
+from services.embedding import Encoder, model_kwargs_for, model_version, resolve_backend, resolve_device, set_threads
 from services.errors import InvalidInput
 
 
@@ -78,9 +80,9 @@ def test_the_next_batch_is_tokenised_in_another_thread_while_the_model_runs(enco
     import time
 
     model = encoder._model
-    tokenised: list[str] = []  # the thread of each tokenize call
+    tokenised: list[str] = []  # the thread of each preprocess (tokenisation) call
     overlapped: list[bool] = []  # per forward pass: was the next batch being tokenised meanwhile?
-    tokenize, forward = model.tokenize, model.forward
+    tokenize, forward = model.preprocess, model.forward
 
     def traced_tokenize(texts: list[str]) -> object:
         tokenised.append(threading.current_thread().name)
@@ -94,11 +96,11 @@ def test_the_next_batch_is_tokenised_in_another_thread_while_the_model_runs(enco
         overlapped.append(len(tokenised) >= min(passes + 1, 3))
         return forward(features)
 
-    model.tokenize, model.forward = traced_tokenize, traced_forward
+    model.preprocess, model.forward = traced_tokenize, traced_forward
     try:
         encoder.encode([f"text {n}" for n in range(3 * encoder.batch_size)])
     finally:
-        del model.tokenize, model.forward
+        del model.preprocess, model.forward
     assert overlapped == [True, True, True] and len(tokenised) == 3
     assert set(tokenised) == {"sift-tokenize_0"}  # never the caller's thread
 
@@ -108,3 +110,67 @@ def test_gpu_batches_are_larger_by_default() -> None:
 
     assert default_batch_size("cuda") == 256 and default_batch_size("cuda:1") == 256
     assert default_batch_size("cpu") == 32
+
+
+# --- the int8 path (ONNX Runtime) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def int8_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="module")
+def int8(int8_cache: Path) -> Encoder:
+    from services.config import Settings
+
+    return Encoder.load(Settings().model_path, device="cpu", backend="onnx-int8", cache_dir=int8_cache)
+
+
+def test_backend_resolution() -> None:
+    assert resolve_backend("auto", "cpu") == "onnx-int8"
+    assert resolve_backend("auto", "cuda") == "torch"  # fp16 on a GPU
+    assert resolve_backend("torch", "cpu") == "torch"
+    with pytest.raises(InvalidInput, match="runs on CPU"):
+        resolve_backend("onnx-int8", "cuda:0")
+    with pytest.raises(InvalidInput, match="unknown encoder backend"):
+        resolve_backend("tensorrt", "cpu")
+
+
+def test_int8_vectors_are_the_models_own_up_to_quantization(encoder: Encoder, int8: Encoder) -> None:
+    texts = [f"card {'delivery ' * (n % 7)}question number {n}" for n in range(75)] + ["x " * 2000, "?"]
+    exact, quantized = encoder.encode(texts), int8.encode(texts)
+    assert quantized.shape == exact.shape and quantized.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(quantized, axis=1), 1.0, rtol=1e-5)
+    cosines = (exact * quantized).sum(axis=1)
+    assert cosines.mean() > 0.985 and cosines.min() > 0.95  # per-tensor scales gave 0.969 mean
+    assert not np.allclose(exact, quantized, atol=1e-4)  # it did run the quantized model
+    assert int8.backend == "onnx-int8" and encoder.backend == "torch"
+    assert int8.version == encoder.version  # the same weights: heads and collections stay valid
+
+
+def test_int8_keeps_the_callers_order_and_similarity(int8: Encoder) -> None:
+    a, b, c = int8.encode(["my card has not arrived", "still waiting for my new card", "stock prices fell"])
+    assert float(a @ b) > float(a @ c) + 0.2
+    # Activations are quantized per batch, so a text's vector depends a little on its batch mates
+    # (0.992 here); torch fp32 gives the same vector whatever the batch.
+    single = int8.encode(["stock prices fell"])[0]
+    assert 0.98 < float(single @ c) < 0.99999
+
+
+def test_the_int8_file_is_made_once_and_reused(int8: Encoder, int8_cache: Path) -> None:
+    from services.config import Settings
+
+    files = list(int8_cache.rglob("*.onnx"))
+    assert len(files) == 1 and not list(int8_cache.rglob(".export-*"))  # no temporary left behind
+    made = files[0].stat().st_mtime_ns
+    again = Encoder.load(Settings().model_path, device="cpu", backend="onnx-int8", cache_dir=int8_cache)
+    assert files[0].stat().st_mtime_ns == made and list(int8_cache.rglob("*.onnx")) == files
+    assert again.encode(["a card"]).shape == (1, 384)
+
+
+def test_int8_needs_a_cache_dir() -> None:
+    from services.config import Settings
+
+    with pytest.raises(InvalidInput, match="cache directory"):
+        Encoder.load(Settings().model_path, device="cpu", backend="onnx-int8")
