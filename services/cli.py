@@ -96,6 +96,8 @@ def worker(
     from worker.app import app as celery_app
 
     settings = get_settings()
+    if pool == "prefork":  # the children inherit these settings: each takes its share of the cores
+        settings.torch_threads = settings.threads_per_process(concurrency)
     argv = ["worker", f"--queues={queues}", f"--pool={pool}", f"--concurrency={concurrency}", "--without-gossip"]
     if beat:
         settings.data_dir.mkdir(parents=True, exist_ok=True)

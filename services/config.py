@@ -252,12 +252,12 @@ class Settings(BaseSettings):
 
     def threads_for_this_process(self) -> int:
         """Torch threads: SIFT_TORCH_THREADS, or the cores this process may run on."""
-        if self.torch_threads:
-            return self.torch_threads
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # pragma: no cover - not Linux
-            return max(1, os.cpu_count() or 1)
+        return self.torch_threads or usable_cores()
+
+    def threads_per_process(self, processes: int) -> int:
+        """Torch threads for each of `processes` worker children sharing this machine's cores:
+        SIFT_TORCH_THREADS, or an equal share (at least one), so they do not oversubscribe."""
+        return self.torch_threads or max(1, usable_cores() // max(1, processes))
 
     def check_secrets(self) -> None:
         """Refuse development-only defaults in production."""
@@ -297,3 +297,11 @@ def _mask_url_password(url: str) -> str:
 def get_settings() -> Settings:
     """The process-wide settings, read once from the environment."""
     return Settings()
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)

@@ -46,3 +46,13 @@ def test_bad_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SIFT_BATCH_SIZE", "0")
     with pytest.raises(ValueError, match="batch_size"):
         Settings()
+
+
+def test_worker_children_share_the_cores_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services import config
+
+    monkeypatch.setattr(config, "usable_cores", lambda: 16)
+    settings = Settings()
+    assert settings.threads_for_this_process() == 16
+    assert settings.threads_per_process(4) == 4 and settings.threads_per_process(32) == 1
+    assert Settings(torch_threads=3).threads_per_process(4) == 3  # SIFT_TORCH_THREADS wins
