@@ -6,6 +6,11 @@ sentence-transformers modules of the loaded model, so the vectors are the model'
 quantization error (mean cosine 0.994 to fp32 on Banking77; the accuracy it costs is measured by
 `bench/quality.py --backends`, figures in docs/benchmarks.md).
 
+Why not sentence-transformers' own `backend="onnx"` and `export_dynamic_quantized_onnx_model`: they
+need optimum-onnx, whose only release (0.1.0) requires transformers<4.58, and sentence-transformers
+6.2 requires transformers>=5. So the export (torch.onnx) and the quantization (onnxruntime) are
+done here, in the two calls those helpers would make.
+
 The quantized file is made once per model (about 4 s for all-MiniLM-L6-v2) and cached under
 SIFT_DATA_DIR/onnx, keyed by the model directory's path and its files' sizes and times, so a
 fine-tuned encoder gets its own. Several processes may make it at once: each writes a temporary
