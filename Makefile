@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit integration bench clean
+.PHONY: run test lint unit integration fuzz bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ integration: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/pytest tests
+
+# The schema fuzz of `make test` with many more examples per operation, on a new seed each run
+# (a failure prints its seed: SIFT_FUZZ_SEED=<seed> replays it).
+FUZZ_EXAMPLES ?= 500
+fuzz: $(STAMP)
+	SIFT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) SIFT_FUZZ_SEED=$${SIFT_FUZZ_SEED:-$$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')} \
+		$(BIN)/pytest tests/integration/test_fuzz.py -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py ../shared/data/banking77/train.csv

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -59,6 +60,15 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(20_000, ge=1)
     max_labels_per_request: int = Field(1000, ge=1)
     max_body_bytes: int = Field(10_000_000, ge=1024)
+    rate_limit_per_s: float = Field(
+        0.0, ge=0, description="API requests per second per client (bearer token, else address); 0 = no limit"
+    )
+    rate_limit_burst: int = Field(
+        0, ge=0, description="requests a client may send at once before the rate applies; 0 = one second's worth"
+    )
+    rate_limit_max_clients: int = Field(
+        100_000, ge=1, description="clients whose rate is tracked at once (the least recently seen are forgotten)"
+    )
     max_attempts: int = Field(5, ge=1)
     sweep_interval_s: float = Field(30.0, gt=0)
     sweep_after_s: float = Field(120.0, gt=0)
@@ -194,6 +204,11 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def rate_limit_burst_size(self) -> int:
+        """SIFT_RATE_LIMIT_BURST, or one second's worth of requests (at least one)."""
+        return self.rate_limit_burst or max(1, math.ceil(self.rate_limit_per_s))
 
     @property
     def sqlalchemy_url(self) -> str:

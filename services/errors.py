@@ -31,6 +31,15 @@ class InvalidInput(DomainError):
     code = "invalid_input"
 
 
+def invalid_batch(noun: str, problems: list[dict[str, Any]], *, field: str) -> InvalidInput:
+    """InvalidInput for a batch with bad items: the first problem spelled out (where and what to
+    fix), how many there are, and all of them in details ({"index", "field", "problem"} each)."""
+    first = problems[0]
+    where = f"{field}.{first['index']}.{first['field']}"
+    more = f"; {len(problems)} {noun} problems in all, see details" if len(problems) > 1 else ""
+    return InvalidInput(f"{where}: {first['problem']}{more}; nothing was written", details=problems)
+
+
 class NotFound(DomainError):
     code = "not_found"
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from services.db.lookup import require
 from services.db.models import Event, Faq
-from services.errors import InvalidInput
+from services.errors import InvalidInput, invalid_batch
 from services.vectors.base import PayloadIndex, VectorPoint, VectorStore
 
 KIND = "ticket"  # FAQ entries answer tickets: their points live in the ticket encoder's space
@@ -208,7 +208,7 @@ def check(*, faqs: Sequence[FaqIn], limits: FaqLimits) -> None:
         if any(not p.strip() for p in item.paraphrases):
             problems.append({"index": i, "field": "paraphrases", "problem": "a paraphrase is empty or blank"})
     if problems:
-        raise InvalidInput(f"{len(problems)} entr(y/ies) are invalid; nothing was written", details=problems)
+        raise invalid_batch("entry", problems, field="faqs")
 
 
 def delete(session: Session, *, faq_id: str, index: FaqIndex) -> None:

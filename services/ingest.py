@@ -5,17 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from services.db import events as repo
-from services.errors import Conflict, DomainError, InvalidInput
+from services.errors import Conflict, DomainError, InvalidInput, invalid_batch
+from services.timestamps import Timestamp
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,13 @@ log = logging.getLogger(__name__)
 POINT_NAMESPACE = uuid.UUID("6f1c1a52-5b1e-4d4e-9a43-6a8f3f0b2f11")
 MAX_ID_CHARS = 128
 MAX_METADATA_BYTES = 16_384
+# Spaces and invisible format characters (zero-width, direction marks, BOM): a text of only these is blank.
+_INVISIBLE = "".join(c for c in map(chr, range(0x10000)) if c.isspace() or unicodedata.category(c) == "Cf")
+
+
+def is_blank(text: str) -> bool:
+    """True for a text with nothing visible in it (empty, spaces, zero-width or direction marks only)."""
+    return not text.strip(_INVISIBLE)
 
 
 class EventIn(BaseModel):
@@ -35,13 +44,13 @@ class EventIn(BaseModel):
     text: str = Field(description="the text to embed and classify; must not be blank")
     title: str | None = Field(None, max_length=1000)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    entities: list[str] = Field(default_factory=list, max_length=100)
-    occurred_at: datetime | None = None
+    entities: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
+    occurred_at: Timestamp | None = None
 
     @field_validator("text")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
+        if is_blank(value):
             raise ValueError("text must not be empty or blank")
         return value
 
@@ -126,7 +135,7 @@ def check_limits(*, events: Sequence[EventIn], limits: Limits) -> None:
         if len(json.dumps(event.metadata, default=str)) > MAX_METADATA_BYTES:
             problems.append({"index": index, "field": "metadata", "problem": f"larger than {MAX_METADATA_BYTES} bytes"})
     if problems:
-        raise InvalidInput(f"{len(problems)} event(s) are invalid; nothing was written", details=problems)
+        raise invalid_batch("event", problems, field="events")
 
 
 def to_new_event(event: EventIn) -> repo.NewEvent:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from services.db.models import Event, Interaction, ItemPair, ItemStats, as_utc
 from services.errors import InvalidInput, NotFound
+from services.timestamps import Timestamp
 
 ITEM_KINDS: tuple[str, ...] = ("product", "news")
 POSITIVE_TYPES: tuple[str, ...] = ("view", "click", "purchase", "like")
@@ -38,7 +39,7 @@ class InteractionIn(BaseModel):
     user_id: str = Field(min_length=1, max_length=128)
     item_id: str = Field(min_length=1, max_length=128)
     type: str = Field(description="view, click, purchase, like or dismiss")
-    ts: datetime | None = Field(None, description="when it happened (default: now); ISO-8601 with a zone")
+    ts: Timestamp | None = Field(None, description="when it happened (default: now)")
     id: str | None = Field(None, min_length=1, max_length=64, description="the client's id for this interaction")
 
     @field_validator("type")

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from services import ingest
 from services.classify import admit_labels
 from services.db.models import ClassTask, Event, Faq, Label
-from services.errors import InvalidInput
+from services.errors import InvalidInput, invalid_batch
 
 
 class LabelIn(BaseModel):
@@ -42,7 +42,7 @@ class LabelIn(BaseModel):
 
     @model_validator(mode="after")
     def _one_subject(self) -> LabelIn:
-        if self.event_id is None and (self.text is None or not self.text.strip()):
+        if self.event_id is None and (self.text is None or ingest.is_blank(self.text)):
             raise ValueError("give event_id (a stored event) or text (a new one)")
         return self
 
@@ -141,7 +141,7 @@ def check(
     problems = _problems(labels, tasks, events, max_text_chars)
     problems += _outcome_problems(session, labels)
     if problems:
-        raise InvalidInput(f"{len(problems)} label(s) are invalid; nothing was written", details=problems)
+        raise invalid_batch("label", problems, field="labels")
     return tasks, events
 
 

@@ -120,12 +120,20 @@ def check_url(url: str, *, allow_private: bool) -> list[str]:
 
 def _non_public(address: str) -> str | None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    kind = next((k for k in NON_PUBLIC if getattr(ip, f"is_{k}")), None)
-    if kind is None and not ip.is_global:
-        kind = "non_public"
-    return None if kind is None else kind.replace("_", "-")
+    for candidate in (*_embedded_ipv4(ip), ip):
+        kind = next((k for k in NON_PUBLIC if getattr(candidate, f"is_{k}")), None)
+        if kind is None and not candidate.is_global:
+            kind = "non_public"
+        if kind is not None:
+            return kind.replace("_", "-")
+    return None
+
+
+def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    # IPv6 forms whose packets end at an IPv4 address (mapped, 6to4, Teredo): that one is checked too.
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    return [a for a in (ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())) if a is not None]
 
 
 def put_webhook(

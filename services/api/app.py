@@ -7,11 +7,13 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import errors
+from services.api import errors, openapi
+from services.api.rate_limit import RateLimit, TokenBuckets
 from services.api.request_context import RequestContext
 from services.api.routers import (
     alerts,
@@ -28,6 +30,7 @@ from services.api.routers import (
     training,
     webhooks,
 )
+from services.api.unstorable_text import refuse_unstorable_text
 from services.config import QUEUES
 from services.enqueue import CoalescingEnqueuer, Enqueuer, make_celery, queue_depths
 from services.group_writer import GroupWriter
@@ -61,13 +64,21 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
         version="1",
         lifespan=lifespan,
         description="Text events in; answers, alerts and recommendations out.",
+        dependencies=[Depends(refuse_unstorable_text)],
     )
     app.state.runtime = runtime
     app.state.enqueuer_app = producer
     app.state.checks = Checks()  # /readyz: at most one check per dependency in flight
     errors.install(app)
+    openapi.document_errors(app)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
-    app.add_middleware(RequestContext)  # outermost: 413s and errors are logged and counted too
+    if runtime.settings.rate_limit_per_s > 0:  # outside BodyLimit: a client over its rate costs the least
+        s = runtime.settings
+        buckets = TokenBuckets(
+            rate_per_s=s.rate_limit_per_s, burst=s.rate_limit_burst_size, max_keys=s.rate_limit_max_clients
+        )
+        app.add_middleware(RateLimit, buckets=buckets)
+    app.add_middleware(RequestContext)  # outermost: 413s, 429s and errors are logged and counted too
     # sift_queue_depth, read from the broker at scrape time the same way as GET /v1/stats
     watch_queues(lambda: {q: n for q, n in queue_depths(producer, QUEUES).items() if n is not None})
     routers = (health, metrics, events, stats, tasks, labels, training, faqs, match, alerts, webhooks, recommend, drift)
@@ -84,18 +95,34 @@ def _warm(runtime: Runtime) -> None:
 
 
 class BodyLimit:
-    """Refuse a body over max_bytes with 413 before it is read (plain ASGI: no per-request task)."""
+    """Refuse a body over max_bytes with 413: before it is read when Content-Length says so, else
+    (a chunked body) as soon as the bytes received pass the limit (plain ASGI: no per-request task)."""
 
     def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.message = (
+            f"request body over {max_bytes} bytes (SIFT_MAX_BODY_BYTES); send a smaller body, "
+            "e.g. split a batch into several requests"
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_bytes:
-                message = f"request body over {self.max_bytes} bytes; send fewer or smaller events"
-                response = JSONResponse(errors.error_body("body_too_large", message), status_code=413)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            response = JSONResponse(errors.error_body("body_too_large", self.message), status_code=413)
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # read inside the route: answered by the HTTPException handler
+                raise HTTPException(status_code=413, detail=self.message)
+            return message
+
+        await self.app(scope, counted, send)

@@ -11,6 +11,10 @@ from sqlalchemy.orm import Session
 from services.group_writer import GroupWriter
 from services.runtime import Runtime
 
+# The largest integer SQLite and PostgreSQL (bigint) hold: integer parameters stay below it, so a
+# huge id or offset is a 422, not an overflow in the driver.
+SQL_INT_MAX = 2**63 - 1
+
 
 async def get_runtime_dep(request: Request) -> Runtime:
     """The runtime the app was created with (async: no thread-pool hop for an attribute read)."""

@@ -8,11 +8,42 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, Transient
 
 STATUS_FOR: dict[type[DomainError], int] = {InvalidInput: 422, NotFound: 404, Conflict: 409, Transient: 503}
+HTTP_CODES = {413: "body_too_large", 429: "rate_limited"}  # codes of errors raised as HTTPException
+DESCRIPTIONS = {
+    400: "The body is not valid JSON (or not valid Unicode text).",
+    404: "Nothing with this id.",
+    409: "Conflicts with what is stored; the message says what.",
+    413: "The body is larger than SIFT_MAX_BODY_BYTES; send a smaller one (split the batch).",
+    422: "Invalid input: the message names the first problem, details lists every field and what to fix.",
+    429: "Over the client's rate limit (SIFT_RATE_LIMIT_PER_S); retry after Retry-After seconds.",
+    503: "A dependency (database, broker, vector store, model) is unavailable for now; retry later.",
+}
+
+
+class ErrorInfo(BaseModel):
+    """What went wrong."""
+
+    code: str = Field(description="stable, for programs: invalid_input, not_found, conflict, rate_limited, ...")
+    message: str = Field(description="for people: what was wrong and what to fix")
+    details: Any = Field(None, description="per field or per item problems, ids, limits; shape depends on code")
+
+
+class ErrorOut(BaseModel):
+    """The envelope of every error answer."""
+
+    error: ErrorInfo
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route that can answer with these error statuses beyond those its
+    shape implies (see services/api/openapi.py)."""
+    return {code: {"model": ErrorOut, "description": DESCRIPTIONS[code]} for code in codes}
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -47,9 +78,8 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse(
-        error_body(f"http_{exc.status_code}", str(exc.detail)), status_code=exc.status_code, headers=exc.headers
-    )
+    code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+    return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
 
 def install(app: FastAPI) -> None:

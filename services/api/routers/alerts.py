@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
 from services import alerts, watchlist
-from services.api.deps import SessionDep
+from services.api import errors
+from services.api.deps import SQL_INT_MAX, SessionDep
 from services.db.models import Alert, as_utc
+from services.timestamps import Timestamp
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
@@ -84,8 +86,8 @@ def get_alerts(
     entity: str | None = None,
     state: Literal["open", "acknowledged", "cleared"] | None = None,
     severity: Literal["low", "medium", "high"] | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Timestamp | None = None,
+    until: Timestamp | None = None,
     limit: int = Query(100, ge=1, le=1000),
 ) -> AlertList:
     """Alerts, newest first; filters: entity, state, severity, created since/until."""
@@ -95,8 +97,8 @@ def get_alerts(
     return AlertList(alerts=[alert_out(r) for r in rows])
 
 
-@router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
-def ack_alert(alert_id: int, session: SessionDep) -> AlertOut:
+@router.post("/alerts/{alert_id}/ack", response_model=AlertOut, responses=errors.responses(409))
+def ack_alert(alert_id: Annotated[int, Path(ge=1, le=SQL_INT_MAX)], session: SessionDep) -> AlertOut:
     """Acknowledge an open alert: it closes, and the rule cools down before it fires again."""
     return alert_out(alerts.acknowledge(session, alert_id=alert_id))
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from services import ingest, metrics
+from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep, WriterDep
 from services.db import events as repo
 from services.db.models import as_utc
@@ -49,7 +50,7 @@ class EventOut(BaseModel):
     processed_at: datetime | None
 
 
-@router.post("", status_code=202, response_model=EventsAccepted)
+@router.post("", status_code=202, response_model=EventsAccepted, responses=errors.responses(409))
 async def post_events(body: EventsIn, runtime: RuntimeDep, writer: WriterDep) -> EventsAccepted:
     """Accept events: rows are committed (with other requests' in one transaction), then their
     ids are enqueued, then the answer goes out."""

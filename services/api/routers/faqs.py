@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from services import faq
-from services.api.deps import RuntimeDep, SessionDep
+from services.api.deps import SQL_INT_MAX, RuntimeDep, SessionDep
 from services.errors import InvalidInput
 from services.runtime import Runtime
 
@@ -118,7 +118,7 @@ def list_faqs(
     tag: str | None = None,
     locale: str | None = None,
     limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=SQL_INT_MAX),
 ) -> FaqList:
     """Entries in id order, optionally with a tag or a locale."""
     rows, total = faq.list_faqs(session, tag=tag, locale=locale, limit=limit, offset=offset)

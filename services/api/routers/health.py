@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from services.api.deps import RuntimeDep
 from services.enqueue import ping
@@ -23,7 +25,19 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+class Readiness(BaseModel):
+    """Whether this process can serve, and each dependency's answer ("ok" or what is wrong)."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str] = Field(description="database, broker, vectors, model: 'ok' or the problem")
+
+
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": Readiness, "description": "A dependency does not answer (yet); checks says which."}
+}
+
+
+@router.get("/readyz", response_model=Readiness, responses=NOT_READY)
 async def readyz(request: Request, runtime: RuntimeDep) -> JSONResponse:
     """Readiness: database, broker, vector store reachable and the model loaded, within 1 s."""
     broker = request.app.state.enqueuer_app

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services import match_calibration
+from services.api import errors
 from services.api.deps import RuntimeDep
 
 router = APIRouter(prefix="/v1", tags=["faq"])
@@ -84,7 +85,7 @@ def post_match(body: MatchIn, runtime: RuntimeDep) -> MatchResponse:
     )
 
 
-@router.post("/match:calibrate", response_model=CalibrationOut)
+@router.post("/match:calibrate", response_model=CalibrationOut, responses=errors.responses(422))
 def post_calibrate(runtime: RuntimeDep) -> CalibrationOut:
     """Fit the confidence and the abstain threshold for the served models (seconds)."""
     row = match_calibration.calibrate(runtime.matcher)

@@ -11,10 +11,12 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services import interactions
+from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep
 from services.interactions import InteractionIn
 from services.item_filters import item_filters
 from services.recommend_scoring import Scored
+from services.timestamps import Timestamp
 from services.vectors.base import Filters
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
@@ -81,8 +83,8 @@ class FilterParams(BaseModel):
     in_stock: bool | None = None
     min_price: float | None = None
     max_price: float | None = None
-    published_after: datetime | None = None
-    published_before: datetime | None = None
+    published_after: Timestamp | None = None
+    published_before: Timestamp | None = None
     meta: list[str] = Field(default_factory=list, description="key:value on keys declared in SIFT_ITEM_FILTER_FIELDS")
 
     def build(self, declared: Mapping[str, str]) -> Filters:
@@ -145,7 +147,7 @@ def post_rank(user_id: str, body: RankIn, runtime: RuntimeDep) -> ItemsOut:
     return _items(runtime.recommender.rank(user_id=user_id, item_ids=body.item_ids))
 
 
-@router.get("/items/{item_id}/similar", response_model=SimilarOut)
+@router.get("/items/{item_id}/similar", response_model=SimilarOut, responses=errors.responses(409))
 def get_similar(
     item_id: str,
     runtime: RuntimeDep,

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from services import classify
+from services.api import errors
 from services.api.deps import SessionDep
 from services.db.models import ClassTask
 
@@ -63,7 +64,7 @@ def list_tasks(session: SessionDep) -> TaskList:
     return TaskList(tasks=[task_out(t) for t in classify.list_tasks(session)])
 
 
-@router.post("", status_code=201, response_model=TaskOut)
+@router.post("", status_code=201, response_model=TaskOut, responses=errors.responses(409))
 def add_task(body: TaskIn, session: SessionDep) -> TaskOut:
     """Add a task; sending the same definition again is a no-op."""
     labels = [classify.LabelDef(x.name, x.description or classify.describe(x.name)) for x in body.labels]

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from services import training
+from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep
 from services.db.models import ModelVersion, ReindexJob, TrainingRun, as_utc
 from services.enqueue import REINDEX, TRAIN_RUN, send
@@ -110,7 +111,7 @@ def run_out(run: TrainingRun) -> RunOut:
     )
 
 
-@router.post("/training/runs", status_code=202, response_model=RunCreated)
+@router.post("/training/runs", status_code=202, response_model=RunCreated, responses=errors.responses(404, 409))
 def start_run(body: RunIn, request: Request, runtime: RuntimeDep) -> RunCreated:
     """Queue a training run of a task on the train queue."""
     with runtime.db.session_scope() as session:
