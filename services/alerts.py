@@ -2,8 +2,10 @@
 
 After a batch, `record_links` writes each news event's entity links (with its sentiment) and
 recounts the buckets they touch from the links themselves, so processing an event twice counts
-it once and a late event lands in its own bucket. `evaluate` then runs the rules for the affected
-entities, in event time: the window is SIFT_ALERT_WINDOW_S ending at the entity's latest news.
+it once and a late event lands in its own bucket; the batch does it in the transaction that marks
+the news done. `evaluate` then runs the rules for the affected entities (the alerts queue, and
+the beat sweep for every entity with recent news), in event time: the window is
+SIFT_ALERT_WINDOW_S ending at the entity's latest news.
 
 Rules (defaults from settings; per-entity overrides in the watchlist: enabled, min_volume,
 threshold, severity):
@@ -92,7 +94,9 @@ def record_links(session: Session, *, event_ids: Sequence[str], settings: Settin
         for entity, when in touched
         for width in settings.alert_bucket_widths_s
     }
-    for entity, width, start in buckets_touched:  # each once, however many of the batch's news it holds
+    # each once, however many of the batch's news it holds; in one order, so concurrent batches
+    # lock the same buckets in the same order (no deadlock)
+    for entity, width, start in sorted(buckets_touched):
         _recount(session, entity=entity, width=width, start=start, now=now)
     return {entity for entity, _ in touched}
 
@@ -353,3 +357,11 @@ def list_alerts(
 def with_open_alerts(session: Session) -> list[str]:
     """Entities that have an open alert (the beat sweep re-evaluates them)."""
     return list(session.scalars(select(Alert.entity).where(Alert.state == "open").distinct()))
+
+
+def due_for_evaluation(session: Session, *, since: datetime) -> list[str]:
+    """Entities the beat sweep evaluates: those with an open alert (a condition that passed
+    clears) and those whose news changed since `since` (an evaluation whose message was lost, with
+    a broker restart or a killed worker, still happens)."""
+    recent = session.scalars(select(SentimentBucket.entity).where(SentimentBucket.updated_at >= since).distinct())
+    return sorted(set(with_open_alerts(session)) | set(recent))

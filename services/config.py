@@ -147,6 +147,9 @@ class Settings(BaseSettings):
         "(at start and by beat; the process pauses about 1.5 s per 1,000 points on 2 cores)",
     )
     vector_index_interval_s: float = Field(600.0, gt=0, description="beat: how often to check for due vector indexes")
+    vector_fault_file: Path | None = Field(
+        None, description="fault tests only: while this file exists, every vector store call fails as if it were down"
+    )
     max_interactions_per_request: int = Field(1000, ge=1)
     item_filter_fields: dict[str, Literal["keyword", "integer", "float", "bool", "datetime"]] = Field(
         default_factory=dict,

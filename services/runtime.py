@@ -25,6 +25,7 @@ from services.recommend import Recommender
 from services.reindex import Reindexer
 from services.training import Trainer
 from services.vectors import VectorStore, open_store
+from services.vectors.faults import FaultyStore
 from services.vectors.schema import ensure_collections
 from services.vectors.timed import TimedStore
 from services.watchlist import Linker
@@ -100,7 +101,11 @@ class Runtime:
     def _open_store(self) -> VectorStore:
         s = self.settings
         api_key = s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None
-        store = TimedStore(open_store(qdrant_url=s.qdrant_url, qdrant_api_key=api_key, vectors_dir=s.vectors_dir))
+        store: VectorStore = TimedStore(
+            open_store(qdrant_url=s.qdrant_url, qdrant_api_key=api_key, vectors_dir=s.vectors_dir)
+        )
+        if s.vector_fault_file is not None:  # fault tests take the store down and back with a file
+            store = FaultyStore(store, marker=s.vector_fault_file)
         ensure_collections(
             store,
             prefix=s.collection_prefix,

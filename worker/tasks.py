@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Task, shared_task
@@ -74,15 +74,17 @@ def _run_batch(event_ids: list[str], on_news: Callable[[list[str]], None] | None
         _release([e.id for e in batch])
         raise
     processed = time.perf_counter()
+    news = [e.id for e, o in zip(batch, outcomes, strict=True) if o.ok and e.kind == "news"]
     with runtime.db.session_scope() as session:
         repo.record(session, outcomes=outcomes, now=now)
         gone = set(repo.missing(session, ids=[o.event_id for o in outcomes if o.ok]))
+        if news:  # linked in the commit that makes them done: a lost alerts message cannot lose links
+            alerts.record_links(session, event_ids=news, settings=s, now=now)
     recorded = [(e.kind, o.ok, as_utc(e.received_at)) for e, o in zip(batch, outcomes, strict=True)]
     metrics.observe_outcomes(recorded, now=now)
     if gone:  # deleted meanwhile (DELETE /v1/items/{id}): the point just written must go too
         pipeline.drop_points([e for e in batch if e.id in gone])
     done = sum(o.ok for o in outcomes)
-    news = [e.id for e, o in zip(batch, outcomes, strict=True) if o.ok and e.kind == "news"]
     if news and on_news is not None:
         on_news(news)
     _log_recorded(outcomes, started, claimed, processed)
@@ -112,8 +114,9 @@ def _send_quietly(app: Any, name: str, *args: Any) -> None:
 
 @shared_task(bind=True, name=ALERTS_PROCESS, soft_time_limit=120, max_retries=8)
 def alerts_process(self: Task, event_ids: list[str]) -> dict[str, object]:
-    """Link processed news to entities, recount their buckets, evaluate the rules for them, and
-    queue webhook deliveries for alerts raised or cleared; idempotent."""
+    """Link processed news to entities (the ingest batch did already: linking is idempotent),
+    recount their buckets, evaluate the rules for them, and queue webhook deliveries for alerts
+    raised or cleared; idempotent."""
     runtime = get_runtime()
     now = datetime.now(UTC)
     try:
@@ -131,14 +134,16 @@ def alerts_process(self: Task, event_ids: list[str]) -> dict[str, object]:
 
 @shared_task(bind=True, name=ALERTS_SWEEP, soft_time_limit=120)
 def alerts_sweep(self: Task) -> dict[str, object]:
-    """Beat: re-evaluate entities with open alerts (so a condition that passed clears), and re-send
-    webhook deliveries that are due (retries, or messages lost with a worker)."""
+    """Beat: re-evaluate entities with open alerts or recent news (so a condition that passed
+    clears, and an evaluation whose message was lost happens), and re-send webhook deliveries that
+    are due (retries, or messages lost with a worker or the broker)."""
     from services import webhooks
 
     runtime = get_runtime()
     now = datetime.now(UTC)
+    since = now - timedelta(seconds=runtime.settings.alert_window_s)
     with runtime.db.session_scope() as session:
-        entities = alerts.with_open_alerts(session)
+        entities = alerts.due_for_evaluation(session, since=since)
         changes, _ = alerts.evaluate_and_notify(session, entities=entities, settings=runtime.settings, now=now)
         due = webhooks.due_deliveries(session, now=now)  # includes what was just queued
     for delivery_id in due:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -127,11 +127,13 @@ def _mark_processing(session: Session, *conditions: Any, now: datetime) -> list[
 
 
 def release(session: Session, *, ids: Sequence[str]) -> None:
-    """Put claimed events back to queued (their batch will be retried)."""
+    """Put claimed events back to queued (their batch will be retried). The claim does not count
+    as an attempt: a dependency was down, the events did nothing wrong, and an outage must not
+    use up the attempts that `give_up` keeps for events that kill their worker."""
     session.execute(
         update(Event)
         .where(Event.id.in_(ids), Event.status == "processing")
-        .values(status="queued")
+        .values(status="queued", attempts=case((Event.attempts > 0, Event.attempts - 1), else_=0))
         .execution_options(synchronize_session=False)
     )
 

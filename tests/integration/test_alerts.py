@@ -296,3 +296,16 @@ def test_the_alerts_task_raises_and_delivers_once_to_a_webhook(
         assert json.loads(payload)["alert"]["entity"] == "ACME"
     finally:
         receiver.close()
+
+
+def test_the_sweep_evaluates_news_whose_alerts_message_was_lost(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tasks, "send", lambda app, name, *args: None)
+    burst = Stream(runtime).add(["negative"] * 8, start=datetime.now(UTC), every=timedelta(minutes=1))
+    with runtime.db.session_scope() as s:  # linked by the ingest batch; its alerts message never came
+        alerts.record_links(s, event_ids=burst, settings=runtime.settings, now=datetime.now(UTC))
+    assert open_alerts(runtime) == {}
+    assert tasks.alerts_sweep.run()["changes"] >= 1
+    assert "negative_share" in open_alerts(runtime)
+    assert tasks.alerts_sweep.run()["changes"] == 0  # evaluated again: nothing new

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from services import ingest
 from services.db import events as repo
 from services.db.migrate import upgrade
+from services.db.models import Event
 from services.db.session import Database
 from services.errors import Conflict
 
@@ -105,6 +106,8 @@ def test_claim_tops_a_small_batch_up_from_the_backlog(db: Database) -> None:
         repo.release(s, ids=[e.id for e in claimed])
     with db.session_scope() as s:
         assert repo.counts(s) == {"ticket": {"queued": 10}}
+        # released because a dependency was down: the claim is no attempt that `give_up` counts
+        assert set(s.scalars(sa.select(Event.attempts))) == {0}
 
 
 def test_record_writes_a_batch_of_outcomes(db: Database) -> None:
