@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit integration fuzz bench clean
+.PHONY: run test lint unit integration fuzz bench soak peer clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,26 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py ../shared/data/banking77/train.csv
+
+# 10 minutes at 80% of the capacity measured first, on a fresh embedded `sift up`; exits 1 when a bar
+# fails (lost events, 5xx, RSS growth >= 10% between minute 2 and minute 10).
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py ../shared/data/banking77/train.csv --minutes 10
+
+# The peer of `bench/ingest.py --peer infinity`: infinity-emb in a virtual environment of its own,
+# since its pins (sentence-transformers<4, numpy<2, typer<0.13, uvicorn<0.33) clash with Sift's stack.
+# torch pinned in the same command, so pip keeps the CPU build that lies on this disk.
+PEER_VENV  := .venv-infinity
+PEER_STAMP := $(PEER_VENV)/.installed
+INFINITY_VERSION ?= 0.0.78
+
+$(PEER_STAMP): Makefile
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/pip install --quiet torch==2.13.0 'infinity-emb[server,torch]==$(INFINITY_VERSION)'
+	touch $(PEER_STAMP)
+
+peer: $(PEER_STAMP)
 
 clean:
 	rm -rf $(VENV) .sift .pytest_cache .mypy_cache .ruff_cache

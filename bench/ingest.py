@@ -1,13 +1,18 @@
 """Ingest benchmark: Sift end to end against the bare model, on the same texts, in one run.
 
-    python bench/ingest.py ../shared/data/banking77/train.csv [--limit N] [--mode embedded|redis-pg]
+    python bench/ingest.py ../shared/data/banking77/train.csv [--limit N] [--mode embedded|redis-pg] [--peer infinity]
 
 1. reference: raw `SentenceTransformer.encode(texts, batch_size=32)` of the same model, in this
    process before any server starts (median of --raw-repeats runs);
 2. Sift: a fresh `sift up` per request style; events posted as 100-event requests and as
    single-event requests (--clients concurrent HTTP clients); the clock stops when every event
    is `done` in SQL; then the server is stopped and the Qdrant points are counted.
-Prints sentences/s, events/s and the ratio Sift/raw for each style, and a JSON line.
+3. with --peer infinity: infinity-emb (a batching embedding server, installed by `make peer` in
+   its own virtual environment .venv-infinity) serving the same packaged model on this machine,
+   torch engine on CPU with its default batching and the same thread count as the reference; the
+   same texts posted in the same request styles to its OpenAI-compatible /embeddings endpoint; the
+   clock runs from the first post to the last response. It stores nothing.
+Prints sentences/s, events/s and the ratio Sift/raw (and peer/raw) for each style, and a JSON line.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,6 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/14"
+PEER_VENV = ROOT / ".venv-infinity"  # built by `make peer`: infinity-emb's pins clash with Sift's stack
+PEER_MODEL = "all-MiniLM-L6-v2"  # the name the peer serves the packaged model under
 
 
 def load_texts(path: Path, limit: int | None) -> list[str]:
@@ -112,8 +120,18 @@ class Server:
 
     def stop(self) -> dict[str, int]:
         """Stop the server; count done rows and points (the embedded store is free once it stops)."""
+        self.halt()
+        counts = self.counts()
+        self.cleanup()
+        return counts
+
+    def halt(self) -> None:
+        """SIGTERM the server and wait for it to exit."""
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=120)
+
+    def counts(self) -> dict[str, int]:
+        """Rows, done rows and Qdrant points, read once the server has stopped."""
         engine = sa.create_engine(self.db_url)
         with engine.connect() as conn:
             rows = int(conn.scalar(sa.text("SELECT count(*) FROM events")) or 0)
@@ -124,10 +142,13 @@ class Server:
         store = open_store(qdrant_url=None, qdrant_api_key=None, vectors_dir=self.dir / "qdrant")
         points = store.count("sift_ticket")
         store.close()
+        return {"rows": rows, "done": done, "points": points}
+
+    def cleanup(self) -> None:
+        """Drop the bench database (redis-pg) and remove the data dir."""
         if self.db_name:
             _admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
         shutil.rmtree(self.dir, ignore_errors=True)
-        return {"rows": rows, "done": done, "points": points}
 
 
 def _admin(statement: str) -> None:
@@ -137,26 +158,35 @@ def _admin(statement: str) -> None:
     engine.dispose()
 
 
-def post_all(base: str, texts: list[str], per_request: int, clients: int) -> None:
-    """POST the events with `clients` keep-alive connections. The producer shares this machine's
-    two cores with Sift, so it uses the lightest client the standard library has (http.client)."""
-    events = [{"id": f"b{i}", "kind": "ticket", "text": t} for i, t in enumerate(texts)]
-    bodies = [json.dumps({"events": events[i : i + per_request]}) for i in range(0, len(events), per_request)]
+def post_bodies(
+    base: str, path: str, bodies: list[str], clients: int, status: int, count: Callable[[bytes], int] | None = None
+) -> int:
+    """POST the bodies with `clients` keep-alive connections; returns the sum of `count(response body)`.
+    The producer shares this machine's two cores with the server, so it uses the lightest client the
+    standard library has (http.client)."""
     host, port = base.removeprefix("http://").split(":")
     local = threading.local()
 
-    def send(body: str) -> None:
+    def send(body: str) -> int:
         conn = getattr(local, "conn", None)
         if conn is None:
             conn = local.conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        conn.request("POST", "/v1/events", body, {"content-type": "application/json"})
+        conn.request("POST", path, body, {"content-type": "application/json"})
         response = conn.getresponse()
         payload = response.read()
-        if response.status != 202:
-            raise SystemExit(f"POST failed: {response.status} {payload[:300]!r}")
+        if response.status != status:
+            raise SystemExit(f"POST {path} failed: {response.status} {payload[:300]!r}")
+        return count(payload) if count else 0
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
-        list(pool.map(send, bodies))
+        return sum(pool.map(send, bodies))
+
+
+def post_all(base: str, texts: list[str], per_request: int, clients: int) -> None:
+    """POST the texts to Sift as `ticket` events, `per_request` events a request."""
+    events = [{"id": f"b{i}", "kind": "ticket", "text": t} for i, t in enumerate(texts)]
+    bodies = [json.dumps({"events": events[i : i + per_request]}) for i in range(0, len(events), per_request)]
+    post_bodies(base, "/v1/events", bodies, clients, 202)
 
 
 def wait_done(base: str, n: int, timeout_s: float) -> None:
@@ -187,6 +217,114 @@ def run_style(texts: list[str], mode: str, per_request: int, clients: int, env: 
     }
 
 
+class PeerServer:
+    """infinity-emb (`infinity_emb v2`) from .venv-infinity, serving the packaged model on a free port."""
+
+    def __init__(self, executable: Path, threads: int) -> None:
+        from services.config import packaged_model_path
+
+        self.dir = Path(tempfile.mkdtemp(prefix="sift-bench-peer-"))
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        # its own defaults (batch size 32, dtype auto = float32 on CPU, no torch.compile): no INFINITY_* from here
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("INFINITY_", "SIFT_"))}
+        env.update(
+            HF_HUB_OFFLINE="1",
+            DO_NOT_TRACK="1",  # its anonymous usage statistics (posthog)
+            INFINITY_ANONYMOUS_USAGE_STATS="0",
+            OMP_NUM_THREADS=str(threads),  # the reference's torch.set_num_threads
+            MKL_NUM_THREADS=str(threads),
+            HOME=str(self.dir),  # any cache it writes goes to the temp dir
+        )
+        command = [
+            str(executable), "v2",
+            "--model-id", packaged_model_path(),
+            "--served-model-name", PEER_MODEL,
+            "--engine", "torch",
+            "--device", "cpu",
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--log-level", "warning",
+        ]  # fmt: skip
+        self.log_path = self.dir / "peer.log"
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(command, env=env, cwd=self.dir, stdout=self.log, stderr=self.log)
+        deadline = time.monotonic() + 300  # it loads the model and warms it up before it answers
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        self.stop()
+        raise SystemExit(f"infinity_emb did not become ready:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def peer_executable() -> Path:
+    """The peer's entry point in its own virtual environment; exit 2 with the fix when it is absent."""
+    executable = PEER_VENV / "bin" / "infinity_emb"
+    if not os.access(executable, os.X_OK):
+        print(
+            f"--peer infinity needs infinity-emb in {PEER_VENV.relative_to(ROOT)}/ ({executable} not found):"
+            " run `make peer` first",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    return executable
+
+
+def peer_version() -> str:
+    found = sorted(PEER_VENV.glob("lib/python*/site-packages/infinity_emb-*.dist-info"))
+    return found[-1].name.removeprefix("infinity_emb-").removesuffix(".dist-info") if found else "unknown"
+
+
+def run_peer(texts: list[str], styles: list[int], clients_single: int, threads: int) -> list[dict[str, Any]]:
+    """One infinity-emb server for all styles (it keeps no state between requests)."""
+    server = PeerServer(peer_executable(), threads)
+    results = []
+    try:
+        for style in styles:
+            clients = clients_single if style == 1 else 2
+            # base64 is what the OpenAI client asks for by default, and the cheapest answer to encode
+            bodies = [
+                json.dumps({"model": PEER_MODEL, "input": texts[i : i + style], "encoding_format": "base64"})
+                for i in range(0, len(texts), style)
+            ]
+            start = time.perf_counter()
+            embeddings = post_bodies(
+                server.base, "/embeddings", bodies, clients, 200, lambda payload: payload.count(b'"embedding":')
+            )
+            elapsed = time.perf_counter() - start
+            if embeddings != len(texts):
+                raise SystemExit(f"infinity_emb returned {embeddings} embeddings for {len(texts)} texts")
+            results.append(
+                {
+                    "per_request": style,
+                    "clients": clients,
+                    "seconds": elapsed,
+                    "texts_per_s": len(texts) / elapsed,
+                    "embeddings": embeddings,
+                }
+            )
+    finally:
+        server.stop()
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", type=Path, help="CSV with a 'text' column (e.g. ../shared/data/banking77/train.csv)")
@@ -196,14 +334,21 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients for single-event requests")
     parser.add_argument("--raw-repeats", type=int, default=3)
     parser.add_argument("--env", action="append", default=[], help="extra SIFT_X=value for the server")
+    parser.add_argument(
+        "--peer", choices=["infinity"], default=None, help="also measure infinity-emb on the same texts (`make peer`)"
+    )
     args = parser.parse_args()
+    if args.peer:
+        peer_executable()  # fail before the long runs, not after them
     texts = load_texts(args.dataset, args.limit)
+    styles = [int(s) for s in args.styles.split(",")]
+    threads = len(os.sched_getaffinity(0))
     env = dict(item.split("=", 1) for item in args.env)
     raw = raw_encode(texts, args.raw_repeats)
-    print(f"texts: {len(texts)} from {args.dataset}; mode: {args.mode}; cores: {len(os.sched_getaffinity(0))}")
+    print(f"texts: {len(texts)} from {args.dataset}; mode: {args.mode}; cores: {threads}")
     print(f"raw SentenceTransformer.encode (batch 32): {raw['median']:.1f} sentences/s (median of {args.raw_repeats})")
     results = []
-    for style in (int(s) for s in args.styles.split(",")):
+    for style in styles:
         clients = args.clients if style == 1 else 2
         result = run_style(texts, args.mode, style, clients, env)
         result["ratio_to_raw"] = result["events_per_s"] / raw["median"]
@@ -213,7 +358,25 @@ def main() -> None:
             f" = {result['ratio_to_raw']:.2f} x raw;"
             f" rows {result['rows']}, done {result['done']}, points {result['points']}"
         )
-    print(json.dumps({"dataset": str(args.dataset), "n": len(texts), "mode": args.mode, "raw": raw, "sift": results}))
+    report: dict[str, Any] = {
+        "dataset": str(args.dataset),
+        "n": len(texts),
+        "mode": args.mode,
+        "raw": raw,
+        "sift": results,
+    }
+    if args.peer:
+        version = peer_version()
+        peer_results = run_peer(texts, styles, args.clients, threads)
+        for result in peer_results:
+            result["ratio_to_raw"] = result["texts_per_s"] / raw["median"]
+            print(
+                f"infinity-emb {version} (torch, CPU, its batching defaults), {result['per_request']:>3}-text requests"
+                f" ({result['clients']} clients): {result['texts_per_s']:.1f} texts/s"
+                f" = {result['ratio_to_raw']:.2f} x raw; embeddings {result['embeddings']}"
+            )
+        report["peer"] = {"name": "infinity-emb", "version": version, "engine": "torch", "results": peer_results}
+    print(json.dumps(report))
 
 
 if __name__ == "__main__":
