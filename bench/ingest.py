@@ -6,7 +6,9 @@
    process before any server starts (median of --raw-repeats runs);
 2. Sift: a fresh `sift up` per request style; events posted as 100-event requests and as
    single-event requests (--clients concurrent HTTP clients); the clock stops when every event
-   is `done` in SQL; then the server is stopped and the Qdrant points are counted.
+   is `done` in SQL; with --rounds N the texts go through the same server N times (new ids), and
+   the server's RSS and peak RSS are read after each round; then the server is stopped and the
+   Qdrant points are counted.
 3. with --peer infinity: infinity-emb (a batching embedding server, installed by `make peer` in
    its own virtual environment .venv-infinity) serving the same packaged model on this machine,
    torch engine on CPU with its default batching and the same thread count as the reference; the
@@ -182,9 +184,9 @@ def post_bodies(
         return sum(pool.map(send, bodies))
 
 
-def post_all(base: str, texts: list[str], per_request: int, clients: int) -> None:
+def post_all(base: str, texts: list[str], per_request: int, clients: int, prefix: str = "b") -> None:
     """POST the texts to Sift as `ticket` events, `per_request` events a request."""
-    events = [{"id": f"b{i}", "kind": "ticket", "text": t} for i, t in enumerate(texts)]
+    events = [{"id": f"{prefix}{i}", "kind": "ticket", "text": t} for i, t in enumerate(texts)]
     bodies = [json.dumps({"events": events[i : i + per_request]}) for i in range(0, len(events), per_request)]
     post_bodies(base, "/v1/events", bodies, clients, 202)
 
@@ -199,20 +201,39 @@ def wait_done(base: str, n: int, timeout_s: float) -> None:
     raise SystemExit(f"not all {n} events finished within {timeout_s}s")
 
 
-def run_style(texts: list[str], mode: str, per_request: int, clients: int, env: dict[str, str]) -> dict[str, Any]:
+def memory_mib(pid: int) -> dict[str, float]:
+    """The process's resident memory now (VmRSS) and its peak so far (VmHWM), in MiB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {name: int(fields[key].split()[0]) / 1024 for name, key in (("rss_mib", "VmRSS"), ("peak_rss_mib", "VmHWM"))}
+
+
+def run_style(
+    texts: list[str], mode: str, per_request: int, clients: int, env: dict[str, str], rounds: int
+) -> dict[str, Any]:
+    """`rounds` consecutive runs of every text (new ids each round) through one server: events/s
+    per round (the median is the result) and the server's memory after each round."""
     server = Server(mode, env)
-    start = time.perf_counter()
-    post_all(server.base, texts, per_request, clients)
-    posted = time.perf_counter() - start
-    wait_done(server.base, len(texts), timeout_s=3600)
-    elapsed = time.perf_counter() - start
+    per_round = []
+    for n in range(rounds):
+        start = time.perf_counter()
+        post_all(server.base, texts, per_request, clients, prefix=f"r{n}-")
+        posted = time.perf_counter() - start
+        wait_done(server.base, len(texts) * (n + 1), timeout_s=3600)
+        elapsed = time.perf_counter() - start
+        per_round.append(
+            {
+                "seconds": elapsed,
+                "post_seconds": posted,
+                "events_per_s": len(texts) / elapsed,
+                **memory_mib(server.proc.pid),
+            }
+        )
     counts = server.stop()
     return {
         "per_request": per_request,
         "clients": clients,
-        "seconds": elapsed,
-        "post_seconds": posted,
-        "events_per_s": len(texts) / elapsed,
+        "events_per_s": statistics.median(r["events_per_s"] for r in per_round),
+        "rounds": per_round,
         **counts,
     }
 
@@ -335,6 +356,9 @@ def main() -> None:
     parser.add_argument("--raw-repeats", type=int, default=3)
     parser.add_argument("--env", action="append", default=[], help="extra SIFT_X=value for the server")
     parser.add_argument(
+        "--rounds", type=int, default=1, help="consecutive runs of the texts per server (memory growth across runs)"
+    )
+    parser.add_argument(
         "--peer", choices=["infinity"], default=None, help="also measure infinity-emb on the same texts (`make peer`)"
     )
     args = parser.parse_args()
@@ -350,13 +374,17 @@ def main() -> None:
     results = []
     for style in styles:
         clients = args.clients if style == 1 else 2
-        result = run_style(texts, args.mode, style, clients, env)
+        result = run_style(texts, args.mode, style, clients, env, args.rounds)
         result["ratio_to_raw"] = result["events_per_s"] / raw["median"]
         results.append(result)
+        rounds = "; ".join(
+            f"{r['events_per_s']:.1f}/s, RSS {r['rss_mib']:.0f} MiB (peak {r['peak_rss_mib']:.0f})"
+            for r in result["rounds"]
+        )
         print(
             f"sift end to end, {style:>3}-event requests ({clients} clients): {result['events_per_s']:.1f} events/s"
             f" = {result['ratio_to_raw']:.2f} x raw;"
-            f" rows {result['rows']}, done {result['done']}, points {result['points']}"
+            f" rows {result['rows']}, done {result['done']}, points {result['points']}; rounds: {rounds}"
         )
     report: dict[str, Any] = {
         "dataset": str(args.dataset),
