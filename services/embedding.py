@@ -73,7 +73,15 @@ class Encoder:
     """A loaded model: encode(texts) -> L2-normalised float32 vectors, one forward pass per call."""
 
     def __init__(
-        self, model: Any, *, version: str, device: str, batch_size: int, backend: str = "torch", session: Any = None
+        self,
+        model: Any,
+        *,
+        version: str,
+        device: str,
+        batch_size: int,
+        backend: str = "torch",
+        session: Any = None,
+        streams: int = 1,
     ) -> None:
         self._model = model
         self.version = version
@@ -89,6 +97,8 @@ class Encoder:
         self.dimension = int(dimension())
         self._lock = threading.Lock()
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sift-tokenize")
+        # int8: `streams` threads, each running whole batches on one core (see _encode_parallel)
+        self._streams = ThreadPoolExecutor(max_workers=max(1, streams), thread_name_prefix="sift-encode")
 
     @classmethod
     def load(
@@ -118,7 +128,7 @@ class Encoder:
         model.eval()
         size = batch_size or default_batch_size(resolved)
         chosen = resolve_backend(backend, resolved)
-        session = None
+        session, streams = None, 1
         if chosen == "onnx-int8":
             from services import embedding_int8
 
@@ -127,9 +137,16 @@ class Encoder:
             import torch
 
             file = embedding_int8.quantized_file(model, path, cache_dir)
-            session = embedding_int8.session(file, threads=torch.get_num_threads())
+            session = embedding_int8.session(file, threads=1)
+            streams = torch.get_num_threads()
         return cls(
-            model, version=model_version(path), device=resolved, batch_size=size, backend=chosen, session=session
+            model,
+            version=model_version(path),
+            device=resolved,
+            batch_size=size,
+            backend=chosen,
+            session=session,
+            streams=streams,
         )
 
     @property
@@ -144,6 +161,8 @@ class Encoder:
         # One forward pass at a time per model: concurrent calls from the API thread and the
         # worker thread would only fight over the same cores.
         with self._lock, metrics.ENCODE_DURATION.labels(device=self.device).time():
+            if self._session is not None:
+                return self._encode_parallel(list(texts))
             return self._encode_overlapped(list(texts))
 
     def _encode_overlapped(self, texts: list[str]) -> np.ndarray:
@@ -162,12 +181,31 @@ class Encoder:
             if n + 1 < len(batches):
                 pending = self._tokenizer.submit(self._model.preprocess, [texts[i] for i in batches[n + 1]])
             with torch.inference_mode():
-                if self._session is None:
-                    output = self._model.forward(batch_to_device(features, self._model.device))
-                else:
-                    output = self._forward_int8(features)
+                output = self._model.forward(batch_to_device(features, self._model.device))
                 vectors = torch.nn.functional.normalize(output["sentence_embedding"].float(), p=2, dim=1)
             out[batch] = vectors.cpu().numpy()
+        return out
+
+    def _encode_parallel(self, texts: list[str]) -> np.ndarray:
+        """The int8 path: batches sorted by length as above, each tokenised, run and pooled whole
+        by one of `streams` threads on one core (ONNX Runtime and the tokenizer release the GIL).
+        Independent batches side by side need no barrier between cores after every operator, as
+        one batch on two threads does, and a thread the API preempts holds back only its own
+        batch: +20 % over one two-thread run on two cores (docs/benchmarks.md)."""
+        import torch
+
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dimension), dtype=np.float32)
+
+        def run(batch: np.ndarray) -> None:
+            features = self._model.preprocess([texts[i] for i in batch])
+            with torch.inference_mode():
+                output = self._forward_int8(features)
+                vectors = torch.nn.functional.normalize(output["sentence_embedding"].float(), p=2, dim=1)
+            out[batch] = vectors.numpy()
+
+        batches = [order[start : start + self.batch_size] for start in range(0, len(texts), self.batch_size)]
+        list(self._streams.map(run, batches))  # waits for all; re-raises a batch's error here
         return out
 
     def _forward_int8(self, features: dict[str, Any]) -> dict[str, Any]:

@@ -114,8 +114,9 @@ def _quantize(fp32: Path, int8: Path) -> None:
 
 
 def session(file: Path, *, threads: int) -> Any:
-    """An ONNX Runtime session on threads cores; idle threads sleep instead of spinning, so the
-    API and the broker on the same cores get them back between batches."""
+    """An ONNX Runtime session that runs a call on `threads` cores (the encoder uses 1 and calls
+    it from one thread per core); extra threads, if any, sleep instead of spinning when idle, so
+    the API and the database on the same cores get them back."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -174,3 +174,26 @@ def test_int8_needs_a_cache_dir() -> None:
 
     with pytest.raises(InvalidInput, match="cache directory"):
         Encoder.load(Settings().model_path, device="cpu", backend="onnx-int8")
+
+
+def test_int8_batches_run_side_by_side_one_core_each(int8: Encoder) -> None:
+    import threading
+
+    session = int8._session
+    threads: set[str] = set()
+
+    class Traced:
+        def run(self, *args: object) -> object:
+            threads.add(threading.current_thread().name)
+            return session.run(*args)
+
+    texts = [f"card {'delivery ' * (n % 5)}question {n}" for n in range(8 * int8.batch_size)]
+    expected = int8.encode(texts)
+    int8._session = Traced()
+    try:
+        again = int8.encode(texts)
+    finally:
+        int8._session = session
+    np.testing.assert_array_equal(again, expected)  # same batches, same order: the same vectors
+    assert threads and all(name.startswith("sift-encode") for name in threads)  # never the caller's thread
+    assert len(threads) == int8._streams._max_workers == torch.get_num_threads()

@@ -1,0 +1,116 @@
+"""Where a worker's time goes under load: py-spy samples of a `sift up` process while it works
+through a backlog, grouped by stage.
+
+    python bench/profile_worker.py ../shared/data/banking77/train.csv [--events 3000] [--seconds 8]
+                                   [--mode embedded|redis-pg] [--env SIFT_X=value ...]
+
+A fresh `sift up` (bench/ingest.py's Server) gets --events texts as 100-event requests; once the
+first batch is being processed, `py-spy record --threads --idle` samples the process at 100 Hz for
+--seconds. The worker runs in the process's main thread (API and beat are threads beside it);
+its samples are put in the first stage, in the order below, whose pattern a stack contains:
+the forward pass, pooling and normalisation, waiting for the tokeniser thread, the vector store,
+SQL, the broker. The tokeniser thread's own busy share is printed too, since it overlaps the
+forward pass. Prints a table and a JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from ingest import Server, load_texts, post_all  # noqa: E402
+
+# (stage, patterns): a sample belongs to the first stage with a pattern in its stack.
+STAGES: list[tuple[str, tuple[str, ...]]] = [
+    ("forward pass (ONNX Runtime int8, or torch)", ("onnxruntime", "torch/nn/modules/linear", "modeling_bert")),
+    (
+        "pooling and normalisation (the model's modules)",
+        ("modules/pooling", "modules/normalize", "models/Pooling", "models/Normalize", "normalize ("),
+    ),
+    ("waiting for the tokeniser thread", ("concurrent/futures/_base.py",)),
+    ("vector store (Qdrant Edge upsert)", ("qdrant",)),
+    ("SQL (claim, record, links)", ("sqlalchemy", "sqlite3", "psycopg")),
+    ("broker and waiting for work (Celery, kombu)", ("kombu", "celery/worker/consumer", "billiard")),
+]
+OTHER = "the rest (payloads, heads, task bookkeeping)"
+
+
+def stage_of(stack: str) -> str:
+    return next((name for name, patterns in STAGES if any(p in stack for p in patterns)), OTHER)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--mode", choices=["embedded", "redis-pg"], default="embedded")
+    parser.add_argument("--env", action="append", default=[], help="extra SIFT_X=value for the server")
+    parser.add_argument("--top", type=int, default=0, help="also print each stage's N most sampled innermost frames")
+    args = parser.parse_args()
+    texts = load_texts(args.dataset, args.events)
+    server = Server(args.mode, dict(item.split("=", 1) for item in args.env))
+    try:
+        post_all(server.base, texts, 100, 2)
+        time.sleep(1.0)  # the first batch is claimed and encoding
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "stacks.txt"
+            subprocess.run(
+                [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.proc.pid), "--threads",
+                 "--idle", "--rate", "100", "--duration", str(args.seconds), "--format", "raw", "--output", str(out),
+                 "--nonblocking"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            lines = out.read_text().splitlines()
+    finally:
+        server.stop()
+    threads: dict[str, Counter[str]] = {}
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        thread = stack.split(";", 1)[0]
+        threads.setdefault(thread, Counter())[stack] += int(count)
+    main_thread = next((t for t in threads if "MainThread" in t), max(threads, key=lambda t: sum(threads[t].values())))
+    stages: Counter[str] = Counter()
+    leaves: dict[str, Counter[str]] = {}
+    for stack, count in threads[main_thread].items():
+        stage = stage_of(stack)
+        stages[stage] += count
+        leaves.setdefault(stage, Counter())[" < ".join(reversed(stack.split(";")[-4:]))] += count
+    total = sum(stages.values())
+    tokeniser = next((t for t in threads if "sift-tokenize" in t), None)
+    busy = 0.0
+    if tokeniser:
+        samples = threads[tokeniser]
+        busy = sum(n for s, n in samples.items() if "preprocess (" in s) / max(1, sum(samples.values()))
+    print(f"py-spy, {args.seconds} s at 100 Hz, {args.mode}, worker thread ({main_thread}): {total} samples")
+    for name, count in stages.most_common():
+        print(f"{100 * count / total:6.1f} %  {name}")
+        for leaf, n in leaves[name].most_common(args.top):
+            print(f"          {100 * n / total:5.1f} %  {leaf[:220]}")
+    if tokeniser:
+        print(f"tokeniser thread busy: {100 * busy:.1f} % of the same time (overlapped with the forward pass)")
+    print(
+        json.dumps(
+            {
+                "mode": args.mode,
+                "seconds": args.seconds,
+                "samples": total,
+                "stages": {k: round(v / total, 4) for k, v in stages.items()},
+                "tokeniser_busy": round(busy, 4),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
