@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import sys
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -51,8 +51,9 @@ def bound(**fields: Any) -> Iterator[None]:
 
 
 def new_id() -> str:
-    """A short random id (a request or a batch)."""
-    return uuid.uuid4().hex[:16]
+    """A short random id (a request or a batch), for following log lines, not a secret: from
+    Python's PRNG, since uuid4's os.urandom call was 8 % of the API's CPU per small request."""
+    return f"{random.getrandbits(64):016x}"
 
 
 def fields(record: logging.LogRecord) -> dict[str, Any]:
