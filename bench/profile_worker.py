@@ -8,9 +8,9 @@ A fresh `sift up` (bench/ingest.py's Server) gets --events texts as 100-event re
 first batch is being processed, `py-spy record --threads --idle` samples the process at 100 Hz for
 --seconds. The worker runs in the process's main thread (API and beat are threads beside it);
 its samples are put in the first stage, in the order below, whose pattern a stack contains:
-the forward pass, pooling and normalisation, waiting for the tokeniser thread, the vector store,
-SQL, the broker. The tokeniser thread's own busy share is printed too, since it overlaps the
-forward pass. Prints a table and a JSON line.
+encoding, pooling and normalisation, the vector store, SQL, the broker. The helper threads'
+samples (the int8 encode threads, the torch path's tokeniser thread) are grouped too: forward
+pass, tokenisation, pooling, idle. Prints a table and a JSON line.
 """
 
 from __future__ import annotations
@@ -32,15 +32,23 @@ from ingest import Server, load_texts, post_all  # noqa: E402
 
 # (stage, patterns): a sample belongs to the first stage with a pattern in its stack.
 STAGES: list[tuple[str, tuple[str, ...]]] = [
-    ("forward pass (ONNX Runtime int8, or torch)", ("onnxruntime", "torch/nn/modules/linear", "modeling_bert")),
+    ("encoding, int8 (the worker waits while the encode threads run the batches)", ("_encode_parallel",)),
+    ("forward pass (torch)", ("torch/nn/modules/linear", "modeling_bert", "onnxruntime")),
     (
         "pooling and normalisation (the model's modules)",
         ("modules/pooling", "modules/normalize", "models/Pooling", "models/Normalize", "normalize ("),
     ),
-    ("waiting for the tokeniser thread", ("concurrent/futures/_base.py",)),
+    ("waiting for the tokeniser thread (torch)", ("concurrent/futures/_base.py",)),
     ("vector store (Qdrant Edge upsert)", ("qdrant",)),
     ("SQL (claim, record, links)", ("sqlalchemy", "sqlite3", "psycopg")),
     ("broker and waiting for work (Celery, kombu)", ("kombu", "celery/worker/consumer", "billiard")),
+]
+# What the encode threads (int8) and the tokeniser thread (torch) spend their samples on.
+HELPER_STAGES: list[tuple[str, tuple[str, ...]]] = [
+    ("forward pass (ONNX Runtime)", ("onnxruntime",)),
+    ("tokenisation", ("preprocess (", "tokeniz")),
+    ("pooling and normalisation", ("modules/pooling", "modules/normalize", "normalize (")),
+    ("idle", ("_worker (concurrent/futures/thread.py",)),
 ]
 OTHER = "the rest (payloads, heads, task bookkeeping)"
 
@@ -87,18 +95,21 @@ def main() -> None:
         stages[stage] += count
         leaves.setdefault(stage, Counter())[" < ".join(reversed(stack.split(";")[-4:]))] += count
     total = sum(stages.values())
-    tokeniser = next((t for t in threads if "sift-tokenize" in t), None)
-    busy = 0.0
-    if tokeniser:
-        samples = threads[tokeniser]
-        busy = sum(n for s, n in samples.items() if "preprocess (" in s) / max(1, sum(samples.values()))
+    helpers: dict[str, Counter[str]] = {}
+    for thread, samples in threads.items():
+        if "sift-encode" in thread or "sift-tokenize" in thread:
+            for stack, count in samples.items():
+                name = next((n for n, patterns in HELPER_STAGES if any(p in stack for p in patterns)), "other")
+                helpers.setdefault(thread, Counter())[name] += count
     print(f"py-spy, {args.seconds} s at 100 Hz, {args.mode}, worker thread ({main_thread}): {total} samples")
     for name, count in stages.most_common():
         print(f"{100 * count / total:6.1f} %  {name}")
         for leaf, n in leaves[name].most_common(args.top):
             print(f"          {100 * n / total:5.1f} %  {leaf[:220]}")
-    if tokeniser:
-        print(f"tokeniser thread busy: {100 * busy:.1f} % of the same time (overlapped with the forward pass)")
+    for thread, counts in sorted(helpers.items()):
+        n = sum(counts.values())
+        shares = ", ".join(f"{name} {100 * c / n:.1f} %" for name, c in counts.most_common())
+        print(f"{thread}: {shares}")
     print(
         json.dumps(
             {
@@ -106,7 +117,9 @@ def main() -> None:
                 "seconds": args.seconds,
                 "samples": total,
                 "stages": {k: round(v / total, 4) for k, v in stages.items()},
-                "tokeniser_busy": round(busy, 4),
+                "helper_threads": {
+                    t: {k: round(v / sum(c.values()), 4) for k, v in c.items()} for t, c in helpers.items()
+                },
             }
         )
     )
