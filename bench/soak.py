@@ -257,8 +257,11 @@ def verify(server: Server, accepted: list[str]) -> dict[str, Any]:
     found = sum(len(store.retrieve(COLLECTION, done_points[i : i + 500])) for i in range(0, len(done_points), 500))
     store.close()
     log = (server.dir / "up.log").read_text(errors="replace").splitlines()
+    errors = [n for n, line in enumerate(log) if "ERROR" in line or "Traceback" in line]
     return {
-        "server_log_errors": sum(("ERROR" in line or "Traceback" in line) for line in log),
+        "server_log_errors": len(errors),
+        # each error line with the 5 lines after it, so a report says what went wrong
+        "server_log_error_excerpts": ["\n".join(log[n : n + 6])[:2000] for n in errors[:5]],
         "rows": len(rows),
         "done_rows": sum(r.status == "done" for r in rows),
         "points": points,
