@@ -26,8 +26,19 @@ def run_offline() -> None:
 def run_online() -> None:
     engine = make_engine(_url())
     engine.pool = pool.NullPool(engine.pool._creator)  # no pooled connection outlives the upgrade
+    schema = config.attributes.get("schema")  # a tenant's schema on PostgreSQL (Alembic's multi-tenant recipe)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        if schema:
+            connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            connection.exec_driver_sql(f'SET search_path TO "{schema}"')
+            connection.commit()
+            connection.dialect.default_schema_name = schema
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            version_table_schema=schema,
+        )
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

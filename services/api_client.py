@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 
+from services.config import get_settings
 from services.errors import DomainError, InvalidInput, NotFound, Transient
 
 
@@ -27,6 +28,8 @@ def call(base_url: str, method: str, path: str, *, json: Any = None, timeout: fl
     message, details = error.get("message", ""), error.get("details")
     if response.status_code == 404:
         raise NotFound(message, details=details)
+    if response.status_code in (401, 403):
+        raise InvalidInput(f"{message} (the CLI sends SIFT_API_KEY, else the key `sift up` saved)", details=details)
     if response.status_code < 500:
         raise InvalidInput(message, details=details)
     raise DomainError(f"the API answered {response.status_code}: {message}", details=details)
@@ -44,8 +47,20 @@ def probe(base_url: str, path: str, *, timeout: float = 5.0) -> tuple[int, Any]:
 
 def _send(base_url: str, method: str, path: str, *, json: Any, timeout: float) -> httpx.Response:
     try:
-        return httpx.request(method, f"{base_url}{path}", json=json, timeout=timeout)
+        return httpx.request(method, f"{base_url}{path}", json=json, timeout=timeout, headers=_auth())
     except httpx.TransportError as exc:
         raise ApiUnavailable(
             f"no Sift API at {base_url} ({type(exc).__name__}): start it with `sift up` or set SIFT_API_URL"
         ) from exc
+
+
+def _auth() -> dict[str, str]:
+    """The CLI's key: SIFT_API_KEY, else the key `sift up` saved in the data dir on its first start."""
+    settings = get_settings()
+    if settings.api_key is not None:
+        key = settings.api_key.get_secret_value()
+    elif settings.saved_key_file.is_file():
+        key = settings.saved_key_file.read_text().strip()
+    else:
+        return {}
+    return {"Authorization": f"Bearer {key}"}

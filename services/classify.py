@@ -303,7 +303,7 @@ class ActiveModels:
             if not force and self._state is not None and now - self._checked < self.settings.model_reload_s:
                 return False
             with self._sessions() as session:
-                state = read_state(session, base_version=self.base.version, prefix=self.settings.collection_prefix)
+                state = read_state(session, base_version=self.base.version, prefix=self.settings.tenant_prefix)
             self._checked = time.monotonic()
             if state == self._state:
                 return False

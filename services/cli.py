@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli_keys import keys_app
 from services.cli_output import console
 from services.cli_output import fail as _fail
 from services.cli_output import message as _message
@@ -33,14 +34,27 @@ watchlist_app = typer.Typer(help="The companies whose news is watched for alerts
 app.add_typer(watchlist_app, name="watchlist")
 models_app = typer.Typer(help="The model registry: versions, metrics, rollback.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()
-def _logging() -> None:
+def _logging(
+    tenant: Annotated[
+        str | None, typer.Option(help="the tenant commands on the database act for (default SIFT_TENANT)")
+    ] = None,
+) -> None:
     # Every command logs the same way (SIFT_LOG_FORMAT, SIFT_LOG_LEVEL) to stderr.
     from services import logs
 
-    logs.setup(get_settings())
+    settings = get_settings()
+    if tenant is not None:
+        from services.tenants import check_tenant_id
+
+        try:
+            settings.tenant = check_tenant_id(tenant)
+        except InvalidInput as exc:
+            raise _fail(exc.message) from exc
+    logs.setup(settings)
 
 
 @app.command()
@@ -267,9 +281,9 @@ def train(
         except DomainError as exc:
             raise _fail(_message(exc), code=1) from exc
         if outcome.reindex_job is not None:  # the worker calibrates matching after the switch
-            send(make_celery(runtime.settings, name="sift-cli"), REINDEX, outcome.reindex_job)
+            send(make_celery(runtime.settings, name="sift-cli"), REINDEX, outcome.reindex_job, runtime.tenant)
         elif outcome.promoted and name == "intent":
-            send(make_celery(runtime.settings, name="sift-cli"), CALIBRATE_MATCH)
+            send(make_celery(runtime.settings, name="sift-cli"), CALIBRATE_MATCH, runtime.tenant)
         results.append(
             {
                 "task": name,
@@ -329,7 +343,7 @@ def models_activate(version: str) -> None:
     if job is None:
         console.print(f"{version} is active; workers serve it within {runtime.settings.model_reload_s:g} s")
         return
-    send(make_celery(runtime.settings, name="sift-cli"), REINDEX, job)
+    send(make_celery(runtime.settings, name="sift-cli"), REINDEX, job, runtime.tenant)
     console.print(f"{version} needs its own encoder: re-index job {job} queued; it becomes active when the job is done")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EVENT_KINDS: tuple[str, ...] = ("ticket", "news", "product")
 QUEUES: tuple[str, ...] = ("ingest", "alerts", "train")
+# Every table and collection belongs to one tenant. The default tenant lives in the main schema
+# (SQLite: the main file) and the plain collection names, so a single-team install needs nothing else.
+DEFAULT_TENANT = "default"
+TENANT_PATTERN = r"^[a-z][a-z0-9]{0,31}$"  # becomes part of a schema, a file and collection names
 
 
 def packaged_model_path() -> str:
@@ -40,6 +45,11 @@ class Settings(BaseSettings):
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
     collection_prefix: str = "sift_"
+    tenant: str = Field(
+        DEFAULT_TENANT,
+        pattern=TENANT_PATTERN,
+        description="the tenant CLI commands that work on the database act for (the API takes it from the key)",
+    )
 
     model: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -199,7 +209,15 @@ class Settings(BaseSettings):
     log_format: Literal["json", "text"] | None = Field(
         None, description="json: one object per line (the production default); text: for people (development)"
     )
-    api_keys: SecretStr | None = None
+    api_keys: SecretStr | None = Field(
+        None, description="comma-separated keys with every scope on the default tenant, beside the keys table"
+    )
+    api_key: SecretStr | None = Field(
+        None, description="the key CLI commands send to the API (default: the one `sift up` saved in the data dir)"
+    )
+    key_cache_s: float = Field(
+        5.0, ge=0, description="how long the API reuses a key lookup: a revoked key stops working within this"
+    )
     webhook_secret: SecretStr | None = None
     log_level: str = "INFO"
 
@@ -255,8 +273,29 @@ class Settings(BaseSettings):
 
     @property
     def models_dir(self) -> Path:
-        """Where trained model versions (heads and fine-tuned encoders) are kept."""
-        return self.data_dir / "models"
+        """Where this tenant's trained model versions (heads and fine-tuned encoders) are kept."""
+        if self.tenant == DEFAULT_TENANT:
+            return self.data_dir / "models"
+        return self.data_dir / "tenants" / self.tenant / "models"
+
+    @property
+    def tenant_prefix(self) -> str:
+        """The prefix of this tenant's collections: a collection per tenant and kind ("-" appears in no
+        kind, so no tenant's names can collide with another's or the default tenant's)."""
+        if self.tenant == DEFAULT_TENANT:
+            return self.collection_prefix
+        return f"{self.collection_prefix}tenant-{self.tenant}_"
+
+    def for_tenant(self, tenant: str) -> Settings:
+        """These settings, acting for another tenant."""
+        if not re.fullmatch(TENANT_PATTERN, tenant):
+            raise ValueError(f"tenant {tenant!r}: use 1 to 32 lowercase letters and digits, starting with a letter")
+        return self.model_copy(update={"tenant": tenant})
+
+    @property
+    def saved_key_file(self) -> Path:
+        """Where `sift up` saves the default tenant's first key (mode 0600) for the CLI on this machine."""
+        return self.data_dir / "api-key"
 
     @property
     def model_path(self) -> str:

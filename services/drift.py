@@ -154,7 +154,7 @@ class _Reader:
     def collection(self, kind: str) -> str:
         """The kind's current collection (a re-index may have switched it)."""
         row = self.session.get(KindEncoder, kind)
-        return row.collection if row else collection_for(kind, prefix=self.settings.collection_prefix)
+        return row.collection if row else collection_for(kind, prefix=self.settings.tenant_prefix)
 
     def events(self, kind: str, *, latest: bool) -> list[tuple[str, str, dict[str, Any], datetime | None]]:
         """(id, point id, predictions, processed_at) of the latest or the first done events of a kind."""

@@ -17,7 +17,7 @@ from celery import Celery
 from kombu.entity import Queue
 from kombu.exceptions import ChannelError
 
-from services.config import QUEUES, Settings
+from services.config import DEFAULT_TENANT, QUEUES, Settings
 from services.errors import BrokerUnavailable
 
 log = logging.getLogger(__name__)
@@ -99,12 +99,14 @@ class Enqueuer:
         self.app = app
         self.batch_size = batch_size
 
-    def send(self, ids: Sequence[str]) -> None:
-        """Publish ids in chunks of batch_size; raises BrokerUnavailable when the broker is down."""
+    def send(self, ids: Sequence[str], *, tenant: str = DEFAULT_TENANT) -> None:
+        """Publish a tenant's ids in chunks of batch_size; raises BrokerUnavailable when the broker is down."""
         try:
             for start in range(0, len(ids), self.batch_size):
                 chunk = list(ids[start : start + self.batch_size])
-                sent = self.app.send_task(PROCESS_EVENTS, args=[chunk], retry=True, retry_policy={"max_retries": 2})
+                sent = self.app.send_task(
+                    PROCESS_EVENTS, args=[chunk, tenant], retry=True, retry_policy={"max_retries": 2}
+                )
                 # The task id is what the worker's lines carry: the link from an event to its batch.
                 log.info("published %d events", len(chunk), extra={"event_ids": chunk, "published_task_id": sent.id})
         except Exception as exc:  # kombu raises OperationalError and friends: all mean "not now"
@@ -119,24 +121,24 @@ class CoalescingEnqueuer:
     def __init__(self, enqueuer: Enqueuer, *, wait_ms: int) -> None:
         self._enqueuer = enqueuer
         self._wait = wait_ms / 1000
-        self._pending: list[str] = []
+        self._pending: list[tuple[str, str]] = []  # (tenant, event id)
         self._oldest = 0.0
         self._cond = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="sift-enqueue", daemon=True)
         self._thread.start()
 
-    def submit(self, ids: Sequence[str]) -> None:
-        """Queue ids for publishing (returns at once)."""
+    def submit(self, ids: Sequence[str], *, tenant: str = DEFAULT_TENANT) -> None:
+        """Queue a tenant's ids for publishing (returns at once)."""
         if not ids:
             return
         with self._cond:
             if not self._pending:
                 self._oldest = time.monotonic()
-            self._pending.extend(ids)
+            self._pending.extend((tenant, i) for i in ids)
             self._cond.notify()
 
-    def _take(self) -> list[str] | None:
+    def _take(self) -> list[tuple[str, str]] | None:
         with self._cond:
             while True:
                 if self._pending and (
@@ -153,11 +155,15 @@ class CoalescingEnqueuer:
 
     def _run(self) -> None:
         while (batch := self._take()) is not None:
-            try:
-                self._enqueuer.send(batch)
-            except BrokerUnavailable as exc:
-                # The rows are committed as queued; the sweep re-sends them once the broker is back.
-                log.warning("could not enqueue %d events, the sweep will: %s", len(batch), exc)
+            by_tenant: dict[str, list[str]] = {}
+            for tenant, event_id in batch:
+                by_tenant.setdefault(tenant, []).append(event_id)
+            for tenant, ids in by_tenant.items():
+                try:
+                    self._enqueuer.send(ids, tenant=tenant)
+                except BrokerUnavailable as exc:
+                    # The rows are committed as queued; the sweep re-sends them once the broker is back.
+                    log.warning("could not enqueue %d events, the sweep will: %s", len(ids), exc)
 
     def close(self) -> None:
         """Publish what is pending, then stop."""

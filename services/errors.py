@@ -5,6 +5,8 @@ tasks map them to retry (Transient) or fail (everything else).
     ├── InvalidInput        bad input from a caller: 422 / CLI exit 2
     ├── NotFound            404
     ├── Conflict            409
+    ├── Unauthorized        no key, or not a valid one: 401
+    ├── Forbidden           a valid key without the scope a call needs: 403
     └── Transient           a dependency is down for a while: retry with backoff
         ├── DatabaseUnavailable
         ├── BrokerUnavailable
@@ -46,6 +48,14 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     code = "conflict"
+
+
+class Unauthorized(DomainError):
+    code = "unauthorized"
+
+
+class Forbidden(DomainError):
+    code = "forbidden"
 
 
 class Transient(DomainError):

@@ -18,24 +18,25 @@ from services.errors import DomainError, Transient
 
 log = logging.getLogger(__name__)
 
-Request = tuple[Sequence[repo.NewEvent], "Future[ingest.Accepted]"]
+Request = tuple[Database, Sequence[repo.NewEvent], "Future[ingest.Accepted]"]
 
 
 class GroupWriter:
-    """A writer thread that commits requests in groups of up to max_events events."""
+    """A writer thread that commits requests in groups of up to max_events events: one transaction
+    per tenant in the group, each in the tenant's own database; on_queued(tenant, ids) follows."""
 
-    def __init__(self, db: Database, *, on_queued: Callable[[list[str]], None], max_events: int = 2000) -> None:
-        self._db = db
+    def __init__(self, *, on_queued: Callable[[str, list[str]], None], max_events: int = 2000) -> None:
         self._on_queued = on_queued
         self._max_events = max_events
         self._requests: queue.SimpleQueue[Request | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="sift-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, events: Sequence[repo.NewEvent]) -> Future[ingest.Accepted]:
-        """Queue a prepared request; the future resolves once it is committed and enqueued."""
+    def submit(self, db: Database, events: Sequence[repo.NewEvent]) -> Future[ingest.Accepted]:
+        """Queue a prepared request for a tenant's database; the future resolves once it is
+        committed and enqueued."""
         future: Future[ingest.Accepted] = Future()
-        self._requests.put((events, future))
+        self._requests.put((db, events, future))
         return future
 
     def close(self) -> None:
@@ -48,7 +49,7 @@ class GroupWriter:
             first = self._requests.get()
             if first is None:
                 return
-            group, size, stop = [first], len(first[0]), False
+            group, size, stop = [first], len(first[1]), False
             while size < self._max_events:
                 try:
                     more = self._requests.get_nowait()
@@ -58,29 +59,34 @@ class GroupWriter:
                     stop = True
                     break
                 group.append(more)
-                size += len(more[0])
-            self._write(group)
+                size += len(more[1])
+            by_tenant: dict[str, list[Request]] = {}
+            for request in group:
+                by_tenant.setdefault(request[0].tenant, []).append(request)
+            for requests in by_tenant.values():
+                self._write(requests)
             if stop:
                 return
 
     def _write(self, group: list[Request]) -> None:
+        db = group[0][0]
         try:
-            with self._db.session_scope() as session:
-                results = ingest.write_requests(session, requests=[events for events, _ in group])
+            with db.session_scope() as session:
+                results = ingest.write_requests(session, requests=[events for _, events, _ in group])
         except Transient as exc:  # the database is down: every request in the group gets a 503
-            for _, future in group:
+            for _, _, future in group:
                 future.set_exception(exc)
             return
         except Exception as exc:
             if len(group) == 1:
-                group[0][1].set_exception(exc)
+                group[0][2].set_exception(exc)
                 return
             log.warning("a group of %d requests failed (%s); writing them one by one", len(group), exc)
             for request in group:
                 self._write([request])
             return
-        self._on_queued([i for r in results if isinstance(r, ingest.Accepted) for i in r.queued])
-        for (_, future), result in zip(group, results, strict=True):
+        self._on_queued(db.tenant, [i for r in results if isinstance(r, ingest.Accepted) for i in r.queued])
+        for (_, _, future), result in zip(group, results, strict=True):
             if isinstance(result, DomainError):
                 future.set_exception(result)
             else:

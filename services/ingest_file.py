@@ -136,7 +136,7 @@ def _write(
     summary["queued"] += len(accepted.queued)
     summary["unchanged"] += len(accepted.ids) - len(accepted.queued)
     try:
-        enqueuer.send(accepted.queued)
+        enqueuer.send(accepted.queued, tenant=runtime.tenant)
     except BrokerUnavailable:
         # Committed as queued: the beat sweep sends them once the broker is back.
         summary["not_enqueued"] += len(accepted.queued)

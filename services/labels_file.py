@@ -92,7 +92,7 @@ def import_file(path: Path, *, task: str | None, label_column: str, console: Con
             summary["unchanged"] += result.unchanged
             summary["new_events"] += len(result.new_event_ids)
             try:
-                enqueuer.send(result.new_event_ids)
+                enqueuer.send(result.new_event_ids, tenant=runtime.tenant)
             except BrokerUnavailable:  # committed as queued: the sweep sends them later
                 summary["not_enqueued"] += len(result.new_event_ids)
             progress.advance(bar, len(part))

@@ -63,7 +63,7 @@ def start_job(session: Session, *, version: ModelVersion, settings: Settings) ->
             .where(ModelVersion.version == old.model_version, ModelVersion.status == "reindexing")
             .values(status="candidate")
         )
-    prefix = settings.collection_prefix
+    prefix = settings.tenant_prefix
     if encoder_path(version.artifact_path) is not None:
         collection = versioned_collection(version.kind, version.version, prefix=prefix)
     else:

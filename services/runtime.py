@@ -15,10 +15,13 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from services import tenants
 from services.classify import ActiveModels
-from services.config import Settings, get_settings
+from services.config import DEFAULT_TENANT, Settings, get_settings
+from services.db.migrate import upgrade_tenant
 from services.db.session import Database
 from services.embedding import Encoder, set_threads
+from services.errors import NotFound
 from services.match import Matcher
 from services.pipeline import Pipeline
 from services.recommend import Recommender
@@ -35,13 +38,21 @@ T = TypeVar("T")
 
 
 class Runtime:
-    """The per-process resources, created on first use."""
+    """The per-process resources of one tenant, created on first use.
 
-    def __init__(self, settings: Settings) -> None:
+    The process's root runtime (get_runtime()) acts for SIFT_TENANT (default: the default tenant);
+    for_tenant() gives the runtime of any other tenant, which shares the root's model, database
+    engine and vector store but has its own sessions (its schema), collections, models and caches.
+    """
+
+    def __init__(self, settings: Settings, *, root: Runtime | None = None) -> None:
         self.settings = settings
+        self.tenant = settings.tenant
         self.pid = os.getpid()
+        self._root = root
         self._lock = threading.RLock()
         self._made: dict[str, Any] = {}
+        self._tenants: dict[str, Runtime] = {}
 
     def _once(self, name: str, make: Callable[[], T]) -> T:
         made = self._made.get(name)
@@ -53,13 +64,58 @@ class Runtime:
         return made  # type: ignore[no-any-return]
 
     @property
+    def root(self) -> Runtime:
+        """The process's root runtime (self, unless this is a tenant's)."""
+        return self._root or self
+
+    def for_tenant(self, tenant: str) -> Runtime:
+        """The runtime of a tenant (made once per process)."""
+        root = self.root
+        if tenant == root.tenant:
+            return root
+        made = root._tenants.get(tenant)
+        if made is None:
+            with root._lock:
+                made = root._tenants.get(tenant)
+                if made is None:
+                    made = root._tenants[tenant] = Runtime(root.settings.for_tenant(tenant), root=root)
+        return made
+
+    def tenant_ids(self) -> list[str]:
+        """Every tenant (the beat's sweeps visit each one)."""
+        with self.control_db.session_scope() as session:
+            return tenants.tenant_ids(session)
+
+    def create_tenant(self, tenant: str, *, name: str = "") -> bool:
+        """Make a tenant's tables, then record it (so a recorded tenant always has them); False if it existed."""
+        tenants.check_tenant_id(tenant)
+        if tenant != DEFAULT_TENANT:  # the default tenant's tables are the main schema's
+            upgrade_tenant(self.settings.sqlalchemy_url, tenant)
+        with self.control_db.session_scope() as session:
+            return tenants.add_tenant(session, tenant=tenant, name=name)
+
+    @property
+    def control_db(self) -> Database:
+        """The main schema: the tenants and their keys (and the default tenant's tables)."""
+        if self._root is not None:
+            return self._root.control_db
+        return self._once("control_db", lambda: Database(self.settings.sqlalchemy_url))
+
+    @property
     def db(self) -> Database:
-        """The database of this process."""
-        return self._once("db", lambda: Database(self.settings.sqlalchemy_url))
+        """This tenant's database: sessions that see its tables only."""
+        return self._once("db", self._tenant_db)
+
+    def _tenant_db(self) -> Database:
+        if self.tenant != DEFAULT_TENANT and self.tenant not in self.tenant_ids():
+            raise NotFound(f"no tenant {self.tenant!r}; `sift keys create --tenant {self.tenant}` creates it")
+        return self.control_db.for_tenant(self.tenant)
 
     @property
     def encoder(self) -> Encoder:
-        """The model, loaded once, with torch limited to the cores this process owns."""
+        """The model, loaded once per process, with torch limited to the cores this process owns."""
+        if self._root is not None:
+            return self._root.encoder
         return self._once("encoder", self._load_encoder)
 
     def _load_encoder(self) -> Encoder:
@@ -95,8 +151,17 @@ class Runtime:
 
     @property
     def store(self) -> VectorStore:
-        """The vector store, with every collection and payload index in place."""
-        return self._once("store", self._open_store)
+        """The vector store, with this tenant's collections and payload indexes in place."""
+        return self._once("store", self._tenant_store)
+
+    def _tenant_store(self) -> VectorStore:
+        s = self.settings
+        store = self.root._once("base_store", self.root._open_store)
+        ensure_collections(
+            store, prefix=s.tenant_prefix, dimension=self.encoder.dimension, item_filter_fields=s.item_filter_fields
+        )
+        self._build_indexes(store)
+        return store
 
     def _open_store(self) -> VectorStore:
         s = self.settings
@@ -106,17 +171,10 @@ class Runtime:
         )
         if s.vector_fault_file is not None:  # fault tests take the store down and back with a file
             store = FaultyStore(store, marker=s.vector_fault_file)
-        ensure_collections(
-            store,
-            prefix=s.collection_prefix,
-            dimension=self.encoder.dimension,
-            item_filter_fields=s.item_filter_fields,
-        )
-        self._build_indexes(store)
         return store
 
     def build_vector_indexes(self) -> dict[str, int]:
-        """Index the vector collections that are due (the beat's maintenance; embedded store only)."""
+        """Index the vector collections that are due, every tenant's (the beat's maintenance; embedded store only)."""
         return self._build_indexes(self.store)
 
     def _build_indexes(self, store: VectorStore) -> dict[str, int]:
@@ -188,18 +246,31 @@ class Runtime:
 
     def model_loaded(self) -> bool:
         """True once the encoder is in memory (readiness)."""
-        return "encoder" in self._made
+        return "encoder" in self.root._made
 
     def close(self) -> None:
-        """Flush the vector store and drop connections."""
-        with self._lock:
-            if "store" in self._made:
-                self._made.pop("store").close()
-                self._made.pop("pipeline", None)
-                self._made.pop("matcher", None)
-                self._made.pop("recommender", None)
-            if "db" in self._made:
-                self._made["db"].dispose()
+        """Flush the vector store and drop connections (the root closes what every tenant shares)."""
+        root = self.root
+        with root._lock:
+            databases = root.databases()
+            root._tenants.clear()
+            if "base_store" in root._made:
+                root._made.pop("base_store").close()
+            for name in ("store", "pipeline", "matcher", "recommender"):
+                root._made.pop(name, None)
+            for db in databases:
+                db.dispose()
+
+    def databases(self) -> list[Database]:
+        """The distinct engines this process opened (the main one, and each SQLite tenant file)."""
+        root = self.root
+        made = [root._made.get("control_db"), root._made.get("db")]
+        made += [child._made.get("db") for child in list(root._tenants.values())]
+        engines: dict[int, Database] = {}
+        for db in made:
+            if db is not None:
+                engines.setdefault(id(db.engine), db)
+        return list(engines.values())
 
 
 _runtime: Runtime | None = None
@@ -219,8 +290,9 @@ def reset_runtime(settings: Settings | None = None) -> Runtime:
     """Forget inherited resources (after a fork) or switch settings (tests); returns the new runtime."""
     global _runtime
     with _runtime_lock:
-        if _runtime is not None and "db" in _runtime._made:
-            _runtime._made["db"].engine.dispose(close=False)  # the parent's connections stay the parent's
+        if _runtime is not None:
+            for db in _runtime.databases():  # the parent's connections stay the parent's
+                db.engine.dispose(close=False)
         _runtime = Runtime(settings or get_settings())
         return _runtime
 

@@ -8,6 +8,7 @@ code runs; there `sift api`, `sift worker` and `sift beat` may also run as separ
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -15,9 +16,10 @@ from typing import Any
 
 from rich.console import Console
 
-from services.config import QUEUES, Settings
+from services import tenants
+from services.config import DEFAULT_TENANT, QUEUES, Settings
 from services.db.migrate import upgrade
-from services.runtime import get_runtime
+from services.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,12 @@ def serve_all(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.sqlalchemy_url)
     runtime = get_runtime()
+    first_key = _first_start_key(runtime)
+    if first_key is not None:
+        console.print(
+            f"First start: tenant {DEFAULT_TENANT!r} created, with this admin key "
+            f"(saved to {settings.saved_key_file}, which the CLI reads):\n  {first_key}"
+        )
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(runtime), host=settings.host, port=settings.port, log_level="warning", log_config=None
@@ -67,6 +75,21 @@ def serve_all(settings: Settings) -> int:
         server.should_exit = True
         api_thread.join(timeout=10)
         runtime.close()
+
+
+def _first_start_key(runtime: Runtime) -> str | None:
+    """On the first start, record the default tenant and make it an admin key, saved (mode 0600)
+    where CLI commands on this machine find it; None when the tenant already existed."""
+    with runtime.control_db.session_scope() as session:
+        if not tenants.add_tenant(session, tenant=DEFAULT_TENANT, name="made by the first `sift up`"):
+            return None
+        key = tenants.create_key(session, tenant=DEFAULT_TENANT, scopes=["admin"], name="first start")
+        path = runtime.settings.saved_key_file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:  # written before the commit: a crash leaves no key nobody knows
+            file.write(key.token + "\n")
+    return key.token
 
 
 def _note_sigint_once_ready(worker: Any) -> threading.Event:

@@ -7,13 +7,17 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
-from services.config import Settings
+from services import tenants
+from services.config import DEFAULT_TENANT, Settings
 from services.embedding import Encoder
+from services.runtime import Runtime
 
 PG_ADMIN_URL = os.environ.get("SIFT_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("SIFT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -73,3 +77,16 @@ def settings_for(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {"data_dir": data_dir, "batch_wait_ms": 20, "log_level": "WARNING"}
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+def api_key(runtime: Runtime, *, tenant: str = DEFAULT_TENANT, scopes: tuple[str, ...] = ("admin",)) -> str:
+    """A new key of a tenant (made when new), as `sift keys create` makes it."""
+    runtime.create_tenant(tenant)
+    with runtime.control_db.session_scope() as session:
+        return tenants.create_key(session, tenant=tenant, scopes=scopes, name="test").token
+
+
+def authorize(client: TestClient, runtime: Runtime, **key: Any) -> TestClient:
+    """The client, sending a new key (admin of the default tenant unless key says otherwise) on every request."""
+    client.headers["Authorization"] = f"Bearer {api_key(runtime, **key)}"
+    return client

@@ -11,7 +11,7 @@ from typing import Any
 from celery import Task, shared_task
 
 from services import alerts, drift, faq, ingest, logs, match_calibration, metrics, reindex, training
-from services.config import get_settings
+from services.config import DEFAULT_TENANT, get_settings
 from services.db import events as repo
 from services.db.models import as_utc
 from services.enqueue import (
@@ -30,31 +30,34 @@ from services.enqueue import (
     send,
 )
 from services.errors import BrokerUnavailable, InvalidInput, Transient
-from services.runtime import get_runtime
+from services.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, name=PROCESS_EVENTS, max_retries=8)
-def process_events(self: Task, event_ids: list[str]) -> dict[str, int]:
-    """Encode, store and index a batch of events; retries with backoff while a dependency is down."""
+def process_events(self: Task, event_ids: list[str], tenant: str = DEFAULT_TENANT) -> dict[str, int]:
+    """Encode, store and index a batch of a tenant's events; retries with backoff while a dependency is down."""
     try:
-        return run_batch(event_ids, on_news=lambda ids: _send_quietly(self.app, ALERTS_PROCESS, ids))
+        return run_batch(
+            event_ids, tenant=tenant, on_news=lambda ids: _send_quietly(self.app, ALERTS_PROCESS, ids, tenant)
+        )
     except Transient as exc:
         countdown = min(60, 2**self.request.retries)
         log.warning("batch of %d events: %s; retry in %ss", len(event_ids), exc, countdown)
         raise self.retry(exc=exc, countdown=countdown) from exc
 
 
-def run_batch(event_ids: list[str], on_news: Callable[[list[str]], None] | None = None) -> dict[str, int]:
-    """The task body: claim (topping the batch up from the backlog), process, record; then hand
-    the done news events to on_news (the alerts queue). Its log lines carry a batch id of their own."""
-    with logs.bound(batch_id=logs.new_id()):
-        return _run_batch(event_ids, on_news)
+def run_batch(
+    event_ids: list[str], *, tenant: str = DEFAULT_TENANT, on_news: Callable[[list[str]], None] | None = None
+) -> dict[str, int]:
+    """The task body: claim (topping the batch up from the tenant's backlog), process, record; then
+    hand the done news events to on_news (the alerts queue). Its log lines carry a batch id of their own."""
+    with logs.bound(batch_id=logs.new_id(), tenant=tenant):
+        return _run_batch(get_runtime().for_tenant(tenant), event_ids, on_news)
 
 
-def _run_batch(event_ids: list[str], on_news: Callable[[list[str]], None] | None) -> dict[str, int]:
-    runtime = get_runtime()
+def _run_batch(runtime: Runtime, event_ids: list[str], on_news: Callable[[list[str]], None] | None) -> dict[str, int]:
     s = runtime.settings
     pipeline = runtime.pipeline
     started = time.perf_counter()
@@ -71,7 +74,7 @@ def _run_batch(event_ids: list[str], on_news: Callable[[list[str]], None] | None
     try:
         outcomes = pipeline.process(batch, now=now)
     except Transient:
-        _release([e.id for e in batch])
+        _release(runtime, [e.id for e in batch])
         raise
     processed = time.perf_counter()
     news = [e.id for e, o in zip(batch, outcomes, strict=True) if o.ok and e.kind == "news"]
@@ -113,11 +116,11 @@ def _send_quietly(app: Any, name: str, *args: Any) -> None:
 
 
 @shared_task(bind=True, name=ALERTS_PROCESS, soft_time_limit=120, max_retries=8)
-def alerts_process(self: Task, event_ids: list[str]) -> dict[str, object]:
+def alerts_process(self: Task, event_ids: list[str], tenant: str = DEFAULT_TENANT) -> dict[str, object]:
     """Link processed news to entities (the ingest batch did already: linking is idempotent),
     recount their buckets, evaluate the rules for them, and queue webhook deliveries for alerts
     raised or cleared; idempotent."""
-    runtime = get_runtime()
+    runtime = get_runtime().for_tenant(tenant)
     now = datetime.now(UTC)
     try:
         with runtime.db.session_scope() as session:
@@ -128,7 +131,7 @@ def alerts_process(self: Task, event_ids: list[str]) -> dict[str, object]:
     except Transient as exc:
         raise self.retry(exc=exc, countdown=min(60, 2**self.request.retries)) from exc
     for delivery_id in deliveries:
-        _send_quietly(self.app, WEBHOOK_DELIVER, delivery_id)
+        _send_quietly(self.app, WEBHOOK_DELIVER, delivery_id, tenant)
     return {"entities": len(entities), "changes": len(changes), "deliveries": len(deliveries)}
 
 
@@ -139,36 +142,38 @@ def alerts_sweep(self: Task) -> dict[str, object]:
     are due (retries, or messages lost with a worker or the broker)."""
     from services import webhooks
 
-    runtime = get_runtime()
-    now = datetime.now(UTC)
-    since = now - timedelta(seconds=runtime.settings.alert_window_s)
-    with runtime.db.session_scope() as session:
-        entities = alerts.due_for_evaluation(session, since=since)
-        changes, _ = alerts.evaluate_and_notify(session, entities=entities, settings=runtime.settings, now=now)
-        due = webhooks.due_deliveries(session, now=now)  # includes what was just queued
-    for delivery_id in due:
-        _send_quietly(self.app, WEBHOOK_DELIVER, delivery_id)
-    return {"changes": len(changes), "deliveries_sent": len(due)}
+    changes, sent = 0, 0
+    for runtime in _every_tenant():
+        now = datetime.now(UTC)
+        since = now - timedelta(seconds=runtime.settings.alert_window_s)
+        with runtime.db.session_scope() as session:
+            entities = alerts.due_for_evaluation(session, since=since)
+            made, _ = alerts.evaluate_and_notify(session, entities=entities, settings=runtime.settings, now=now)
+            due = webhooks.due_deliveries(session, now=now)  # includes what was just queued
+        for delivery_id in due:
+            _send_quietly(self.app, WEBHOOK_DELIVER, delivery_id, runtime.tenant)
+        changes, sent = changes + len(made), sent + len(due)
+    return {"changes": changes, "deliveries_sent": sent}
 
 
 @shared_task(bind=True, name=WEBHOOK_DELIVER, soft_time_limit=60)
-def webhook_deliver(self: Task, delivery_id: int) -> str:
-    """POST one delivery (signed); a failure is recorded with its next attempt, which the sweep sends."""
+def webhook_deliver(self: Task, delivery_id: int, tenant: str = DEFAULT_TENANT) -> str:
+    """POST one of a tenant's deliveries (signed); a failure is recorded with its next attempt (the sweep sends it)."""
     import httpx
 
     from services import webhooks
 
-    runtime = get_runtime()
+    runtime = get_runtime().for_tenant(tenant)
     with httpx.Client() as client:
         return webhooks.deliver(
             runtime.db.session_scope, delivery_id=delivery_id, settings=runtime.settings, client=client
         )
 
 
-def _release(ids: list[str]) -> None:
+def _release(runtime: Runtime, ids: list[str]) -> None:
     # Best effort: if the database is down too, the events stay processing and the sweep re-sends them.
     try:
-        with get_runtime().db.session_scope() as session:
+        with runtime.db.session_scope() as session:
             repo.release(session, ids=ids)
     except Transient:
         log.warning("could not release %d events; the sweep will re-send them", len(ids))
@@ -176,59 +181,62 @@ def _release(ids: list[str]) -> None:
 
 @shared_task(bind=True, name=SWEEP, soft_time_limit=60)
 def sweep(self: Task) -> int:
-    """Re-send events whose message was lost (stuck queued or processing past the timeout)."""
-    runtime = get_runtime()
-    s = runtime.settings
-    with runtime.db.session_scope() as session:
-        ids = ingest.due_for_resend(
-            session, now=datetime.now(UTC), after_s=s.sweep_after_s, max_attempts=s.max_attempts, limit=10_000
-        )
-    if ids:
-        Enqueuer(self.app, batch_size=s.batch_size).send(ids)
-        log.info("sweep re-sent %d events", len(ids))
-    return len(ids)
+    """Re-send every tenant's events whose message was lost (stuck queued or processing past the timeout)."""
+    resent = 0
+    for runtime in _every_tenant():
+        s = runtime.settings
+        with runtime.db.session_scope() as session:
+            ids = ingest.due_for_resend(
+                session, now=datetime.now(UTC), after_s=s.sweep_after_s, max_attempts=s.max_attempts, limit=10_000
+            )
+        if ids:
+            Enqueuer(self.app, batch_size=s.batch_size).send(ids, tenant=runtime.tenant)
+            log.info("sweep re-sent %d events of tenant %s", len(ids), runtime.tenant)
+        resent += len(ids)
+    return resent
 
 
 TRAIN_LIMIT_S = int(get_settings().train_budget_s) + 900  # fine-tuning budget, then the head and evaluation
 
 
 @shared_task(bind=True, name=TRAIN_RUN, soft_time_limit=TRAIN_LIMIT_S, time_limit=TRAIN_LIMIT_S + 60)
-def train_run(self: Task, run_id: str) -> dict[str, object]:
-    """Execute a queued training run; a promotion that changes the encoder starts a re-index."""
-    outcome = get_runtime().trainer.execute(run_id)
+def train_run(self: Task, run_id: str, tenant: str = DEFAULT_TENANT) -> dict[str, object]:
+    """Execute a tenant's queued training run; a promotion that changes the encoder starts a re-index."""
+    runtime = get_runtime().for_tenant(tenant)
+    outcome = runtime.trainer.execute(run_id)
     if outcome.reindex_job is not None:
-        send(self.app, REINDEX, outcome.reindex_job)
-    elif outcome.promoted and _kind_of_version(outcome.version) == faq.KIND:
-        send(self.app, CALIBRATE_MATCH)  # a new intent head changes match scores
+        send(self.app, REINDEX, outcome.reindex_job, tenant)
+    elif outcome.promoted and _kind_of_version(runtime, outcome.version) == faq.KIND:
+        send(self.app, CALIBRATE_MATCH, tenant)  # a new intent head changes match scores
     return {"version": outcome.version, "promoted": outcome.promoted, "reindex_job": outcome.reindex_job}
 
 
 @shared_task(bind=True, name=REINDEX, soft_time_limit=120)
-def reindex_step(self: Task, job_id: int) -> str:
-    """Re-embed the next pages of a re-index job (about 20 s of work), then re-send itself, so
-    ingest batches are served in between; the cursor in SQL makes every step resumable."""
-    runtime = get_runtime()
+def reindex_step(self: Task, job_id: int, tenant: str = DEFAULT_TENANT) -> str:
+    """Re-embed the next pages of a tenant's re-index job (about 20 s of work), then re-send itself,
+    so ingest batches are served in between; the cursor in SQL makes every step resumable."""
+    runtime = get_runtime().for_tenant(tenant)
     status = runtime.reindexer.step(job_id, max_seconds=20)
     if status == "running":
-        send(self.app, REINDEX, job_id)
+        send(self.app, REINDEX, job_id, tenant)
     elif status == "switched":
         with runtime.db.session_scope() as session:
             kind = reindex.get_job(session, job_id=job_id).kind
         if kind == faq.KIND:
-            send(self.app, CALIBRATE_MATCH)  # the ticket encoder changed: so did match scores
+            send(self.app, CALIBRATE_MATCH, tenant)  # the ticket encoder changed: so did match scores
     return status
 
 
-def _kind_of_version(version: str) -> str:
-    with get_runtime().db.session_scope() as session:
+def _kind_of_version(runtime: Runtime, version: str) -> str:
+    with runtime.db.session_scope() as session:
         return training.get_version(session, version=version).kind
 
 
 @shared_task(bind=True, name=CALIBRATE_MATCH, soft_time_limit=600)
-def calibrate_match(self: Task) -> dict[str, object]:
-    """Fit match confidence for the served models; too few labeled tickets is not an error."""
+def calibrate_match(self: Task, tenant: str = DEFAULT_TENANT) -> dict[str, object]:
+    """Fit a tenant's match confidence for its served models; too few labeled tickets is not an error."""
     try:
-        row = match_calibration.calibrate(get_runtime().matcher)
+        row = match_calibration.calibrate(get_runtime().for_tenant(tenant).matcher)
     except InvalidInput as exc:
         log.info("match calibration skipped: %s", exc.message)
         return {"calibrated": False, "reason": exc.message}
@@ -237,32 +245,43 @@ def calibrate_match(self: Task) -> dict[str, object]:
 
 @shared_task(bind=True, name=TRAIN_CHECK, soft_time_limit=120)
 def train_check(self: Task) -> dict[str, object]:
-    """Beat: start runs for tasks with enough new labels; resume re-index jobs; catch up switched ones."""
-    runtime = get_runtime()
-    s = runtime.settings
-    started: list[str] = []
-    with runtime.db.session_scope() as session:
-        for task in training.due_tasks(session, min_new_labels=s.train_min_new_labels):
-            started.append(training.new_run(session, task=task, trigger="schedule").id)
-        running, recent = reindex.jobs_to_resume(session, now=datetime.now(UTC))
-    for run_id in started:
-        send(self.app, TRAIN_RUN, run_id)
-    for job_id in running:
-        send(self.app, REINDEX, job_id)
-    caught_up = sum(runtime.reindexer.catch_up(job_id) for job_id in recent)
-    return {"runs": started, "reindex_resumed": running, "caught_up": caught_up}
+    """Beat, for every tenant: start runs for tasks with enough new labels; resume re-index jobs;
+    catch up switched ones."""
+    out: dict[str, object] = {}
+    for runtime in _every_tenant():
+        s, tenant = runtime.settings, runtime.tenant
+        started: list[str] = []
+        with runtime.db.session_scope() as session:
+            for task in training.due_tasks(session, min_new_labels=s.train_min_new_labels):
+                started.append(training.new_run(session, task=task, trigger="schedule").id)
+            running, recent = reindex.jobs_to_resume(session, now=datetime.now(UTC))
+        for run_id in started:
+            send(self.app, TRAIN_RUN, run_id, tenant)
+        for job_id in running:
+            send(self.app, REINDEX, job_id, tenant)
+        caught_up = sum(runtime.reindexer.catch_up(job_id) for job_id in recent)
+        out[tenant] = {"runs": started, "reindex_resumed": running, "caught_up": caught_up}
+    return out
 
 
 @shared_task(bind=True, name=DRIFT_CHECK, soft_time_limit=120)
 def drift_check(self: Task) -> dict[str, object]:
-    """Beat: measure each task's drift, export the gauges, open or clear model_drift alerts."""
-    runtime = get_runtime()
-    with runtime.db.session_scope() as session:
-        results = drift.check(session, store=runtime.store, settings=runtime.settings, now=datetime.now(UTC))
-    return {r.task: r.score for r in results}
+    """Beat, for every tenant: measure each task's drift, export the gauges, open or clear model_drift alerts."""
+    out: dict[str, object] = {}
+    for runtime in _every_tenant():
+        with runtime.db.session_scope() as session:
+            results = drift.check(session, store=runtime.store, settings=runtime.settings, now=datetime.now(UTC))
+        out[runtime.tenant] = {r.task: r.score for r in results}
+    return out
 
 
 @shared_task(bind=True, name=BUILD_VECTOR_INDEXES, soft_time_limit=3600)
 def build_vector_indexes(self: Task) -> dict[str, int]:
     """Beat: build the HNSW index of embedded collections with enough points outside one."""
     return get_runtime().build_vector_indexes()
+
+
+def _every_tenant() -> list[Runtime]:
+    """The runtime of every tenant, for the beat's sweeps."""
+    root = get_runtime()
+    return [root.for_tenant(tenant) for tenant in root.tenant_ids()]

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import errors, openapi
+from services.api.auth import KeyCache, authorize
 from services.api.rate_limit import RateLimit, TokenBuckets
 from services.api.request_context import RequestContext
 from services.api.routers import (
@@ -51,7 +52,7 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
         enqueuer = CoalescingEnqueuer(
             Enqueuer(producer, batch_size=runtime.settings.batch_size), wait_ms=runtime.settings.batch_wait_ms
         )
-        writer = GroupWriter(runtime.db, on_queued=enqueuer.submit)
+        writer = GroupWriter(on_queued=lambda tenant, ids: enqueuer.submit(ids, tenant=tenant))
         app.state.writer = writer
         if warm_model:
             threading.Thread(target=_warm, args=(runtime,), name="sift-warm", daemon=True).start()
@@ -64,9 +65,10 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
         version="1",
         lifespan=lifespan,
         description="Text events in; answers, alerts and recommendations out.",
-        dependencies=[Depends(refuse_unstorable_text)],
+        dependencies=[Depends(authorize), Depends(refuse_unstorable_text)],
     )
     app.state.runtime = runtime
+    app.state.keys = KeyCache(runtime, ttl_s=runtime.settings.key_cache_s)
     app.state.enqueuer_app = producer
     app.state.checks = Checks()  # /readyz: at most one check per dependency in flight
     errors.install(app)

@@ -8,18 +8,31 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from services.api.auth import authorize
 from services.group_writer import GroupWriter
 from services.runtime import Runtime
+from services.tenants import Principal
 
 # The largest integer SQLite and PostgreSQL (bigint) hold: integer parameters stay below it, so a
 # huge id or offset is a 422, not an overflow in the driver.
 SQL_INT_MAX = 2**63 - 1
 
 
-async def get_runtime_dep(request: Request) -> Runtime:
-    """The runtime the app was created with (async: no thread-pool hop for an attribute read)."""
+async def get_root_runtime(request: Request) -> Runtime:
+    """The runtime the app was created with: for the routes no key is needed for (health)."""
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+RootRuntimeDep = Annotated[Runtime, Depends(get_root_runtime)]
+
+
+async def get_runtime_dep(request: Request, principal: Annotated[Principal | None, Depends(authorize)]) -> Runtime:
+    """The runtime of the caller's tenant: its sessions, collections and models only."""
+    if principal is None:
+        raise RuntimeError(f"{request.url.path} needs no key, so it has no tenant: use RootRuntimeDep")
+    runtime: Runtime = request.app.state.runtime
+    return runtime.for_tenant(principal.tenant)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime_dep)]

@@ -11,12 +11,21 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.errors import Conflict, DomainError, InvalidInput, NotFound, Transient
+from services.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Transient, Unauthorized
 
-STATUS_FOR: dict[type[DomainError], int] = {InvalidInput: 422, NotFound: 404, Conflict: 409, Transient: 503}
+STATUS_FOR: dict[type[DomainError], int] = {
+    InvalidInput: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Unauthorized: 401,
+    Forbidden: 403,
+    Transient: 503,
+}
 HTTP_CODES = {413: "body_too_large", 429: "rate_limited"}  # codes of errors raised as HTTPException
 DESCRIPTIONS = {
     400: "The body is not valid JSON (or not valid Unicode text).",
+    401: "No API key, or not a valid one: send `Authorization: Bearer <key>` (`sift keys create`).",
+    403: "The key lacks the scope this call needs (ingest, read, label or admin).",
     404: "Nothing with this id.",
     409: "Conflicts with what is stored; the message says what.",
     413: "The body is larger than SIFT_MAX_BODY_BYTES; send a smaller one (split the batch).",
@@ -54,7 +63,8 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 async def _domain(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     status = next((code for cls, code in STATUS_FOR.items() if isinstance(exc, cls)), 400)
-    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status, headers=headers)
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:

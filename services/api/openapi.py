@@ -48,7 +48,7 @@ def _add_errors(schema: dict[str, Any]) -> None:
 
 
 def _codes_for(path: str, operation: dict[str, Any]) -> set[int]:
-    codes = set() if path in EXEMPT else {429, 503}
+    codes = set() if path in EXEMPT else {401, 403, 429, 503}
     parameters = operation.get("parameters", [])
     if "requestBody" in operation:
         codes |= {400, 413, 422}

@@ -361,3 +361,31 @@ class ItemPair(Base):
 
     # (item_id, weight, other_id) read backwards: an item's strongest pairs, ties in a fixed order, no sort.
     __table_args__ = (Index("ix_item_pairs_item_weight", "item_id", "weight", "other_id"),)
+
+
+class Tenant(Base):
+    """A team or customer whose data Sift keeps apart: its tables live in their own schema (SQLite:
+    their own file) and its vectors in their own collections. Kept in the main schema only."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ApiKey(Base):
+    """An API key: only its SHA-256 is stored (keys are 256 random bits, so a fast hash is enough).
+    The id is the public part of the key, what lists, logs and revocations name."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(32), ForeignKey("tenants.id"))
+    name: Mapped[str] = mapped_column(Text, default="")
+    hash: Mapped[str] = mapped_column(String(64))
+    scopes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    __table_args__ = (Index("ix_api_keys_tenant", "tenant"),)

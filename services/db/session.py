@@ -13,6 +13,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.config import DEFAULT_TENANT
 from services.errors import DatabaseUnavailable
 
 PG_CONNECT_TIMEOUT_S = 5
@@ -42,17 +43,49 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class Database:
-    """One engine and its session factory, per process."""
+def tenant_schema(tenant: str) -> str:
+    """The PostgreSQL schema of a tenant's tables (the default tenant's are in the main schema)."""
+    return f"tenant_{tenant}"
 
-    def __init__(self, url: str) -> None:
+
+def tenant_url(url: str, tenant: str) -> str:
+    """The database URL of a tenant: on SQLite a file of its own beside the main one, on PostgreSQL
+    the same database (its tables are in a schema of their own)."""
+    if tenant == DEFAULT_TENANT or not url.startswith("sqlite"):
+        return url
+    prefix, path = url.split("///", 1)
+    if not path or path == ":memory:":
+        raise ValueError("tenants other than the default need a SQLite file, not an in-memory database")
+    return f"{prefix}///{Path(path).parent / 'tenants' / tenant / 'sift.db'}"
+
+
+class Database:
+    """One engine and its session factory, per process and tenant. A tenant's sessions see only its
+    tables: on SQLite they open its own file; on PostgreSQL every transaction starts with
+    `SET LOCAL search_path` to its schema alone, so an unqualified table name cannot reach another
+    tenant's (nor the main schema's) rows."""
+
+    def __init__(self, url: str, *, tenant: str = DEFAULT_TENANT, engine: Engine | None = None) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.tenant = tenant
+        self.engine = engine or make_engine(tenant_url(url, tenant))
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if tenant != DEFAULT_TENANT and not url.startswith("sqlite"):
+            set_path = f'SET LOCAL search_path TO "{tenant_schema(tenant)}"'
+            event.listen(self.sessions, "after_begin", lambda _s, _t, conn: conn.exec_driver_sql(set_path))
         # SQLite has one writer at a time and its busy handler sleeps in steps of up to 100 ms;
         # taking turns in-process instead keeps concurrent requests from sleeping on each other.
         self._turns: threading.Lock | None = threading.Lock() if url.startswith("sqlite") else None
         self._inside = threading.local()
+
+    def for_tenant(self, tenant: str) -> Database:
+        """The database of a tenant (sharing this engine's pool on PostgreSQL)."""
+        if tenant == self.tenant:
+            return self
+        if self.tenant != DEFAULT_TENANT:
+            raise ValueError("derive tenant databases from the main one")
+        shared = None if self.url.startswith("sqlite") else self.engine
+        return Database(self.url, tenant=tenant, engine=shared)
 
     @contextmanager
     def session_scope(self) -> Iterator[Session]:

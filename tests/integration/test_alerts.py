@@ -19,7 +19,7 @@ from services.db.migrate import upgrade
 from services.db.models import Alert, Event, SentimentBucket, WebhookDelivery, as_utc
 from services.embedding import Encoder
 from services.runtime import Runtime, reset_runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 from worker import tasks
 from worker.tasks import run_batch
 
@@ -218,6 +218,7 @@ def test_acknowledged_alerts_cool_down_and_overrides_apply(runtime: Runtime, dat
     stream.evaluate()
     alert_id = open_alerts(runtime)["negative_share"].id
     with TestClient(create_app(runtime, warm_model=False)) as client:
+        authorize(client, runtime)
         acked = client.post(f"/v1/alerts/{alert_id}/ack")
         assert acked.status_code == 200 and acked.json()["state"] == "acknowledged"
         assert client.post(f"/v1/alerts/{alert_id}/ack").status_code == 409

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.runtime import Runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 
 
 @pytest.fixture
@@ -29,6 +29,7 @@ def runtime(data_dir: Path) -> Iterator[Runtime]:
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[TestClient]:
     with TestClient(create_app(runtime, warm_model=False)) as c:
+        authorize(c, runtime)
         yield c
 
 
@@ -100,6 +101,7 @@ def test_malformed_json_is_a_400(client: TestClient, runtime: Runtime) -> None:
 def test_a_body_over_the_size_limit_is_a_413(runtime: Runtime) -> None:
     runtime.settings.max_body_bytes = 2048
     with TestClient(create_app(runtime, warm_model=False)) as small:
+        authorize(small, runtime)
         response = small.post("/v1/events", json={"events": [ticket(0, text="y" * 4000)]})
     assert response.status_code == 413
     assert "2048 bytes" in response.json()["error"]["message"]

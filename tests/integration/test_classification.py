@@ -22,7 +22,7 @@ from services.embedding import Encoder
 from services.errors import InvalidInput
 from services.reindex import Reindexer
 from services.runtime import Runtime, reset_runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 from worker.tasks import run_batch
 
 LIMITS = ingest.Limits(max_events=1000, max_text_chars=10_000)
@@ -139,6 +139,7 @@ def test_bad_labels_write_nothing_and_say_which(runtime: Runtime) -> None:
 
 def test_the_labels_api_makes_events_for_texts_and_refuses_bad_input(runtime: Runtime) -> None:
     with TestClient(create_app(runtime, warm_model=False)) as client:
+        authorize(client, runtime)
         ok = client.post(
             "/v1/labels", json={"labels": [{"text": "I lost my card", "task": "intent", "label": "lost_card"}]}
         )

@@ -20,7 +20,7 @@ from services.db.migrate import upgrade
 from services.db.models import Alert
 from services.embedding import Encoder
 from services.runtime import Runtime, reset_runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 from worker import tasks
 from worker.tasks import run_batch
 
@@ -218,6 +218,7 @@ def test_the_beat_check_opens_and_clears_a_model_drift_alert_and_exports_gauges(
     assert len(open_drift_alerts(runtime)) == 1
 
     with TestClient(create_app(runtime, warm_model=False)) as client:
+        authorize(client, runtime)
         body = client.get("/v1/drift").json()
         listed = client.get("/v1/alerts", params={"state": "open"}).json()["alerts"]
     by_task = {t["task"]: t for t in body["tasks"]}

@@ -19,7 +19,7 @@ from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.embedding import Encoder
 from services.runtime import Runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 from tests.tcp_proxy import TcpProxy, tcp_proxy
 
 BOUND_S = 1.0  # every answer, measured around the whole request
@@ -34,6 +34,7 @@ def stack(data_dir: Path, pg_url: str, redis_url: str, encoder: Encoder) -> Iter
         runtime._made["encoder"] = encoder
         runtime.store  # noqa: B018 - opened (collections created) before anything is timed
         with TestClient(create_app(runtime, warm_model=False)) as client:
+            authorize(client, runtime)
             yield client, {"database": pg, "broker": broker}
         runtime.close()
 

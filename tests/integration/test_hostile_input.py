@@ -28,7 +28,7 @@ from services.db.models import Alert, Event, WebhookDelivery
 from services.embedding import Encoder
 from services.errors import InvalidInput
 from services.runtime import Runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 
 ODD = {
     "zero-width": "a\u200bb\u200cc\u200dd\u2060e\ufeffz",
@@ -61,6 +61,7 @@ def runtime(request: pytest.FixtureRequest, data_dir: Path, encoder: Encoder) ->
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[TestClient]:
     with TestClient(create_app(runtime, warm_model=False), raise_server_exceptions=False) as c:
+        authorize(c, runtime)
         yield c
 
 
@@ -304,6 +305,7 @@ def test_urls_that_are_not_valid_are_refused(url: str) -> None:
 def test_the_api_refuses_a_disguised_loopback_url(runtime: Runtime) -> None:
     runtime.settings.webhook_allow_private = False
     with TestClient(create_app(runtime, warm_model=False)) as client:
+        authorize(client, runtime)
         for url, kind in DISGUISED[:3]:
             response = client.put("/v1/webhooks/ops", json={"url": url, "secret": SECRET})
             assert_refused(response, f"({kind} address)", "SIFT_WEBHOOK_ALLOW_PRIVATE")

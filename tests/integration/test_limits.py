@@ -15,7 +15,7 @@ from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.embedding import Encoder
 from services.runtime import Runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 
 LIMITS = {
     "max_events_per_request": 3,
@@ -41,6 +41,7 @@ def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[TestClient]:
     with TestClient(create_app(runtime, warm_model=False)) as c:
+        authorize(c, runtime)
         yield c
 
 
@@ -108,6 +109,7 @@ def test_event_field_limits(runtime: Runtime, event: dict[str, object], says: st
     runtime.settings.max_body_bytes = 100_000
     bad = {"id": "bad", "kind": "news", "text": "x", **event}
     with TestClient(create_app(runtime, warm_model=False)) as client:
+        authorize(client, runtime)
         response = client.post("/v1/events", json={"events": [{"id": "ok", "kind": "news", "text": "fine"}, bad]})
     refused(response, 422, says)
     assert count(runtime, "events") == 0  # the good event of the batch is not written either
@@ -116,6 +118,7 @@ def test_event_field_limits(runtime: Runtime, event: dict[str, object], says: st
 def test_match_text_over_its_limit(runtime: Runtime) -> None:
     runtime.settings.max_body_bytes = 1_000_000
     with TestClient(create_app(runtime, warm_model=False)) as client:
+        authorize(client, runtime)
         response = client.post("/v1/match", json={"text": "m" * 100_001})
     refused(response, 422, "text", "at most 100000 characters")
 
@@ -134,6 +137,7 @@ def test_the_rate_limit_is_per_client_with_retry_after(runtime: Runtime) -> None
     runtime.settings.rate_limit_per_s = 0.01  # one token per 100 s: the burst is all a client gets here
     runtime.settings.rate_limit_burst = 3
     with TestClient(create_app(runtime, warm_model=False)) as client:
+        authorize(client, runtime)
         alice = {"Authorization": "Bearer alice-token"}
         assert [client.get("/v1/stats", headers=alice).status_code for _ in range(3)] == [200, 200, 200]
         response = client.post("/v1/events", json={"events": [{"kind": "news", "text": "x"}]}, headers=alice)

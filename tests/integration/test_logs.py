@@ -21,7 +21,7 @@ from services.config import get_settings
 from services.db.migrate import upgrade
 from services.embedding import Encoder
 from services.runtime import Runtime, reset_runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 
 Lines = Callable[[], list[dict[str, Any]]]
 
@@ -70,6 +70,7 @@ def test_one_event_is_followed_from_the_api_to_its_upsert(runtime: Runtime, line
     from worker.tasks import process_events
 
     with TestClient(create_app(runtime, warm_model=False)) as client:
+        authorize(client, runtime)
         body = {"events": [{"id": "follow-me", "kind": "ticket", "text": "my card has not arrived"}]}
         response = client.post("/v1/events", json=body, headers={"X-Request-ID": "req-42"})
         assert response.status_code == 202 and response.headers["x-request-id"] == "req-42"

@@ -18,7 +18,7 @@ from services.db.migrate import upgrade
 from services.db.models import Label
 from services.embedding import Encoder
 from services.runtime import Runtime, reset_runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 from worker.tasks import run_batch
 
 FAQS: list[dict[str, Any]] = [
@@ -71,6 +71,7 @@ def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[TestClient]:
     with TestClient(create_app(runtime, warm_model=False)) as test_client:
+        authorize(test_client, runtime)
         response = test_client.post("/v1/faqs:bulk", json={"faqs": FAQS})
         assert response.status_code == 200, response.text
         assert sorted(response.json()["created"]) == sorted(f["id"] for f in FAQS)

@@ -31,7 +31,7 @@ from services.db.models import Alert, Event, ModelVersion
 from services.embedding import Encoder
 from services.pipeline import Pipeline
 from services.runtime import Runtime, reset_runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 from tests.integration.test_webhooks import Receiver
 from tests.integration.test_worker_e2e import Deployment
 from worker import tasks
@@ -173,6 +173,7 @@ def test_every_metric_appears_with_a_plausible_value(runtime: Runtime) -> None:
     receiver = Receiver([200])
     try:
         with TestClient(create_app(runtime, warm_model=False)) as client:
+            authorize(client, runtime)
             ids = post_events(client)
             deadline = time.monotonic() + 5
             while value(scrape(client), "sift_queue_depth", queue="ingest") < 1 and time.monotonic() < deadline:

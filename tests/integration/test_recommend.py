@@ -19,7 +19,7 @@ from services.db.migrate import upgrade
 from services.db.models import Interaction, ItemPair, ItemStats
 from services.embedding import Encoder
 from services.runtime import Runtime, reset_runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 from worker.tasks import run_batch
 
 NOW = datetime.now(UTC)
@@ -86,6 +86,7 @@ def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
 @pytest.fixture
 def client(runtime: Runtime) -> Iterator[TestClient]:
     with TestClient(create_app(runtime, warm_model=False)) as test_client:
+        authorize(test_client, runtime)
         yield test_client
 
 
@@ -232,6 +233,7 @@ def test_a_feed_reads_a_bounded_history_whatever_its_length(data_dir: Path, enco
     runtime.settings.recommend_history = 4
     runtime.recommender.settings.recommend_history = 4
     with TestClient(create_app(runtime, warm_model=False)) as client:
+        authorize(client, runtime)
         items = [p[0] for p in PRODUCTS]
         for n, item in enumerate(items[:10]):
             act(client, "long", item, "view", minutes_ago=100 - n)
@@ -252,6 +254,7 @@ def test_a_feed_reads_a_bounded_history_whatever_its_length(data_dir: Path, enco
 def pg_client(data_dir: Path, encoder: Encoder, pg_url: str) -> Iterator[tuple[TestClient, Runtime]]:
     for rt in _runtime(data_dir, encoder, database_url=pg_url):
         with TestClient(create_app(rt, warm_model=False)) as test_client:
+            authorize(test_client, rt)
             yield test_client, rt
 
 

@@ -25,7 +25,7 @@ from services.db.migrate import upgrade
 from services.db.models import Alert, WebhookDelivery, as_utc
 from services.errors import InvalidInput
 from services.runtime import Runtime, reset_runtime
-from tests.conftest import settings_for
+from tests.conftest import authorize, settings_for
 
 SECRET = "receiver-shared-secret"
 T0 = datetime.now(UTC).replace(microsecond=0)
@@ -105,7 +105,7 @@ def http() -> Iterator[httpx.Client]:
 
 
 def api(runtime: Runtime) -> TestClient:
-    return TestClient(create_app(runtime, warm_model=False))
+    return authorize(TestClient(create_app(runtime, warm_model=False)), runtime)
 
 
 def add_hook(runtime: Runtime, hook_id: str, url: str, event_types: list[str] | None = None) -> None:

@@ -57,7 +57,7 @@ async def post_events(body: EventsIn, runtime: RuntimeDep, writer: WriterDep) ->
     s = runtime.settings
     limits = ingest.Limits(max_events=s.max_events_per_request, max_text_chars=s.max_text_chars)
     prepared = ingest.prepare(events=body.events, limits=limits)
-    accepted = await asyncio.wrap_future(writer.submit(prepared))
+    accepted = await asyncio.wrap_future(writer.submit(runtime.db, prepared))
     metrics.count_received(event.kind for event in prepared)
     queued = len(accepted.queued)
     log.info("accepted %d events, %d queued", len(accepted.ids), queued, extra={"event_ids": accepted.ids})

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from services.api.deps import RuntimeDep
+from services.api.deps import RootRuntimeDep
 from services.enqueue import ping
 from services.health import Checks, readiness_checks
 
@@ -38,7 +38,7 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/readyz", response_model=Readiness, responses=NOT_READY)
-async def readyz(request: Request, runtime: RuntimeDep) -> JSONResponse:
+async def readyz(request: Request, runtime: RootRuntimeDep) -> JSONResponse:
     """Readiness: database, broker, vector store reachable and the model loaded, within 1 s."""
     broker = request.app.state.enqueuer_app
     checks: Checks = request.app.state.checks

@@ -40,7 +40,9 @@ def post_labels(body: LabelsIn, request: Request, runtime: RuntimeDep) -> Labels
         )
     if result.new_event_ids:
         try:
-            Enqueuer(request.app.state.enqueuer_app, batch_size=s.batch_size).send(result.new_event_ids)
+            Enqueuer(request.app.state.enqueuer_app, batch_size=s.batch_size).send(
+                result.new_event_ids, tenant=runtime.tenant
+            )
         except BrokerUnavailable:
             log.warning("broker down: %d labeled texts wait for the sweep", len(result.new_event_ids))
     return LabelsRecorded(written=result.written, unchanged=result.unchanged, new_event_ids=result.new_event_ids)

@@ -116,7 +116,7 @@ def start_run(body: RunIn, request: Request, runtime: RuntimeDep) -> RunCreated:
     """Queue a training run of a task on the train queue."""
     with runtime.db.session_scope() as session:
         run_id = training.new_run(session, task=body.task, trigger="api").id
-    send(request.app.state.enqueuer_app, TRAIN_RUN, run_id)
+    send(request.app.state.enqueuer_app, TRAIN_RUN, run_id, runtime.tenant)
     return RunCreated(run_id=run_id)
 
 
@@ -153,7 +153,7 @@ def activate(version: str, request: Request, runtime: RuntimeDep) -> Activated:
         job = training.activate(session, version=version, settings=runtime.settings)
         status = training.get_version(session, version=version).status
     if job is not None:
-        send(request.app.state.enqueuer_app, REINDEX, job)
+        send(request.app.state.enqueuer_app, REINDEX, job, runtime.tenant)
     return Activated(version=version, status=status, reindex_job=job)
 
 
