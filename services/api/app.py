@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import errors, openapi
-from services.api.auth import KeyCache, authorize
+from services.api.auth import Authenticate, KeyCache, authorize
 from services.api.rate_limit import RateLimit, TokenBuckets
 from services.api.request_context import RequestContext
 from services.api.routers import (
@@ -68,12 +68,13 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
         dependencies=[Depends(authorize), Depends(refuse_unstorable_text)],
     )
     app.state.runtime = runtime
-    app.state.keys = KeyCache(runtime, ttl_s=runtime.settings.key_cache_s)
     app.state.enqueuer_app = producer
     app.state.checks = Checks()  # /readyz: at most one check per dependency in flight
     errors.install(app)
     openapi.document_errors(app)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    # Outside BodyLimit: a caller without a valid key is refused before a byte of its body is read.
+    app.add_middleware(Authenticate, keys=KeyCache(runtime, ttl_s=runtime.settings.key_cache_s))
     if runtime.settings.rate_limit_per_s > 0:  # outside BodyLimit: a client over its rate costs the least
         s = runtime.settings
         buckets = TokenBuckets(

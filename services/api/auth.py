@@ -1,7 +1,8 @@
 """Who may call what: every route but /healthz, /readyz and /metrics needs an API key
-(`Authorization: Bearer <key>`) with the scope that ROUTE_SCOPES gives the route. The key's tenant
-then picks the runtime every dependency of the request uses (services/api/deps.py), so a handler
-cannot reach another tenant's tables or collections.
+(`Authorization: Bearer <key>`) with the scope that ROUTE_SCOPES gives the route, checked by the
+Authenticate middleware before the body is read. The key's tenant then picks the runtime every
+dependency of the request uses (services/api/deps.py), so a handler cannot reach another tenant's
+tables or collections.
 
 A route missing from ROUTE_SCOPES needs admin (tests/unit/test_route_scopes.py keeps the table
 complete)."""
@@ -11,13 +12,18 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 
 from fastapi import Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services import tenants
+from services.api.errors import error_body
 from services.api.rate_limit import EXEMPT
-from services.errors import Forbidden, Unauthorized
+from services.errors import DomainError, Forbidden, Unauthorized
 from services.runtime import Runtime
 from services.tenants import Principal
 
@@ -100,28 +106,69 @@ class KeyCache:
             return tenants.authenticate(session, token=token, env_keys=self._env_keys)
 
 
-def bearer_token(request: Request) -> str | None:
+class Authenticate:
+    """Plain-ASGI middleware: a request for a route of ROUTE_SCOPES is checked before its body is read
+    or any handler runs. No key or a bad one is a 401, a key without the route's scope a 403;
+    otherwise the principal goes into the request's state for `authorize`. Other paths (the probes,
+    the OpenAPI document and /docs, a 404 or 405) pass through."""
+
+    def __init__(self, app: ASGIApp, *, keys: KeyCache, scopes: Mapping[tuple[str, str], str] = ROUTE_SCOPES) -> None:
+        self.app = app
+        self.keys = keys
+        self.routes = [(method, compile_path(path)[0], path) for method, path in scopes]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = self._route_path(scope) if scope["type"] == "http" else None
+        if path is None:  # a probe, the docs, a 404 or 405 to be; an unlisted route fails in `authorize`
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self._check(scope, path)
+        except DomainError as exc:
+            status = 401 if isinstance(exc, Unauthorized) else 403
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            await JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)(
+                scope, receive, send
+            )
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    def _route_path(self, scope: Scope) -> str | None:
+        method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        for route_method, pattern, path in self.routes:
+            if route_method == method and pattern.match(scope["path"]):
+                return path
+        return None
+
+    async def _check(self, scope: Scope, path: str) -> Principal:
+        token = bearer_token(dict(scope["headers"]).get(b"authorization", b"").decode("latin-1"))
+        if token is None:
+            raise Unauthorized("this call needs an API key: send `Authorization: Bearer <key>` (`sift keys create`)")
+        principal = await self.keys.principal(token)
+        if principal is None:
+            raise Unauthorized("the API key is not valid (unknown, malformed or revoked); `sift keys list` shows keys")
+        method = scope["method"]
+        needed = scope_for(method, path)
+        if not principal.allows(needed):
+            have = ", ".join(sorted(principal.scopes))
+            raise Forbidden(f"{method} {path} needs the {needed!r} scope; this key has: {have}")
+        return principal
+
+
+def bearer_token(header: str) -> str | None:
     """The token of an `Authorization: Bearer` header, if any."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    scheme, _, token = header.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 async def authorize(request: Request) -> Principal | None:
-    """The caller's principal, checked against the scope the route needs (None on exempt routes)."""
+    """The caller's principal, as Authenticate checked it (None on the probes). Closed by default:
+    an API route reached without one (the middleware missing) is a 401, never the default tenant."""
     route = request.scope.get("route")
-    path = getattr(route, "path", request.url.path)
-    if path in EXEMPT:
+    if getattr(route, "path", None) in EXEMPT:
         return None
-    token = bearer_token(request)
-    if token is None:
-        raise Unauthorized("this call needs an API key: send `Authorization: Bearer <key>` (`sift keys create`)")
-    cache: KeyCache = request.app.state.keys
-    principal = await cache.principal(token)
+    principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
-        raise Unauthorized("the API key is not valid (unknown, malformed or revoked); `sift keys list` shows keys")
-    needed = scope_for(request.method, path)
-    if not principal.allows(needed):
-        have = ", ".join(sorted(principal.scopes))
-        raise Forbidden(f"{request.method} {path} needs the {needed!r} scope; this key has: {have}")
-    request.state.principal = principal
+        raise Unauthorized("this call needs an API key: send `Authorization: Bearer <key>` (`sift keys create`)")
     return principal

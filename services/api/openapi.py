@@ -2,9 +2,10 @@
 envelope of services/api/errors.py, so clients (and the schema fuzzer) can rely on them.
 
 Which errors an operation documents follows from its shape, in one place instead of on every
-route: a body can be malformed (400), too large (413) or invalid (422); parameters can be
-invalid (422); a path names something that may not exist (404); any call can meet the rate limit
-(429) or a dependency that is down (503). Errors that only some operations raise (409, a 422
+route: any call but the probes needs a key with the route's scope (401, 403); a body can be
+malformed (400), too large (413) or invalid (422); parameters can be invalid (422); a path names
+something that may not exist (404); any call can meet the rate limit (429) or a dependency that
+is down (503). Errors that only some operations raise (409, a 422
 without input) are declared on those routes with `errors.responses(...)`.
 """
 
@@ -42,8 +43,13 @@ def _add_errors(schema: dict[str, Any]) -> None:
     # FastAPI's own 422 body ({"detail": [...]}) is never sent: the handlers answer with the envelope.
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
+    # Every call but the probes needs a key (services/api/auth.py): the document says so, so /docs
+    # offers an "Authorize" box and clients generated from it send the header.
+    schema["components"]["securitySchemes"] = {"apiKey": {"type": "http", "scheme": "bearer"}}
     for path, item in schema.get("paths", {}).items():
         for operation in item.values():
+            if path not in EXEMPT:
+                operation["security"] = [{"apiKey": []}]
             _add_operation_errors(operation, codes=_codes_for(path, operation))
 
 

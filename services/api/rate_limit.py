@@ -25,8 +25,9 @@ EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def client_key(scope: Scope) -> str:
-    """Who a request counts against: the bearer token (hashed, so no secret is kept), else the
-    client address. Once API keys exist, this is the one place that returns the key's id instead."""
+    """Who a request counts against: its API key (the bearer token, hashed so no secret is kept:
+    one bucket per key, counted before the key is checked, so a flood of bad keys is limited too),
+    else the client address."""
     auth = dict(scope["headers"]).get(b"authorization", b"")
     scheme, _, token = auth.partition(b" ")
     if scheme.lower() == b"bearer" and token.strip():

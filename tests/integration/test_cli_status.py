@@ -20,7 +20,7 @@ from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.embedding import Encoder
 from services.runtime import Runtime
-from tests.conftest import settings_for
+from tests.conftest import api_key, settings_for
 from tests.integration.test_cli import sift
 
 
@@ -68,6 +68,14 @@ def loading_api(api_dir: Path) -> Iterator[str]:
     yield from serve(Runtime(settings_for(api_dir)))  # the model never loads: warm_model=False
 
 
+def make_key(data_dir: Path) -> str:
+    runtime = Runtime(settings_for(data_dir))
+    try:
+        return api_key(runtime, scopes=("read",))
+    finally:
+        runtime.close()
+
+
 def finish(data_dir: Path, ids: list[str], minutes_ago: float) -> None:
     engine = sa.create_engine(f"sqlite:///{data_dir / 'sift.db'}")
     with engine.begin() as conn:
@@ -85,7 +93,9 @@ def test_status_prints_readiness_queues_and_throughput(ready_api: str, api_dir: 
     finish(api_dir, ["n0", "n1", "n2"], minutes_ago=0.2)
     finish(api_dir, ["n3", "n4", "n5"], minutes_ago=3)  # n6..n8 stay queued
 
-    shown = sift(api_dir, "status", "--json", SIFT_API_URL=ready_api)
+    key = make_key(api_dir)
+    assert json.loads(sift(api_dir, "status", "--json", SIFT_API_URL=ready_api).stdout)["stats_error"]  # no key
+    shown = sift(api_dir, "status", "--json", SIFT_API_URL=ready_api, SIFT_API_KEY=key)
     assert shown.returncode == 0, shown.stdout
     report = json.loads(shown.stdout)
     assert report["ready"] is True and report["api"] == ready_api
@@ -94,7 +104,7 @@ def test_status_prints_readiness_queues_and_throughput(ready_api: str, api_dir: 
     assert report["throughput"] == {"1m": 3.0, "5m": 1.2, "15m": 0.4}
     assert report["events"] == {"news": {"done": 6, "queued": 3}}
 
-    table = sift(api_dir, "status", SIFT_API_URL=ready_api, COLUMNS="200")
+    table = sift(api_dir, "status", SIFT_API_URL=ready_api, SIFT_API_KEY=key, COLUMNS="200")
     assert table.returncode == 0, table.stderr
     for expected in (f"Sift API at {ready_api}: ready", "database", "ingest", "last 5m", "1.2", "queued"):
         assert expected in table.stdout

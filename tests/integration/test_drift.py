@@ -203,11 +203,11 @@ def test_the_beat_check_opens_and_clears_a_model_drift_alert_and_exports_gauges(
     process(runtime, banking[:20], "ref")
     process(runtime, banking[20:40], "same")
     raised = REGISTRY.get_sample_value("sift_alerts_raised_total", {"rule": "model_drift"}) or 0.0
-    assert tasks.drift_check()["intent"] < THRESHOLD
+    assert tasks.drift_check()["default"]["intent"] < THRESHOLD
     assert open_drift_alerts(runtime) == []
 
     process(runtime, SHIFTED, "shift")
-    scores = tasks.drift_check()  # the task body, as a worker runs it
+    scores = tasks.drift_check()["default"]  # the task body, as a worker runs it (per tenant)
     assert scores["intent"] > THRESHOLD
     [alert] = open_drift_alerts(runtime)
     assert alert.entity == "intent" and alert.figures["score"] == pytest.approx(scores["intent"], abs=1e-4)
@@ -227,5 +227,5 @@ def test_the_beat_check_opens_and_clears_a_model_drift_alert_and_exports_gauges(
     assert [(a["entity"], a["rule"]) for a in listed] == [("intent", "model_drift")]
 
     process(runtime, banking[40:60], "back")  # the stream is back to normal: the alert clears
-    assert tasks.drift_check()["intent"] < THRESHOLD
+    assert tasks.drift_check()["default"]["intent"] < THRESHOLD
     assert open_drift_alerts(runtime) == []

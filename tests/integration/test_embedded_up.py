@@ -48,6 +48,11 @@ def test_sift_up_serves_the_api_a_worker_and_beat(data_dir: Path) -> None:
         with httpx.Client(base_url=base, timeout=10) as http:
             wait_for(lambda: http.get("/readyz").status_code == 200, 120, "/readyz 200", log)
             assert f"listening on http://127.0.0.1:{port}" in log.read_text()
+            assert http.get("/v1/stats").status_code == 401  # every call but the probes needs a key
+            saved = data_dir / "api-key"  # the first start made the default tenant's key, printed and saved it
+            key = saved.read_text().strip()
+            assert key in log.read_text() and saved.stat().st_mode & 0o777 == 0o600
+            http.headers["Authorization"] = f"Bearer {key}"
             use_the_faq_commands(data_dir, env)
             singles = [{"id": f"s{i}", "kind": "ticket", "text": f"card {i} never arrived"} for i in range(20)]
             for event in singles:

@@ -44,13 +44,14 @@ from services.ingest import point_id_for
 from services.runtime import Runtime
 from services.vectors import open_store
 from services.vectors.schema import collection_for
-from tests.conftest import settings_for
+from tests.conftest import api_key, settings_for
 from tests.private_servers import PrivatePostgres, PrivateRedis, free_port
 
 EVENTS = 300  # after the warm-up request
 PER_REQUEST = 10
 PACE_S = 0.2  # between requests: the faults land while events still arrive
 ENTITIES = ("ACME", "GLOBEX")
+TENANT = "faults"
 SECRET = "fault-test-webhook-secret"
 
 
@@ -108,15 +109,16 @@ class Producer(threading.Thread):
     """Sends events [first, last) in requests of PER_REQUEST, re-sending a refused request (503 or
     no connection) with the same ids until it is accepted."""
 
-    def __init__(self, base_url: str, first: int, last: int) -> None:
+    def __init__(self, base_url: str, key: str, first: int, last: int) -> None:
         super().__init__(name="producer", daemon=True)
         self.base_url, self.first, self.last = base_url, first, last
+        self.headers = {"Authorization": f"Bearer {key}"}
         self.accepted: list[str] = []
         self.refused: Counter[str] = Counter()
         self.unexpected: list[str] = []
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=30) as client:
+        with httpx.Client(base_url=self.base_url, timeout=30, headers=self.headers) as client:
             for start in range(self.first, self.last, PER_REQUEST):
                 self.send(client, [event(i) for i in range(start, min(start + PER_REQUEST, self.last))])
                 time.sleep(PACE_S)
@@ -165,9 +167,12 @@ class Stack:
         }
         self.settings = settings_for(data_dir, **self.overrides)
         upgrade(self.settings.sqlalchemy_url)
-        self.db = Database(self.settings.sqlalchemy_url)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.runtime = Runtime(self.settings)  # the API never opens the store: the worker owns it
+        # Everything runs in a tenant of its own (on PostgreSQL: its own schema), beside an empty default one.
+        self.key = api_key(self.runtime, tenant=TENANT)
+        self.tenant = self.runtime.for_tenant(TENANT)
+        self.db = Database(self.settings.sqlalchemy_url).for_tenant(TENANT)
         port = free_port()
         config = uvicorn.Config(create_app(self.runtime, warm_model=False), port=port, log_config=None)
         self.server = uvicorn.Server(config)
@@ -194,7 +199,7 @@ class Stack:
         return self.spawn("worker", "worker", "--pool=prefork", "--concurrency=1")
 
     def setup_alerting(self) -> None:
-        with httpx.Client(base_url=self.api) as client:
+        with httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {self.key}"}) as client:
             for entity in ENTITIES:
                 response = client.put(
                     f"/v1/watchlist/{entity}", json={"name": f"{entity.title()} Inc", "ticker": entity}
@@ -316,10 +321,10 @@ def test_every_accepted_event_is_done_once_after_a_fault(stack: Stack, fault: st
     stack.setup_alerting()
     stack.spawn("beat", "beat")
     worker = stack.start_worker()
-    warm_up = Producer(stack.api, 0, PER_REQUEST)
+    warm_up = Producer(stack.api, stack.key, 0, PER_REQUEST)
     warm_up.run()  # the first batch loads the model: the faults come once the worker is at work
     stack.wait(lambda: stack.done() == PER_REQUEST, 120, "the warm-up events")
-    producer = Producer(stack.api, PER_REQUEST, PER_REQUEST + EVENTS)
+    producer = Producer(stack.api, stack.key, PER_REQUEST, PER_REQUEST + EVENTS)
     producer.start()
     stack.wait(lambda: stack.done() >= PER_REQUEST + 32, 60, "events flowing")
     FAULTS[fault](stack, worker)
@@ -345,10 +350,11 @@ def test_every_accepted_event_is_done_once_after_a_fault(stack: Stack, fault: st
     store = open_store(qdrant_url=None, qdrant_api_key=None, vectors_dir=stack.settings.vectors_dir)
     try:
         for kind, ids in (("news", news), ("ticket", [e for e in accepted if e not in set(news)])):
-            collection = collection_for(kind, prefix=stack.settings.collection_prefix)
+            collection = collection_for(kind, prefix=stack.tenant.settings.tenant_prefix)
             points = {point_id_for(i) for i in ids}
             assert store.count(collection) == len(points)
             assert {hit.id for hit in store.retrieve(collection, sorted(points))} == points
+            assert store.count(collection_for(kind, prefix=stack.settings.collection_prefix)) == 0  # default tenant
     finally:
         store.close()
     print(f"{fault}: refused and re-sent {dict(producer.refused)}")

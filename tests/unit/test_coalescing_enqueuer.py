@@ -4,6 +4,7 @@ import threading
 import time
 from collections.abc import Sequence
 
+from services.config import DEFAULT_TENANT
 from services.enqueue import CoalescingEnqueuer
 from services.errors import BrokerUnavailable
 
@@ -16,9 +17,11 @@ class RecordingSender:
         self.batches: list[list[str]] = []
         self.fail_first = fail_first
         self.lock = threading.Lock()
+        self.tenants: list[str] = []
 
-    def send(self, ids: Sequence[str]) -> None:
+    def send(self, ids: Sequence[str], *, tenant: str = DEFAULT_TENANT) -> None:
         with self.lock:
+            self.tenants.append(tenant)
             if self.fail_first:
                 self.fail_first -= 1
                 raise BrokerUnavailable("down")
@@ -58,3 +61,18 @@ def test_a_broker_outage_does_not_kill_the_publisher() -> None:
     enqueuer.submit(["next"])
     enqueuer.close()
     assert sender.batches == [["next"]]  # the first waits for the sweep, the thread lives on
+
+
+def test_each_message_holds_one_tenant_s_ids() -> None:
+    sender = RecordingSender(batch_size=100)
+    enqueuer = CoalescingEnqueuer(sender, wait_ms=200)  # type: ignore[arg-type]
+    for i in range(10):
+        enqueuer.submit([f"a{i}"], tenant="acme")
+        enqueuer.submit([f"d{i}"])
+    enqueuer.close()
+    sent = list(zip(sender.tenants, sender.batches, strict=True))
+    assert sorted(t for t, _ in sent) == ["acme", DEFAULT_TENANT]  # gathered together, published apart
+    assert {t: sorted(b) for t, b in sent} == {
+        "acme": sorted(f"a{i}" for i in range(10)),
+        DEFAULT_TENANT: sorted(f"d{i}" for i in range(10)),
+    }
