@@ -308,7 +308,7 @@ class ActiveModels:
             if state == self._state:
                 return False
             self._kinds = {kind: self._build(kind, state) for kind in EVENT_KINDS}
-            metrics.set_served_models(served_rows(state, self._kinds))
+            metrics.set_served_models(self.settings.tenant, served_rows(state, self._kinds))
             if self._state is not None:
                 log.info("serving models changed: %s", {k: [h[2] for h in m.heads] for k, m in self._kinds.items()})
             self._state = state

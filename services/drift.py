@@ -267,10 +267,11 @@ def _shares(counts: Mapping[str, float]) -> dict[str, float]:
     return {k: round(v / total, 4) for k, v in sorted(counts.items())} if total else {}
 
 
-def export(results: Sequence[TaskDrift], *, now: datetime) -> None:
-    """Set the drift gauges of this process."""
+def export(results: Sequence[TaskDrift], *, tenant: str, now: datetime) -> None:
+    """Set a tenant's drift gauges in this process."""
     for r in results:
         metrics.set_drift(
+            tenant,
             r.task,
             score=r.score,
             label_divergence=r.label_divergence,
@@ -285,7 +286,7 @@ def export(results: Sequence[TaskDrift], *, now: datetime) -> None:
 def check(session: Session, *, store: VectorStore, settings: Settings, now: datetime) -> list[TaskDrift]:
     """Measure, export the gauges, and open, refresh or clear each task's model_drift alert."""
     results = measure(session, store=store, settings=settings)
-    export(results, now=now)
+    export(results, tenant=settings.tenant, now=now)
     for result in results:
         _keep_alert(session, result, settings=settings, now=now)
     session.flush()

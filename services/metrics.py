@@ -64,8 +64,8 @@ VECTOR_STORE_DURATION = Histogram(
 )
 MODEL_INFO = Gauge(
     "sift_model_info",
-    "1 per classification task: the version it is served with (zero-shot@…, or none) and the kind's encoder",
-    ["task", "kind", "version", "encoder"],
+    "1 per tenant and classification task: the version it is served with (zero-shot@…, or none) and the kind's encoder",
+    ["tenant", "task", "kind", "version", "encoder"],
 )
 ALERTS_RAISED = Counter("sift_alerts_raised_total", "Alerts opened, by rule", ["rule"])
 WEBHOOK_DELIVERIES = Counter(
@@ -78,14 +78,20 @@ TRAINING_RUNS = Counter(
     "Training runs ended, by task and outcome (promoted, rejected, failed)",
     ["task", "outcome"],
 )
-DRIFT_SCORE = Gauge("sift_drift_score", "Drift of a task: mean of its two components, 0 to 1", ["task"])
+DRIFT_SCORE = Gauge("sift_drift_score", "Drift of a task: mean of its two components, 0 to 1", ["tenant", "task"])
 DRIFT_LABELS = Gauge(
-    "sift_drift_label_divergence", "Jensen-Shannon divergence (base 2) of recent vs reference labels", ["task"]
+    "sift_drift_label_divergence",
+    "Jensen-Shannon divergence (base 2) of recent vs reference labels",
+    ["tenant", "task"],
 )
 DRIFT_EMBEDDING = Gauge(
-    "sift_drift_embedding_distance", "1 - cosine of the mean embeddings of recent vs reference events", ["task"]
+    "sift_drift_embedding_distance",
+    "1 - cosine of the mean embeddings of recent vs reference events",
+    ["tenant", "task"],
 )
-DRIFT_CHECKED = Gauge("sift_drift_last_check_timestamp_seconds", "When this process last measured drift", ["task"])
+DRIFT_CHECKED = Gauge(
+    "sift_drift_last_check_timestamp_seconds", "When this process last measured drift", ["tenant", "task"]
+)
 
 for _kind in EVENT_KINDS:  # known label values start at 0, so rate() and absence mean something
     for _metric in (EVENTS_RECEIVED, EVENTS_PROCESSED, EVENTS_FAILED):
@@ -125,26 +131,35 @@ def vector_timer(operation: str) -> Any:
 
 
 _models_lock = threading.Lock()
+_served: dict[str, list[tuple[str, ...]]] = {}  # per tenant, the label sets of its model info
 
 
-def set_served_models(rows: Iterable[tuple[str, str, str, str]]) -> None:
-    """Replace the model info with (task, kind, version, encoder) rows."""
+def set_served_models(tenant: str, rows: Iterable[tuple[str, str, str, str]]) -> None:
+    """Replace a tenant's model info with (task, kind, version, encoder) rows."""
     with _models_lock:
-        MODEL_INFO.clear()
-        for task, kind, version, encoder in rows:
-            MODEL_INFO.labels(task=task, kind=kind, version=version, encoder=encoder).set(1)
+        for labels in _served.pop(tenant, []):
+            _remove(MODEL_INFO, *labels)
+        _served[tenant] = [(tenant, *row) for row in rows]
+        for labels in _served[tenant]:
+            MODEL_INFO.labels(*labels).set(1)
 
 
 def set_drift(
-    task: str, *, score: float | None, label_divergence: float | None, embedding_distance: float | None, at: float
+    tenant: str,
+    task: str,
+    *,
+    score: float | None,
+    label_divergence: float | None,
+    embedding_distance: float | None,
+    at: float,
 ) -> None:
-    """Export a task's drift; a component that could not be measured is removed, not zeroed."""
+    """Export a tenant's task's drift; a component that could not be measured is removed, not zeroed."""
     for gauge, value in ((DRIFT_SCORE, score), (DRIFT_LABELS, label_divergence), (DRIFT_EMBEDDING, embedding_distance)):
         if value is None:
-            _remove(gauge, task)
+            _remove(gauge, tenant, task)
         else:
-            gauge.labels(task=task).set(value)
-    DRIFT_CHECKED.labels(task=task).set(at)
+            gauge.labels(tenant=tenant, task=task).set(value)
+    DRIFT_CHECKED.labels(tenant=tenant, task=task).set(at)
 
 
 def _remove(gauge: Gauge, *labels: str) -> None:

@@ -136,8 +136,11 @@ class Authenticate:
 
     def _route_path(self, scope: Scope) -> str | None:
         method = "GET" if scope["method"] == "HEAD" else scope["method"]
+        requested, root = scope["path"], scope.get("root_path", "")
+        if root and requested.startswith(root):  # served under a prefix (--root-path): routes match below it
+            requested = requested[len(root) :]
         for route_method, pattern, path in self.routes:
-            if route_method == method and pattern.match(scope["path"]):
+            if route_method == method and pattern.match(requested):
                 return path
         return None
 

@@ -213,7 +213,8 @@ def test_the_beat_check_opens_and_clears_a_model_drift_alert_and_exports_gauges(
     assert alert.entity == "intent" and alert.figures["score"] == pytest.approx(scores["intent"], abs=1e-4)
     assert set(alert.event_ids) <= {f"shift-{i}" for i in range(len(SHIFTED))} and alert.event_ids
     assert REGISTRY.get_sample_value("sift_alerts_raised_total", {"rule": "model_drift"}) == raised + 1
-    assert REGISTRY.get_sample_value("sift_drift_score", {"task": "intent"}) == pytest.approx(scores["intent"])
+    exported = REGISTRY.get_sample_value("sift_drift_score", {"tenant": "default", "task": "intent"})
+    assert exported == pytest.approx(scores["intent"])
     tasks.drift_check()  # still drifting: the same alert is refreshed, not repeated
     assert len(open_drift_alerts(runtime)) == 1
 

@@ -107,7 +107,8 @@ def test_the_api_answers_every_generated_request_as_documented(
     operation = (case.operation.method.upper(), case.operation.path)
     excluded = [openapi_checks.negative_data_rejection] if operation in ARRAY_QUERY else []
     response = case.call_and_validate(app=app, headers=auth, checks=[c for c in CHECKS if c not in excluded])
-    if case.operation.path not in EXEMPT and response.status_code != 405:  # 405: a method no route has  # the same request without a key is refused, before any work
-        # (schemathesis's own ignored_auth check cannot send through the ASGI transport)
+    if case.operation.path not in EXEMPT and response.status_code != 405:  # 405: a method no route has
+        # The same request without a key is refused before any work (schemathesis's own
+        # ignored_auth check cannot send through the ASGI transport).
         bare = case.call(app=app, headers={"Authorization": ""})
         assert bare.status_code == 401 and bare.json()["error"]["code"] == "unauthorized", bare.text

@@ -228,7 +228,7 @@ def test_every_metric_appears_with_a_plausible_value(runtime: Runtime) -> None:
     assert value(samples, "sift_webhook_deliveries_total", outcome="delivered") - counters["delivered"] == 1
     for name in ("sift_drift_score", "sift_drift_embedding_distance", "sift_drift_last_check_timestamp_seconds"):
         assert value(samples, name, task="intent") > 0, name
-    assert value(samples, "sift_drift_score", task="intent") == pytest.approx(scores["intent"])
+    assert value(samples, "sift_drift_score", tenant="default", task="intent") == pytest.approx(scores["intent"])
 
 
 class MetricsDeployment(Deployment):

@@ -40,7 +40,7 @@ class DriftOut(BaseModel):
 def get_drift(runtime: RuntimeDep, session: SessionDep) -> DriftOut:
     """Measure drift now and export the gauges; alerts are kept by the beat check, not here."""
     results = drift.measure(session, store=runtime.store, settings=runtime.settings)
-    drift.export(results, now=datetime.now(UTC))
+    drift.export(results, tenant=runtime.tenant, now=datetime.now(UTC))
     return DriftOut(
         tasks=[
             TaskDriftOut(
