@@ -21,7 +21,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services import tenants
-from services.api.errors import error_body
+from services.api.errors import error_body, status_for
 from services.api.rate_limit import EXEMPT
 from services.errors import DomainError, Forbidden, Unauthorized
 from services.runtime import Runtime
@@ -124,8 +124,8 @@ class Authenticate:
             return
         try:
             principal = await self._check(scope, path)
-        except DomainError as exc:
-            status = 401 if isinstance(exc, Unauthorized) else 403
+        except DomainError as exc:  # 401, 403, or 503 when the keys table cannot be read
+            status = status_for(exc)
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
             await JSONResponse(error_body(exc.code, exc.message), status_code=status, headers=headers)(
                 scope, receive, send

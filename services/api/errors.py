@@ -60,9 +60,14 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
+def status_for(exc: DomainError) -> int:
+    """The HTTP status of a domain error."""
+    return next((code for cls, code in STATUS_FOR.items() if isinstance(exc, cls)), 400)
+
+
 async def _domain(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    status = next((code for cls, code in STATUS_FOR.items() if isinstance(exc, cls)), 400)
+    status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status, headers=headers)
 
