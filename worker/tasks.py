@@ -275,7 +275,9 @@ def drift_check(self: Task) -> dict[str, object]:
     return out
 
 
-@shared_task(bind=True, name=BUILD_VECTOR_INDEXES, soft_time_limit=3600)
+# Its own hard limit: the app-wide one (SIFT_TASK_SOFT_TIME_LIMIT_S + 60) is below this soft limit,
+# and Celery refuses a task whose soft limit is past its hard one.
+@shared_task(bind=True, name=BUILD_VECTOR_INDEXES, soft_time_limit=3600, time_limit=3660)
 def build_vector_indexes(self: Task) -> dict[str, int]:
     """Beat: build the HNSW index of embedded collections with enough points outside one."""
     return get_runtime().build_vector_indexes()

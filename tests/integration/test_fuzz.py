@@ -101,9 +101,7 @@ if SEED:
     derandomize=SEED is None,  # `make test`: the same examples every run; a seed varies them
     database=None,  # no .hypothesis folder in the checkout: a failure prints its curl line and the seed replays it
 )
-def test_the_api_answers_every_generated_request_as_documented(
-    case: Any, app: FastAPI, auth: dict[str, str]
-) -> None:
+def test_the_api_answers_every_generated_request_as_documented(case: Any, app: FastAPI, auth: dict[str, str]) -> None:
     operation = (case.operation.method.upper(), case.operation.path)
     excluded = [openapi_checks.negative_data_rejection] if operation in ARRAY_QUERY else []
     response = case.call_and_validate(app=app, headers=auth, checks=[c for c in CHECKS if c not in excluded])

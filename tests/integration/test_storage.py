@@ -69,6 +69,31 @@ def test_changed_content_is_updated_and_queued_again(db: Database) -> None:
     assert accepted.queued == ["e1"] and count(db) == 3
 
 
+def test_a_text_re_sent_while_the_old_one_is_processed_is_not_marked_done_with_the_old_one(db: Database) -> None:
+    now = datetime.now(UTC)
+    with db.session_scope() as s:
+        ingest.accept(s, events=events(2), limits=LIMITS)
+    with db.session_scope() as s:
+        claimed = {e.id: e.content_hash for e in repo.claim(s, ids=["e0", "e1"], now=now, stale_after_s=60)}
+    changed = [ingest.EventIn(id="e1", kind="ticket", text="a new text")]  # type: ignore[call-arg]
+    with db.session_scope() as s:  # arrives while the worker still holds the old text of e1
+        assert ingest.accept(s, events=changed, limits=LIMITS).queued == ["e1"]
+    old = [repo.Outcome(i, True, {"p": i}, "m", content_hash=h) for i, h in claimed.items()]
+    with db.session_scope() as s:
+        repo.record(s, outcomes=old, now=now)
+    with db.session_scope() as s:
+        e0, e1 = repo.get(s, event_id="e0"), repo.get(s, event_id="e1")
+        assert e0 is not None and e0.status == "done" and e0.predictions == {"p": "e0"}
+        assert e1 is not None and e1.status == "queued" and e1.text == "a new text" and e1.predictions == {}
+        new_hash = e1.content_hash
+    with db.session_scope() as s:  # its own message has the new text processed and recorded
+        assert [e.id for e in repo.claim(s, ids=["e1"], now=now, stale_after_s=60)] == ["e1"]
+        repo.record(s, outcomes=[repo.Outcome("e1", True, {"p": "new"}, "m", content_hash=new_hash)], now=now)
+    with db.session_scope() as s:
+        e1 = repo.get(s, event_id="e1")
+        assert e1 is not None and e1.status == "done" and e1.predictions == {"p": "new"}
+
+
 def test_an_id_of_another_kind_is_a_conflict_and_writes_nothing(db: Database) -> None:
     with db.session_scope() as s:
         ingest.accept(s, events=events(2), limits=LIMITS)
