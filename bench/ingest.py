@@ -44,6 +44,9 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from apikey import bearer, saved_key  # noqa: E402
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/14"
@@ -84,7 +87,8 @@ def free_port() -> int:
 
 
 class Server:
-    """A `sift up` in a fresh data dir (and, in redis-pg mode, a fresh database)."""
+    """A `sift up` in a fresh data dir (and, in redis-pg mode, a fresh database); `headers` carry the
+    admin key its first start saved in the data dir."""
 
     def __init__(self, mode: str, extra_env: dict[str, str]) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="sift-bench-"))
@@ -106,6 +110,8 @@ class Server:
         )
         self.base = f"http://127.0.0.1:{self.port}"
         self._wait_ready()
+        self.key = saved_key(self.dir)
+        self.headers = bearer(self.key)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 180
@@ -118,7 +124,12 @@ class Server:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.25)
-        raise SystemExit(f"sift up did not become ready:\n{(self.dir / 'up.log').read_text()[-3000:]}")
+        if self.proc.poll() is None:  # not ready in time: stop it, or it outlives the bench
+            self.proc.kill()
+            self.proc.wait()
+        log = (self.dir / "up.log").read_text(errors="replace")[-3000:]
+        self.cleanup()
+        raise SystemExit(f"sift up did not become ready:\n{log}")
 
     def stop(self) -> dict[str, int]:
         """Stop the server; count done rows and points (the embedded store is free once it stops)."""
@@ -161,19 +172,27 @@ def _admin(statement: str) -> None:
 
 
 def post_bodies(
-    base: str, path: str, bodies: list[str], clients: int, status: int, count: Callable[[bytes], int] | None = None
+    base: str,
+    path: str,
+    bodies: list[str],
+    clients: int,
+    status: int,
+    count: Callable[[bytes], int] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> int:
-    """POST the bodies with `clients` keep-alive connections; returns the sum of `count(response body)`.
+    """POST the bodies with `clients` keep-alive connections (with `headers`: Sift's API key; the peer
+    has none); returns the sum of `count(response body)`.
     The producer shares this machine's two cores with the server, so it uses the lightest client the
     standard library has (http.client)."""
     host, port = base.removeprefix("http://").split(":")
     local = threading.local()
+    sent = {"content-type": "application/json", **(headers or {})}
 
     def send(body: str) -> int:
         conn = getattr(local, "conn", None)
         if conn is None:
             conn = local.conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        conn.request("POST", path, body, {"content-type": "application/json"})
+        conn.request("POST", path, body, sent)
         response = conn.getresponse()
         payload = response.read()
         if response.status != status:
@@ -184,17 +203,19 @@ def post_bodies(
         return sum(pool.map(send, bodies))
 
 
-def post_all(base: str, texts: list[str], per_request: int, clients: int, prefix: str = "b") -> None:
+def post_all(server: Server, texts: list[str], per_request: int, clients: int, prefix: str = "b") -> None:
     """POST the texts to Sift as `ticket` events, `per_request` events a request."""
     events = [{"id": f"{prefix}{i}", "kind": "ticket", "text": t} for i, t in enumerate(texts)]
     bodies = [json.dumps({"events": events[i : i + per_request]}) for i in range(0, len(events), per_request)]
-    post_bodies(base, "/v1/events", bodies, clients, 202)
+    post_bodies(server.base, "/v1/events", bodies, clients, 202, headers=server.headers)
 
 
-def wait_done(base: str, n: int, timeout_s: float) -> None:
+def wait_done(server: Server, n: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        events = httpx.get(f"{base}/v1/stats", timeout=10).json()["events"].get("ticket", {})
+        response = httpx.get(f"{server.base}/v1/stats", headers=server.headers, timeout=10)
+        response.raise_for_status()
+        events = response.json()["events"].get("ticket", {})
         if events.get("done", 0) + events.get("failed", 0) >= n:
             return
         time.sleep(0.5)  # polling is cheap but not free: it shares the two cores with the worker
@@ -216,9 +237,9 @@ def run_style(
     per_round = []
     for n in range(rounds):
         start = time.perf_counter()
-        post_all(server.base, texts, per_request, clients, prefix=f"r{n}-")
+        post_all(server, texts, per_request, clients, prefix=f"r{n}-")
         posted = time.perf_counter() - start
-        wait_done(server.base, len(texts) * (n + 1), timeout_s=3600)
+        wait_done(server, len(texts) * (n + 1), timeout_s=3600)
         elapsed = time.perf_counter() - start
         per_round.append(
             {

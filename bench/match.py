@@ -47,8 +47,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+from apikey import bearer, runtime_key, saved_key  # noqa: E402  (bench/ is not a package)
 
 from services import faq, labels, match_calibration, training  # noqa: E402
 from services.config import Settings  # noqa: E402
@@ -310,7 +313,7 @@ def latency(encoder: Encoder, faqs: Sequence[faq.FaqIn], texts: Sequence[str]) -
             if response.status_code != 200:
                 raise SystemExit(f"POST /v1/match: {response.status_code} {response.text[:300]}")
 
-        with TestClient(create_app(rt, warm_model=False)) as client:
+        with TestClient(create_app(rt, warm_model=False), headers=bearer(runtime_key(rt))) as client:
             http = timed(post, texts)
     finally:
         close(rt)
@@ -337,6 +340,7 @@ def socket_latency(faqs: Sequence[faq.FaqIn], texts: Sequence[str]) -> dict[str,
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
             _wait_ready(http)
+            http.headers.update(bearer(saved_key(data_dir)))
             for start in range(0, len(faqs), 10):
                 body = {"faqs": [item.model_dump() for item in faqs[start : start + 10]]}
                 http.post("/v1/faqs:bulk", json=body).raise_for_status()

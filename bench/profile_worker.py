@@ -69,7 +69,7 @@ def main() -> None:
     texts = load_texts(args.dataset, args.events)
     server = Server(args.mode, dict(item.split("=", 1) for item in args.env))
     try:
-        post_all(server.base, texts, 100, 2)
+        post_all(server, texts, 100, 2)
         time.sleep(1.0)  # the first batch is claimed and encoding
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "stacks.txt"

@@ -73,8 +73,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+from apikey import bearer, saved_key  # noqa: E402  (bench/ is not a package)
 
 from services import ingest, interactions  # noqa: E402
 from services.config import Settings  # noqa: E402
@@ -788,7 +791,7 @@ def _body(response: Any) -> Any:
         return response.text
 
 
-def concurrent_feeds(base_url: str, requests: Sequence[FeedRequest], checks: Checks) -> dict[str, Any]:
+def concurrent_feeds(base_url: str, key: str, requests: Sequence[FeedRequest], checks: Checks) -> dict[str, Any]:
     """CLIENTS threads, each with its own httpx.Client and every CLIENTS-th request."""
     import httpx
 
@@ -798,7 +801,7 @@ def concurrent_feeds(base_url: str, requests: Sequence[FeedRequest], checks: Che
 
     def client(k: int) -> None:
         try:
-            with httpx.Client(base_url=base_url, timeout=120) as http:
+            with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
                 http.get("/readyz")  # open the connection before the clock starts
                 barrier.wait()
                 results[k] = timed_feeds(http, requests[k::CLIENTS], None)
@@ -849,6 +852,8 @@ def over_socket(
         try:
             with httpx.Client(base_url=base_url, timeout=120) as http:
                 out["ready_s"] = round(wait_ready(http, proc, log), 1)
+                key = saved_key(data_dir)
+                http.headers.update(bearer(key))
                 print(f"# sift up ready in {out['ready_s']:.1f} s (pid {proc.pid}, port {port})", flush=True)
                 with phase("socket_warm_up"):
                     _, answers = timed_feeds(http, warm, None)
@@ -865,9 +870,9 @@ def over_socket(
                     if bucket in out["feed_seq"]:
                         show(f"  {bucket}", out["feed_seq"][bucket])
             with phase("socket_feed_conc8"):
-                out["feed_conc8"] = concurrent_feeds(base_url, requests, checks)
+                out["feed_conc8"] = concurrent_feeds(base_url, key, requests, checks)
             show(f"feed over socket, {CLIENTS} clients", out["feed_conc8"]["all"])
-            with httpx.Client(base_url=base_url, timeout=120) as http:
+            with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
                 with phase("socket_rank"):
                     out["rank_100"] = timed_calls(
                         lambda job: http.post(f"/v1/users/{job[0]}/rank", json={"item_ids": job[1]}),

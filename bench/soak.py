@@ -1,7 +1,7 @@
 """Soak: a bounded, steady load on a fresh Sift on loopback; are events lost, errors, memory growth?
 
     python bench/soak.py ../shared/data/banking77/train.csv [--minutes 10] [--rate R] [--per-request 10]
-        [--clients 4] [--mode embedded|redis-pg] [--env SIFT_X=value ...]
+        [--clients 4] [--id-space N] [--mode embedded|redis-pg] [--env SIFT_X=value ...]
 
 1. a fresh `sift up` (bench/ingest.py's Server: a temp data dir; redis-pg: a fresh PostgreSQL database
    and Redis db 14 on 127.0.0.1, the vectors embedded in both modes, so API and worker share one process);
@@ -10,16 +10,27 @@
    are drained before the steady phase;
 3. steady phase: --minutes at the rate, --per-request events a request from --clients keep-alive
    http.client connections on a fixed schedule (request k is due at k x per_request / rate; a client
-   that is late sends at once and the lateness is reported); texts cycled from the CSV with unique ids;
-4. every --sample-s: accepted, done, failed (GET /v1/stats), HTTP statuses, queue lag (accepted - done)
-   and the RSS of the server process with its children;
+   that is late sends at once and the lateness is reported); texts cycled from the CSV with unique ids,
+   or, with --id-space N, ids cycled over N distinct ids, each re-send with a changed text (a text
+   with a round number appended), so that it is stored and processed again: once the N ids exist,
+   the server holds a constant amount of data and any memory growth is not the data's;
+4. every --sample-s: accepted, events processed (the server's sift_events_processed_total and
+   sift_events_failed_total, GET /metrics), queue lag (queued + processing, GET /v1/stats), HTTP
+   statuses, and the server's resident memory split as the kernel counts it (/proc/<pid>/status):
+   anonymous (heap, malloc arenas, thread stacks, the engine's own allocations: only the process
+   frees it) and file-backed (mapped files: libraries, the vector store's mmapped segments and WAL:
+   page cache the kernel can drop under memory pressure and read back), with /proc/<pid>/smaps
+   grouped by mapping (heap, other anonymous, the store's vectors, payloads, WAL, SQLite, libraries);
 5. a bounded wait until every accepted event is done or failed, the server is stopped, and the rows,
    their statuses and the Qdrant points are checked against the accepted ids.
 Minutes are counted from the start of the steady phase. Received->done lag comes from the rows'
-received_at and processed_at (steady-phase events only). Prints the samples, a summary and a JSON line.
-Exit 1 when a bar fails: lost events (accepted, not done or failed), 5xx or connection errors, RSS growth
-between minute 2 (or half the run, if shorter) and the end of the steady phase >= --rss-bound %, done
-events without their point, or duplicates (points beyond the done rows, an id accepted twice).
+received_at (enqueued_at with --id-space: the last re-send's) and processed_at (steady-phase events).
+Prints the samples, a summary and a JSON line.
+Exit 1 when a bar fails: lost events (accepted, not done or failed; with --id-space also a re-sent
+text recorded done without being processed: claimed before the re-send, never claimed after it), 5xx
+or connection errors, RSS growth between minute 2 (or half the run, if shorter) and the end of the
+steady phase >= --rss-bound %, done events without their point, or duplicates (points beyond the done
+rows; without --id-space also an id accepted twice).
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import re
 import sys
 import threading
 import time
@@ -51,10 +63,11 @@ STALE_CONNECTION = (BrokenPipeError, ConnectionResetError, http.client.RemoteDis
 class Load:
     """The producer: events numbered per phase, texts cycled, everything it saw counted."""
 
-    def __init__(self, base: str, texts: list[str], per_request: int) -> None:
-        self.host, port = base.removeprefix("http://").split(":")
+    def __init__(self, server: Server, texts: list[str], per_request: int, id_space: int = 0) -> None:
+        self.host, port = server.base.removeprefix("http://").split(":")
         self.port = int(port)
-        self.texts, self.per_request = texts, per_request
+        self.headers = {"content-type": "application/json", **server.headers}
+        self.texts, self.per_request, self.id_space = texts, per_request, id_space
         self.lock = threading.Lock()
         self.next_event = 0
         self.accepted: list[str] = []
@@ -64,12 +77,16 @@ class Load:
     def body(self, phase: str) -> str:
         with self.lock:
             first, self.next_event = self.next_event, self.next_event + self.per_request
-        n = len(self.texts)
-        events = [
-            {"id": f"{phase}{i}", "kind": "ticket", "text": self.texts[i % n]}
-            for i in range(first, first + self.per_request)
-        ]
-        return json.dumps({"events": events})
+        return json.dumps({"events": [self.event(phase, i) for i in range(first, first + self.per_request)]})
+
+    def event(self, phase: str, i: int) -> dict[str, str]:
+        """The i-th event of a phase: a new id each time, or (steady phase, --id-space N) the id
+        i mod N, its text changed on every round over the N ids so the re-send is processed again."""
+        text = self.texts[i % len(self.texts)]
+        if phase != "s" or not self.id_space:
+            return {"id": f"{phase}{i}", "kind": "ticket", "text": text}
+        n = self.id_space
+        return {"id": f"{phase}{i % n}", "kind": "ticket", "text": f"{text} (round {i // n})"}
 
     def send(self, local: threading.local, body: str) -> None:
         """One POST on this thread's keep-alive connection. A connection the server closed while it was
@@ -80,7 +97,7 @@ class Load:
             if not reused:
                 local.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
             try:
-                local.conn.request("POST", "/v1/events", body, {"content-type": "application/json"})
+                local.conn.request("POST", "/v1/events", body, self.headers)
                 response = local.conn.getresponse()
                 payload = response.read()
                 break
@@ -102,6 +119,10 @@ class Load:
     def snapshot(self) -> tuple[int, dict[str, int]]:
         with self.lock:
             return len(self.accepted), dict(self.statuses)
+
+    def unique_accepted(self) -> int:
+        with self.lock:
+            return len(set(self.accepted)) if self.id_space else len(self.accepted)
 
 
 def run_clients(clients: int, loop: Callable[[threading.local], None]) -> None:
@@ -137,28 +158,95 @@ def paced(load: Load, rate: float, seconds: float, clients: int) -> None:
     run_clients(clients, loop)
 
 
+MEMORY_FIELDS = {"rss": "VmRSS", "anon": "RssAnon", "file": "RssFile", "shmem": "RssShmem"}
+PROCESSED = re.compile(r'^sift_events_(processed|failed)_total\{kind="ticket"\} ([0-9.e+]+)$', re.MULTILINE)
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    """A process's resident memory in bytes: the total, anonymous, file-backed, shared memory."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {name: int(fields[key].split()[0]) * 1024 for name, key in MEMORY_FIELDS.items()}
+
+
+def mapping_group(path: str, data_dir: str) -> str:
+    """Which group a mapping of /proc/<pid>/smaps counts in (by its path)."""
+    if not path:
+        return "anon: other (mmapped arenas, thread stacks, native heaps)"
+    if path == "[heap]":
+        return "anon: [heap] (brk: the main malloc arena)"
+    if path.startswith("["):
+        return f"anon: {path}"
+    if path.startswith(data_dir + "/"):
+        parts = path[len(data_dir) + 1 :].split("/")
+        if parts[0] == "qdrant" and len(parts) > 2 and parts[2] == "wal":
+            return "file: qdrant WAL"
+        if parts[0] == "qdrant" and len(parts) > 4 and parts[2] == "segments":
+            return f"file: qdrant segments, {parts[4]}"
+        if parts[0].startswith("sift.db"):
+            return "file: SQLite"
+        return f"file: data dir, {parts[0]}"
+    if ".so" in path.rsplit("/", 1)[-1]:
+        return "file: shared libraries"
+    return "file: other"
+
+
+def smaps_groups(pid: int, data_dir: str) -> dict[str, int]:
+    """Resident bytes of a process's mappings, by mapping_group."""
+    groups: Counter[str] = Counter()
+    group = ""
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split(None, 5)
+        if "-" in head[0] and not head[0].endswith(":"):  # a mapping's first line: range perms offset dev inode [path]
+            group = mapping_group(head[5].strip() if len(head) > 5 else "", data_dir)
+        elif head[0] == "Rss:":
+            groups[group] += int(head[1]) * 1024
+    return dict(groups)
+
+
 class Probe:
-    """GET /v1/stats and the server's RSS (its children included)."""
+    """GET /v1/stats and /metrics, and the server's resident memory (its children included)."""
 
     def __init__(self, server: Server) -> None:
         self.base = server.base
+        self.data_dir = str(server.dir)
         self.proc = psutil.Process(server.proc.pid)
-        self.client = httpx.Client(timeout=10)
+        self.client = httpx.Client(headers=server.headers, timeout=10)
         self.errors = 0
 
     def tickets(self) -> dict[str, int] | None:
         try:
-            return dict(self.client.get(f"{self.base}/v1/stats").json()["events"].get("ticket", {}))
+            response = self.client.get(f"{self.base}/v1/stats")
+            response.raise_for_status()
+            return dict(response.json()["events"].get("ticket", {}))
         except (httpx.HTTPError, ValueError, KeyError):
             self.errors += 1
             return None
 
-    def rss(self) -> int:
-        total = 0
+    def processed(self) -> int | None:
+        """Events the server's worker finished (done or failed) since it started: each processing of
+        a re-sent event counts again (the rows' done count does not grow then)."""
+        try:
+            response = self.client.get(f"{self.base}/metrics")
+            response.raise_for_status()
+        except httpx.HTTPError:
+            self.errors += 1
+            return None
+        return sum(int(float(value)) for _, value in PROCESSED.findall(response.text))
+
+    def memory(self) -> dict[str, int]:
+        """Resident bytes (see MEMORY_FIELDS) of the server process and its children."""
+        total: Counter[str] = Counter()
         for p in [self.proc, *self.proc.children(recursive=True)]:
-            with contextlib.suppress(psutil.Error):  # a child may exit in between
-                total += p.memory_info().rss
-        return total
+            with contextlib.suppress(psutil.Error, OSError):  # a child may exit in between
+                total.update(proc_memory(p.pid))
+        return {name: total[name] for name in MEMORY_FIELDS}
+
+    def mappings(self) -> dict[str, int]:
+        """The server process's resident bytes by mapping group (empty if it cannot be read)."""
+        try:
+            return smaps_groups(self.proc.pid, self.data_dir)
+        except OSError:
+            return {}
 
 
 def calibrate(load: Load, probe: Probe, seconds: float, clients: int, backlog: int) -> float:
@@ -197,35 +285,55 @@ def calibrate(load: Load, probe: Probe, seconds: float, clients: int, backlog: i
 
 
 def drain(load: Load, probe: Probe, timeout_s: float) -> bool:
-    """Wait until every accepted event is done or failed; False when the wait runs out."""
+    """Wait until every accepted event is done or failed (none queued or processing, and as many
+    done or failed rows as distinct ids accepted); False when the wait runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         t = probe.tickets()
-        if t is not None and t.get("done", 0) + t.get("failed", 0) >= load.snapshot()[0]:
+        if t is not None and not waiting(t) and t.get("done", 0) + t.get("failed", 0) >= load.unique_accepted():
             return True
         time.sleep(1.0)
     return False
 
 
+def waiting(tickets: dict[str, int]) -> int:
+    """Events queued or being processed."""
+    return tickets.get("queued", 0) + tickets.get("processing", 0)
+
+
 class Sampler(threading.Thread):
-    """Every `every` seconds of the steady phase: counts, statuses, lag and RSS."""
+    """Every `every` seconds of the steady phase: counts, statuses, queue lag and memory."""
 
     def __init__(self, load: Load, probe: Probe, every: float) -> None:
         super().__init__(daemon=True)
         self.load, self.probe, self.every = load, probe, every
         self.stop = threading.Event()
         self.samples: list[dict[str, Any]] = []
+        self.mappings: list[dict[str, int]] = []  # one per sample, kept out of the JSON samples
         self.start_t = time.monotonic()
+        self.processed_0: int | None = None
 
     def sample(self) -> None:
         accepted, statuses = self.load.snapshot()
         t = self.probe.tickets() or {}
-        done, failed = t.get("done", 0), t.get("failed", 0)
-        row = {"t": round(time.monotonic() - self.start_t, 1), "accepted": accepted, "done": done, "failed": failed}
-        row.update(lag=accepted - done - failed, rss_mib=round(self.probe.rss() / 2**20, 1), statuses=statuses)
+        processed = self.probe.processed()
+        if processed is not None and self.processed_0 is None:
+            self.processed_0 = processed  # the calibration's events
+        memory = self.probe.memory()
+        row: dict[str, Any] = {"t": round(time.monotonic() - self.start_t, 1), "accepted": accepted}
+        row.update(
+            processed=None if processed is None else processed - (self.processed_0 or 0),
+            done=t.get("done", 0),
+            failed=t.get("failed", 0),
+            lag=waiting(t),
+            **{f"{name}_mib": round(value / 2**20, 1) for name, value in memory.items()},
+            statuses=statuses,
+        )
         self.samples.append(row)
-        print(f"  t={row['t']:>6.0f}s accepted {accepted:>7} done {done:>7} lag {row['lag']:>6}"
-              f" rss {row['rss_mib']:>7.1f} MiB statuses {statuses}", flush=True)  # fmt: skip
+        self.mappings.append(self.probe.mappings())
+        print(f"  t={row['t']:>6.0f}s accepted {accepted:>7} processed {row['processed'] or 0:>7} lag {row['lag']:>6}"
+              f" rss {row['rss_mib']:>7.1f} MiB (anon {row['anon_mib']:>7.1f}, file {row['file_mib']:>6.1f})"
+              f" statuses {statuses}", flush=True)  # fmt: skip
 
     def run(self) -> None:
         self.sample()
@@ -233,22 +341,26 @@ class Sampler(threading.Thread):
             self.sample()
 
 
-def verify(server: Server, accepted: list[str]) -> dict[str, Any]:
+def verify(server: Server, accepted: list[str], id_space: int) -> dict[str, Any]:
     """After the server stopped: every accepted id's row and status, received->done lag, points."""
     from services.db.models import Event as E  # typed columns: SQLite timestamps parsed
 
     engine = sa.create_engine(server.db_url)
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(E.id, E.status, E.point_id, E.received_at, E.processed_at)).all()
+        columns = (E.id, E.status, E.point_id, E.received_at, E.enqueued_at, E.claimed_at, E.processed_at)
+        rows = conn.execute(sa.select(*columns)).all()
     engine.dispose()
     by_id = {r.id: r for r in rows}
     wanted = set(accepted)
     status = Counter(by_id[i].status if i in by_id else "missing" for i in wanted)
     lags = sorted(
-        (r.processed_at - r.received_at).total_seconds()
+        (r.processed_at - (r.enqueued_at if id_space else r.received_at)).total_seconds()
         for r in rows
         if r.status == "done" and r.id.startswith("s") and r.processed_at is not None
     )
+    # done, but its last text arrived after the batch that recorded it had claimed it, and no batch
+    # claimed it again: the row says done while its point holds the text before
+    stale = [r.id for r in rows if r.status == "done" and r.claimed_at is not None and r.enqueued_at > r.claimed_at]
     from services.vectors import open_store
 
     store = open_store(qdrant_url=None, qdrant_api_key=None, vectors_dir=server.dir / "qdrant")
@@ -258,23 +370,48 @@ def verify(server: Server, accepted: list[str]) -> dict[str, Any]:
     store.close()
     log = (server.dir / "up.log").read_text(errors="replace").splitlines()
     errors = [n for n, line in enumerate(log) if "ERROR" in line or "Traceback" in line]
+    excerpts, covered = [], 0
+    for n in errors:
+        if n >= covered and len(excerpts) < 5:  # a traceback inside an entry already kept is not a new one
+            covered = entry_end(log, n)
+            excerpts.append(log_entry(log[n:covered]))
+    resent = len(accepted) - len(wanted)
     return {
         "server_log_errors": len(errors),
-        # each error line with the 5 lines after it, so a report says what went wrong
-        "server_log_error_excerpts": ["\n".join(log[n : n + 6])[:2000] for n in errors[:5]],
+        "server_log_error_excerpts": excerpts,
         "rows": len(rows),
         "done_rows": sum(r.status == "done" for r in rows),
         "points": points,
         "accepted": len(accepted),
         "accepted_unique": len(wanted),
+        "accepted_resent": resent if id_space else 0,
         "accepted_done": status["done"],
         "accepted_failed": status["failed"],
         "lost": len(wanted) - status["done"] - status["failed"],
+        "stale_done": len(stale),
+        "stale_examples": stale[:5],
         "unacknowledged_rows": len(set(by_id) - wanted),  # committed, but the client saw no 202
         "done_without_point": len(done_points) - found,
-        "duplicates": (len(accepted) - len(wanted)) + max(0, points - found),
+        "duplicates": (0 if id_space else resent) + max(0, points - found),
         "lag_s": {"p50": pct(lags, 50), "p99": pct(lags, 99), "max": pct(lags, 100), "n": len(lags)},
     }
+
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+
+
+def entry_end(log: list[str], n: int) -> int:
+    """Where the log entry that starts at line n ends: the next timestamped line (at most 400 on)."""
+    last = min(len(log), n + 400)
+    return next((m for m in range(n + 1, last) if LOG_LINE.match(log[m])), last)
+
+
+def log_entry(lines: list[str]) -> str:
+    """A log entry, a long traceback cut to its first 2 and last 8 lines (where the exception is),
+    so a report says what went wrong."""
+    if len(lines) > 12:
+        lines = [*lines[:2], f"  ... ({len(lines) - 10} lines)", *lines[-8:]]
+    return "\n".join(lines)[:3000]
 
 
 def pct(values: list[float], p: float) -> float | None:
@@ -283,15 +420,41 @@ def pct(values: list[float], p: float) -> float | None:
     return round(values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))], 3)
 
 
-def rss_growth(samples: list[dict[str, Any]], steady_s: float, baseline_s: float) -> dict[str, Any]:
-    """RSS at minute 2 (half the run if it is shorter) against the last sample of the steady phase."""
+def memory_growth(
+    samples: list[dict[str, Any]], mappings: list[dict[str, int]], steady_s: float, baseline_s: float
+) -> dict[str, Any]:
+    """Resident memory at minute 2 (half the run if it is shorter) against the last sample of the
+    steady phase: the total (the bar), anonymous and file-backed, each also per 1,000 events processed
+    in between, and the mapping groups that changed most."""
     at = min(baseline_s, steady_s / 2)
-    base = next((s for s in samples if s["t"] >= at), samples[0])
-    last = [s for s in samples if s["t"] <= steady_s + 1][-1]
-    growth = 100.0 * (last["rss_mib"] - base["rss_mib"]) / base["rss_mib"]
-    peak = max(s["rss_mib"] for s in samples)
-    return {"base_t": base["t"], "base_mib": base["rss_mib"], "end_t": last["t"], "end_mib": last["rss_mib"],
-            "growth_pct": round(growth, 2), "peak_mib": peak}  # fmt: skip
+    b = next((n for n, s in enumerate(samples) if s["t"] >= at), 0)
+    e = max(n for n, s in enumerate(samples) if s["t"] <= steady_s + 1)
+    base, last = samples[b], samples[e]
+    events = (last["processed"] or 0) - (base["processed"] or 0)
+    out: dict[str, Any] = {"base_t": base["t"], "end_t": last["t"], "events_between": events}
+    for kind in ("rss", "anon", "file"):
+        before, after = base[f"{kind}_mib"], last[f"{kind}_mib"]
+        out[kind] = {
+            "base_mib": before,
+            "end_mib": after,
+            "growth_pct": round(100.0 * (after - before) / before, 2) if before else None,
+            "mib_per_1000_events": round(1000 * (after - before) / events, 3) if events > 0 else None,
+        }
+    out["growth_pct"] = out["rss"]["growth_pct"]
+    out["peak_mib"] = max(s["rss_mib"] for s in samples)
+    groups = sorted(
+        set(mappings[b]) | set(mappings[e]), key=lambda g: -abs(mappings[e].get(g, 0) - mappings[b].get(g, 0))
+    )
+    out["by_mapping"] = [
+        {
+            "group": g,
+            "base_mib": round(mappings[b].get(g, 0) / 2**20, 1),
+            "end_mib": round(mappings[e].get(g, 0) / 2**20, 1),
+            "delta_mib": round((mappings[e].get(g, 0) - mappings[b].get(g, 0)) / 2**20, 1),
+        }
+        for g in groups
+    ]
+    return out
 
 
 def steady_report(load: Load, samples: list[dict[str, Any]], rate: float, steady_s: float) -> dict[str, Any]:
@@ -302,10 +465,10 @@ def steady_report(load: Load, samples: list[dict[str, Any]], rate: float, steady
     return {
         "target_events_per_s": round(rate, 2),
         "posted_events_per_s": round(len(late) * load.per_request / steady_s, 2),
-        "done_events_per_s": round((last["done"] + last["failed"] - first["done"] - first["failed"]) / span, 2),
-        # the steady phase's events over the time until the last of them was done (the final sample)
-        "done_events_per_s_to_drained": round(
-            (samples[-1]["done"] + samples[-1]["failed"] - first["done"] - first["failed"]) / samples[-1]["t"], 2
+        "processed_events_per_s": round(((last["processed"] or 0) - (first["processed"] or 0)) / span, 2),
+        # the steady phase's events over the time until the last of them was processed (the final sample)
+        "processed_events_per_s_to_drained": round(
+            ((samples[-1]["processed"] or 0) - (first["processed"] or 0)) / samples[-1]["t"], 2
         ),
         "queue_lag_max": max(s["lag"] for s in samples),
         "client_late_s": {"p50": pct(late, 50), "p99": pct(late, 99), "max": pct(late, 100)},
@@ -319,6 +482,8 @@ def bars(result: dict[str, Any], rss_bound: float) -> list[str]:
     failing = []
     if v["lost"] > 0:
         failing.append(f"lost events: {v['lost']}")
+    if v["stale_done"] > 0:
+        failing.append(f"re-sent texts recorded done without being processed: {v['stale_done']}")
     if server_errors > 0:
         failing.append(f"5xx / connection errors: {server_errors}")
     if result["rss"]["growth_pct"] >= rss_bound:
@@ -330,26 +495,39 @@ def bars(result: dict[str, Any], rss_bound: float) -> list[str]:
     return failing
 
 
+def memory_line(m: dict[str, Any]) -> str:
+    per = "" if m["mib_per_1000_events"] is None else f", {m['mib_per_1000_events']:+.2f} MiB per 1,000 events"
+    growth = "n/a" if m["growth_pct"] is None else f"{m['growth_pct']:+.2f}%"
+    return f"{m['base_mib']} -> {m['end_mib']} MiB ({growth}{per})"
+
+
 def print_summary(result: dict[str, Any], failing: list[str]) -> None:
     v, s, r = result["verify"], result["steady"], result["rss"]
     errors = sum(n for k, n in result["statuses"].items() if k not in ("202", "reconnects"))
     calibrated = result["calibrated_events_per_s"]
+    id_space = result["id_space"]
+    changes = ", ".join(f"{g['group']} {g['delta_mib']:+.1f}" for g in r["by_mapping"][:6])
     lines = [
-        ("mode", result["mode"]),
+        ("mode", result["mode"] + (f", ids cycled over {id_space:,} (constant data volume)" if id_space else
+                                   ", a new id for every event (the data grows)")),
         ("steady rate (target / posted)", f"{s['target_events_per_s']} / {s['posted_events_per_s']} events/s"
          + (f" (80% of {calibrated:.1f} done/s calibrated)" if calibrated else "")),
-        ("throughput (done: steady phase / to drained)",
-         f"{s['done_events_per_s']} / {s['done_events_per_s_to_drained']} events/s"),
-        ("queue lag (accepted - done) max", s["queue_lag_max"]),
+        ("throughput (processed: steady phase / to drained)",
+         f"{s['processed_events_per_s']} / {s['processed_events_per_s_to_drained']} events/s"),
+        ("queue lag (queued + processing) max", s["queue_lag_max"]),
         ("received->done lag p50 / p99 / max", f"{v['lag_s']['p50']} / {v['lag_s']['p99']} / {v['lag_s']['max']} s"),
         ("client lateness p99 / max", f"{s['client_late_s']['p99']} / {s['client_late_s']['max']} s"
          + (" (the producer fell behind)" if s["requests_late_over_1s"] else "")),
-        ("RSS", f"{r['base_mib']} MiB at {r['base_t']:.0f}s -> {r['end_mib']} MiB at {r['end_t']:.0f}s"
-         f" ({r['growth_pct']:+.2f}%), peak {r['peak_mib']} MiB"),
+        (f"RSS, {r['base_t']:.0f}s -> {r['end_t']:.0f}s ({r['events_between']:,} events)",
+         f"{memory_line(r['rss'])}, peak {r['peak_mib']} MiB"),
+        ("  anonymous (heap, arenas, native)", memory_line(r["anon"])),
+        ("  file-backed (mapped files)", memory_line(r["file"])),
+        ("  largest changes by mapping, MiB", changes or "(smaps not readable)"),
         ("HTTP statuses", json.dumps(result["statuses"])),
         ("errors (non-202)", errors),
         ("accepted / done / failed / lost", f"{v['accepted_unique']} / {v['accepted_done']} / {v['accepted_failed']}"
-         f" / {v['lost']}"),
+         f" / {v['lost']}" + (f" (ids; {v['accepted_resent']} re-sends)" if id_space else "")),
+        ("re-sent texts done without processing", v["stale_done"]),
         ("rows / done rows / points", f"{v['rows']} / {v['done_rows']} / {v['points']}"),
         ("duplicates / done without point", f"{v['duplicates']} / {v['done_without_point']}"),
         ("server log ERROR / Traceback lines", v["server_log_errors"]),
@@ -363,7 +541,7 @@ def print_summary(result: dict[str, Any], failing: list[str]) -> None:
 def soak(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
     server = Server(args.mode, dict(item.split("=", 1) for item in args.env))
     try:
-        load, probe = Load(server.base, texts, args.per_request), Probe(server)
+        load, probe = Load(server, texts, args.per_request, args.id_space), Probe(server)
         calibrated = None
         rate = args.rate
         if rate is None:
@@ -377,6 +555,12 @@ def soak(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
         steady_s = args.minutes * 60
         shape = f"{args.per_request} events a request, {args.clients} clients"
         print(f"steady: {rate:.1f} events/s for {steady_s:.0f}s, {shape}")
+        if args.id_space:
+            fill_s = args.id_space / rate
+            baseline = min(args.rss_baseline_s, steady_s / 2)
+            print(f"ids cycled over {args.id_space:,}: all exist after ~{fill_s:.0f}s, then each is re-sent every"
+                  f" ~{fill_s:.0f}s with a changed text" + ("" if fill_s < baseline else
+                  f" (WARNING: later than the memory baseline at {baseline:.0f}s: lower --id-space)"))  # fmt: skip
         sampler = Sampler(load, probe, args.sample_s)
         sampler.start()
         paced(load, rate, steady_s, args.clients)
@@ -390,13 +574,14 @@ def soak(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
             "minutes": args.minutes,
             "per_request": args.per_request,
             "clients": args.clients,
+            "id_space": args.id_space,
             "calibrated_events_per_s": calibrated,
             "drained": drained,
             "stats_errors": probe.errors,
             "statuses": load.snapshot()[1],
             "steady": steady_report(load, sampler.samples, rate, steady_s),
-            "rss": rss_growth(sampler.samples, steady_s, args.rss_baseline_s),
-            "verify": verify(server, load.accepted),
+            "rss": memory_growth(sampler.samples, sampler.mappings, steady_s, args.rss_baseline_s),
+            "verify": verify(server, load.accepted, args.id_space),
             "samples": sampler.samples,
         }
     finally:
@@ -413,6 +598,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=None, help="events/s; default 80%% of the calibrated capacity")
     parser.add_argument("--per-request", type=int, default=10)
     parser.add_argument("--clients", type=int, default=4, help="keep-alive HTTP clients")
+    parser.add_argument(
+        "--id-space",
+        type=int,
+        default=0,
+        help="steady phase: cycle the event ids over N distinct ids, each re-send with a changed text"
+        " (constant data volume); 0: a new id for every event",
+    )
     parser.add_argument("--calibrate-s", type=float, default=30.0)
     parser.add_argument("--backlog", type=int, default=1000, help="calibration: most events waiting at once")
     parser.add_argument("--sample-s", type=float, default=10.0)
@@ -421,6 +613,8 @@ def main() -> None:
     parser.add_argument("--drain-timeout", type=float, default=300.0)
     parser.add_argument("--env", action="append", default=[], help="extra SIFT_X=value for the server")
     args = parser.parse_args()
+    if args.id_space and args.id_space < 10 * args.per_request * args.clients:
+        parser.error("--id-space must be at least 10 x --per-request x --clients (an id in two requests at once)")
     texts = load_texts(args.dataset, None)
     result = soak(args, texts)
     failing = bars(result, args.rss_bound)
