@@ -224,8 +224,14 @@ def wait_done(server: Server, n: int, timeout_s: float) -> None:
 
 def memory_mib(pid: int) -> dict[str, float]:
     """The process's resident memory now (VmRSS) and its peak so far (VmHWM), in MiB."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {name: int(fields[key].split()[0]) / 1024 for name, key in (("rss_mib", "VmRSS"), ("peak_rss_mib", "VmHWM"))}
+    kib = proc_status_kib(pid, {"rss_mib": "VmRSS", "peak_rss_mib": "VmHWM"})
+    return {name: value / 1024 for name, value in kib.items()}
+
+
+def proc_status_kib(pid: int, fields: dict[str, str]) -> dict[str, int]:
+    """Memory figures of a process from /proc/<pid>/status, in KiB: {name: its field there}."""
+    status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {name: int(status[field].split()[0]) for name, field in fields.items()}
 
 
 def run_style(

@@ -54,7 +54,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ingest import Server, load_texts  # bench/ is not a package: its directory is on sys.path
+from ingest import Server, load_texts, proc_status_kib  # bench/ is not a package: its directory is on sys.path
 
 COLLECTION = "sift_ticket"
 STALE_CONNECTION = (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)
@@ -164,8 +164,7 @@ PROCESSED = re.compile(r'^sift_events_(processed|failed)_total\{kind="ticket"\} 
 
 def proc_memory(pid: int) -> dict[str, int]:
     """A process's resident memory in bytes: the total, anonymous, file-backed, shared memory."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {name: int(fields[key].split()[0]) * 1024 for name, key in MEMORY_FIELDS.items()}
+    return {name: kib * 1024 for name, kib in proc_status_kib(pid, MEMORY_FIELDS).items()}
 
 
 def mapping_group(path: str, data_dir: str) -> str:

@@ -18,6 +18,7 @@ QUEUES: tuple[str, ...] = ("ingest", "alerts", "train")
 # (SQLite: the main file) and the plain collection names, so a single-team install needs nothing else.
 DEFAULT_TENANT = "default"
 TENANT_PATTERN = r"^[a-z][a-z0-9]{0,31}$"  # becomes part of a schema, a file and collection names
+TENANT_RULE = "use 1 to 32 lowercase letters and digits, starting with a letter"
 
 
 def packaged_model_path() -> str:
@@ -289,7 +290,7 @@ class Settings(BaseSettings):
     def for_tenant(self, tenant: str) -> Settings:
         """These settings, acting for another tenant."""
         if not re.fullmatch(TENANT_PATTERN, tenant):
-            raise ValueError(f"tenant {tenant!r}: use 1 to 32 lowercase letters and digits, starting with a letter")
+            raise ValueError(f"tenant {tenant!r}: {TENANT_RULE}")
         return self.model_copy(update={"tenant": tenant})
 
     @property

@@ -81,7 +81,7 @@ class Pipeline:
         for event, predicted in zip(encoded, predictions, strict=True):
             if event.id in outcomes:  # failed in a step
                 continue
-            outcomes[event.id] = Outcome(event.id, True, predicted, version, content_hash=event.content_hash)
+            outcomes[event.id] = Outcome(event.id, True, predicted, version, event.content_hash)
             payload = event_payload(event, predicted, now=now, encoder_version=version)
             points.append((event, VectorPoint(event.point_id, vectors[event.id].tolist(), payload)))
         if points:
@@ -201,4 +201,4 @@ def _log_upserted(collection: str, event_ids: list[str]) -> None:
 def _failed(event: Event, stage: str, exc: BaseException) -> Outcome:
     log.warning("event %s failed at %s: %s", event.id, stage, exc, extra={"event_id": event.id})
     error = f"{stage}: {type(exc).__name__}: {exc}"[:2000]
-    return Outcome(event.id, False, {}, None, error=error, content_hash=event.content_hash)
+    return Outcome(event.id, False, {}, None, event.content_hash, error=error)

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.config import DEFAULT_TENANT, TENANT_PATTERN
+from services.config import DEFAULT_TENANT, TENANT_PATTERN, TENANT_RULE
 from services.db.models import ApiKey, Tenant
 from services.errors import InvalidInput, NotFound
 
@@ -56,7 +56,7 @@ class NewKey:
 def check_tenant_id(tenant: str) -> str:
     """The tenant id, or InvalidInput saying what a tenant id may be."""
     if not re.fullmatch(TENANT_PATTERN, tenant):
-        raise InvalidInput(f"tenant {tenant!r}: use 1 to 32 lowercase letters and digits, starting with a letter")
+        raise InvalidInput(f"tenant {tenant!r}: {TENANT_RULE}")
     return tenant
 
 

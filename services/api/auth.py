@@ -22,10 +22,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services import tenants
 from services.api.errors import error_body, status_for
-from services.api.rate_limit import EXEMPT
+from services.api.rate_limit import EXEMPT, bearer_token
 from services.errors import DomainError, Forbidden, Unauthorized
 from services.runtime import Runtime
 from services.tenants import Principal
+
+NO_KEY = "this call needs an API key: send `Authorization: Bearer <key>` (`sift keys create`)"
 
 ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/v1/events"): "ingest",
@@ -145,9 +147,9 @@ class Authenticate:
         return None
 
     async def _check(self, scope: Scope, path: str) -> Principal:
-        token = bearer_token(dict(scope["headers"]).get(b"authorization", b"").decode("latin-1"))
+        token = bearer_token(scope)
         if token is None:
-            raise Unauthorized("this call needs an API key: send `Authorization: Bearer <key>` (`sift keys create`)")
+            raise Unauthorized(NO_KEY)
         principal = await self.keys.principal(token)
         if principal is None:
             raise Unauthorized("the API key is not valid (unknown, malformed or revoked); `sift keys list` shows keys")
@@ -159,12 +161,6 @@ class Authenticate:
         return principal
 
 
-def bearer_token(header: str) -> str | None:
-    """The token of an `Authorization: Bearer` header, if any."""
-    scheme, _, token = header.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
 async def authorize(request: Request) -> Principal | None:
     """The caller's principal, as Authenticate checked it (None on the probes). Closed by default:
     an API route reached without one (the middleware missing) is a 401, never the default tenant."""
@@ -173,5 +169,5 @@ async def authorize(request: Request) -> Principal | None:
         return None
     principal: Principal | None = getattr(request.state, "principal", None)
     if principal is None:
-        raise Unauthorized("this call needs an API key: send `Authorization: Bearer <key>` (`sift keys create`)")
+        raise Unauthorized(NO_KEY)
     return principal

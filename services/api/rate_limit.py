@@ -24,14 +24,20 @@ from services.api.errors import error_body
 EXEMPT = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
+def bearer_token(scope: Scope) -> str | None:
+    """The token of the request's `Authorization: Bearer` header, if any."""
+    header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def client_key(scope: Scope) -> str:
     """Who a request counts against: its API key (the bearer token, hashed so no secret is kept:
     one bucket per key, counted before the key is checked, so a flood of bad keys is limited too),
     else the client address."""
-    auth = dict(scope["headers"]).get(b"authorization", b"")
-    scheme, _, token = auth.partition(b" ")
-    if scheme.lower() == b"bearer" and token.strip():
-        return "token:" + hashlib.sha256(token.strip()).hexdigest()[:32]
+    token = bearer_token(scope)
+    if token is not None:
+        return "token:" + hashlib.sha256(token.encode("latin-1")).hexdigest()[:32]
     client = scope.get("client")
     return f"addr:{client[0]}" if client else "addr:unknown"
 

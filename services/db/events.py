@@ -41,8 +41,8 @@ class Outcome:
     ok: bool
     predictions: dict[str, Any]
     model_version: str | None
+    content_hash: str  # of the content that was processed
     error: str | None = None
-    content_hash: str | None = None  # of the content processed; None: whatever the row holds now
 
 
 def kinds_of(session: Session, *, ids: Sequence[str]) -> dict[str, str]:
@@ -140,39 +140,39 @@ def release(session: Session, *, ids: Sequence[str]) -> None:
 
 
 def record(session: Session, *, outcomes: Sequence[Outcome], now: datetime) -> None:
-    """Write a batch of outcomes with one executemany per status (and per whether the content is
-    checked). An outcome with a content hash is written only while the row still holds that
-    content: a text re-sent while the old one was processed stays queued, and its own message has
-    it processed, instead of being marked done with the old text's vector."""
+    """Write a batch of outcomes with one executemany per status. An outcome is written only while
+    the row still holds the content that was processed: a text re-sent meanwhile stays queued, and
+    its own message has it processed, instead of being marked done with the old text's vector."""
+    done = [o for o in outcomes if o.ok]
+    failed = [o for o in outcomes if not o.ok]
     table = EVENTS
-    done: dict[str, Any] = {
-        "status": "done",
-        "error": None,
-        "processed_at": now,
-        "predictions": bindparam("b_predictions"),
-        "model_version": bindparam("b_model_version"),
-    }
-    failed: dict[str, Any] = {"status": "failed", "processed_at": now, "error": bindparam("b_error")}
-    for ok, values in ((True, done), (False, failed)):
-        for checked in (True, False):
-            batch = [o for o in outcomes if o.ok is ok and (o.content_hash is not None) is checked]
-            if not batch:
-                continue
-            where = [table.c.id == bindparam("b_id")]
-            if checked:
-                where.append(table.c.content_hash == bindparam("b_hash"))
-            session.execute(update(table).where(*where).values(**values), [_params(o, ok, checked) for o in batch])
-
-
-def _params(outcome: Outcome, ok: bool, checked: bool) -> dict[str, Any]:
-    params: dict[str, Any] = {"b_id": outcome.event_id}
-    if checked:
-        params["b_hash"] = outcome.content_hash
-    if ok:
-        params.update(b_predictions=outcome.predictions, b_model_version=outcome.model_version)
-    else:
-        params["b_error"] = outcome.error
-    return params
+    same_content = (table.c.id == bindparam("b_id"), table.c.content_hash == bindparam("b_hash"))
+    if done:
+        session.execute(
+            update(table)
+            .where(*same_content)
+            .values(
+                status="done",
+                error=None,
+                processed_at=now,
+                predictions=bindparam("b_predictions"),
+                model_version=bindparam("b_model_version"),
+            ),
+            [
+                {
+                    "b_id": o.event_id,
+                    "b_hash": o.content_hash,
+                    "b_predictions": o.predictions,
+                    "b_model_version": o.model_version,
+                }
+                for o in done
+            ],
+        )
+    if failed:
+        session.execute(
+            update(table).where(*same_content).values(status="failed", processed_at=now, error=bindparam("b_error")),
+            [{"b_id": o.event_id, "b_hash": o.content_hash, "b_error": o.error} for o in failed],
+        )
 
 
 def missing(session: Session, *, ids: Sequence[str]) -> list[str]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from services import ingest
 from services.db import events as repo
@@ -30,6 +32,15 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 def events(n: int, prefix: str = "e", kind: str = "ticket") -> list[ingest.EventIn]:
     return [ingest.EventIn(id=f"{prefix}{i}", kind=kind, text=f"text number {i}") for i in range(n)]  # type: ignore[arg-type]
+
+
+def outcome(
+    s: Session, event_id: str, ok: bool, predictions: dict[str, Any], version: str | None, error: str | None = None
+) -> repo.Outcome:
+    """An outcome of the content the row holds now (as the pipeline makes for what it claimed)."""
+    row = repo.get(s, event_id=event_id)
+    assert row is not None
+    return repo.Outcome(event_id, ok, predictions, version, row.content_hash, error=error)
 
 
 def count(db: Database) -> int:
@@ -59,7 +70,7 @@ def test_resending_the_same_events_never_duplicates(db: Database) -> None:
 def test_changed_content_is_updated_and_queued_again(db: Database) -> None:
     with db.session_scope() as s:
         ingest.accept(s, events=events(3), limits=LIMITS)
-        repo.record(s, outcomes=[repo.Outcome("e1", True, {}, "m1")], now=datetime.now(UTC))
+        repo.record(s, outcomes=[outcome(s, "e1", True, {}, "m1")], now=datetime.now(UTC))
     changed = [ingest.EventIn(id="e1", kind="ticket", text="a new text")]  # type: ignore[call-arg]
     with db.session_scope() as s:
         accepted = ingest.accept(s, events=changed, limits=LIMITS)
@@ -78,7 +89,7 @@ def test_a_text_re_sent_while_the_old_one_is_processed_is_not_marked_done_with_t
     changed = [ingest.EventIn(id="e1", kind="ticket", text="a new text")]  # type: ignore[call-arg]
     with db.session_scope() as s:  # arrives while the worker still holds the old text of e1
         assert ingest.accept(s, events=changed, limits=LIMITS).queued == ["e1"]
-    old = [repo.Outcome(i, True, {"p": i}, "m", content_hash=h) for i, h in claimed.items()]
+    old = [repo.Outcome(i, True, {"p": i}, "m", h) for i, h in claimed.items()]
     with db.session_scope() as s:
         repo.record(s, outcomes=old, now=now)
     with db.session_scope() as s:
@@ -88,7 +99,7 @@ def test_a_text_re_sent_while_the_old_one_is_processed_is_not_marked_done_with_t
         new_hash = e1.content_hash
     with db.session_scope() as s:  # its own message has the new text processed and recorded
         assert [e.id for e in repo.claim(s, ids=["e1"], now=now, stale_after_s=60)] == ["e1"]
-        repo.record(s, outcomes=[repo.Outcome("e1", True, {"p": "new"}, "m", content_hash=new_hash)], now=now)
+        repo.record(s, outcomes=[repo.Outcome("e1", True, {"p": "new"}, "m", new_hash)], now=now)
     with db.session_scope() as s:
         e1 = repo.get(s, event_id="e1")
         assert e1 is not None and e1.status == "done" and e1.predictions == {"p": "new"}
@@ -107,7 +118,7 @@ def test_claim_skips_finished_events_and_counts_attempts(db: Database) -> None:
     now = datetime.now(UTC)
     with db.session_scope() as s:
         ingest.accept(s, events=events(4), limits=LIMITS)
-        repo.record(s, outcomes=[repo.Outcome("e0", True, {}, "m")], now=now)
+        repo.record(s, outcomes=[outcome(s, "e0", True, {}, "m")], now=now)
     with db.session_scope() as s:
         claimed = repo.claim(s, ids=["e0", "e1", "e2"], now=now, stale_after_s=60)
     assert sorted(e.id for e in claimed) == ["e1", "e2"]
@@ -140,9 +151,9 @@ def test_record_writes_a_batch_of_outcomes(db: Database) -> None:
     with db.session_scope() as s:
         ingest.accept(s, events=events(3), limits=LIMITS)
         outcomes = [
-            repo.Outcome("e0", True, {"sentiment": {"label": "neutral"}}, "m@1"),
-            repo.Outcome("e1", True, {}, "m@1"),
-            repo.Outcome("e2", False, {}, None, error="step: ValueError: poison"),
+            outcome(s, "e0", True, {"sentiment": {"label": "neutral"}}, "m@1"),
+            outcome(s, "e1", True, {}, "m@1"),
+            outcome(s, "e2", False, {}, None, error="step: ValueError: poison"),
         ]
         repo.record(s, outcomes=outcomes, now=now)
     with db.session_scope() as s:
