@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     )
     train_pseudo_max: int = Field(20_000, ge=0, description="unlabeled events a run reads at most")
     train_pseudo_min_prob: float = Field(0.3, gt=0, lt=1)
+    train_pseudo_neighbours: int = Field(
+        5, ge=0, description="the fine-tuning's pseudo-labels average each text's k nearest unlabeled texts (0 = off)"
+    )
+    train_label_descriptions: bool = Field(
+        True, description="with few labels per class, each label's description is also a training example"
+    )
     train_learning_rate: float = Field(1e-4, gt=0)
     train_promote_margin: float = Field(
         0.005, ge=0, description="accuracy a new version must add to replace the active one"

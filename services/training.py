@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from services import labels as label_repo
 from services import metrics
-from services.classify import ActiveModels, Head, get_task
+from services.classify import ActiveModels, Head, describe, get_task, label_defs
 from services.config import Settings
 from services.db.models import ClassTask, Event, KindEncoder, ModelVersion, TrainingRun
 from services.embedding import Encoder
@@ -210,7 +210,11 @@ def fine_tune(
     progress("linear probe", 0.0)
     vectors = np.asarray(model.encode([e.text for e in train], batch_size=64))
     probe = fit_head(vectors, [e.label for e in train], cs=(16.0,))
-    pseudo = pseudo_label(model.encode, probe, unlabeled, settings=settings) if unlabeled else []
+    pseudo = (
+        pseudo_label(model.encode, probe, unlabeled, settings=settings, neighbours=settings.train_pseudo_neighbours)
+        if unlabeled
+        else []
+    )
     examples = [*train, *pseudo]
     if pseudo:  # the probe that initialises the classifier sees what the classifier will be trained on
         more = np.asarray(model.encode([e.text for e in pseudo], batch_size=64))
@@ -252,14 +256,54 @@ def fine_tune(
 
 
 def pseudo_label(
-    encode: Callable[[list[str]], Any], head: Head, texts: Sequence[str], *, settings: Settings
+    encode: Callable[[list[str]], Any], head: Head, texts: Sequence[str], *, settings: Settings, neighbours: int = 0
 ) -> list[Example]:
     """The head's confident predictions on unlabeled texts: probability at least
-    SIFT_TRAIN_PSEUDO_MIN_PROB, and at least twice the uniform 1/labels (at most 0.9)."""
-    probs = head.probs(np.asarray(encode(list(texts))))
+    SIFT_TRAIN_PSEUDO_MIN_PROB, and at least twice the uniform 1/labels (at most 0.9). With
+    neighbours, each text's probabilities are first averaged with its nearest unlabeled texts'
+    (neighbour_smoothed): similar texts mostly share an intent, so a text the head is unsure of
+    borrows its neighbours' evidence."""
+    vectors = np.asarray(encode(list(texts)))
+    probs = head.probs(vectors)
+    if neighbours:
+        probs = neighbour_smoothed(vectors, probs, k=neighbours)
     threshold = max(settings.train_pseudo_min_prob, min(0.9, 2.0 / len(head.labels)))
     best = probs.argmax(axis=1)
     return [Example(text, head.labels[int(best[i])]) for i, text in enumerate(texts) if probs[i, best[i]] >= threshold]
+
+
+def neighbour_smoothed(
+    vectors: np.ndarray, probs: np.ndarray, *, k: int, weight: float = 0.5, rounds: int = 3, chunk: int = 1024
+) -> np.ndarray:
+    """Label smoothing over the k-nearest-neighbour graph of unit vectors (cosine): each round,
+    q = (1 - weight) * p + weight * mean of q over the k nearest other texts, starting from q = p.
+    Measured on Banking77 with 10 labels per class (docs/benchmarks.md): the teacher's top-6,200
+    pseudo-labels go from 89.6 % to 90.9 % correct."""
+    n = len(vectors)
+    k = min(k, n - 1)
+    if k < 1:
+        return probs
+    nearest = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, chunk):  # never the full n x n similarity matrix
+        sims = vectors[start : start + chunk] @ vectors.T
+        sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -np.inf
+        nearest[start : start + chunk] = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+    smoothed = probs
+    for _ in range(rounds):
+        smoothed = (1 - weight) * probs + weight * smoothed[nearest].mean(axis=1)
+    return smoothed
+
+
+def with_label_descriptions(
+    train: Sequence[Example], descriptions: dict[str, str], settings: Settings
+) -> list[Example]:
+    """With few labels per class (SIFT_TRAIN_PSEUDO_BELOW), each label's description (or its name
+    in words) joins the training examples: the label's name is evidence a handful of examples
+    lacks (what tells "card_arrival" from "card_delivery_estimate")."""
+    if not (settings.train_label_descriptions and _few_per_label(train, settings.train_pseudo_below)):
+        return list(train)
+    labels = sorted({e.label for e in train})
+    return [*train, *(Example(descriptions.get(label) or describe(label), label) for label in labels)]
 
 
 def train_head(
@@ -478,11 +522,12 @@ class Trainer:
             run.status, run.started_at, run.stage = "running", started, "snapshot"
             task = get_task(session, run.task)
             task_name, kind, fine_tune_allowed = task.name, task.kind, task.fine_tune
+            descriptions = {d.name: d.description for d in label_defs(task)}
             snap = take_snapshot(session, task=task_name)
             run.label_count, run.max_label_id = len(snap.examples), snap.max_label_id
         report = self._reporter(run_id, progress)
         try:
-            outcome = self._train(run_id, task_name, kind, fine_tune_allowed, snap, report)
+            outcome = self._train(run_id, task_name, kind, fine_tune_allowed, snap, descriptions, report)
         except Exception as exc:
             log.exception("training run %s failed", run_id)
             with self.sessions() as session:
@@ -520,7 +565,14 @@ class Trainer:
         return report
 
     def _train(
-        self, run_id: str, task: str, kind: str, fine_tune_allowed: bool, snap: Snapshot, report: Progress
+        self,
+        run_id: str,
+        task: str,
+        kind: str,
+        fine_tune_allowed: bool,
+        snap: Snapshot,
+        descriptions: dict[str, str],
+        report: Progress,
     ) -> Outcome:
         s = self.settings
         counts = Counter(e.label for e in snap.examples)
@@ -540,6 +592,9 @@ class Trainer:
         metrics: dict[str, Any] = {"train": len(train), "holdout": len(holdout)}
         t0 = time.monotonic()
         unlabeled = self._unlabeled(kind, snap) if _few_per_label(train, s.train_pseudo_below) else []
+        described = with_label_descriptions(train, descriptions, s)
+        metrics["description_examples"] = len(described) - len(train)
+        train = described
         if fine_tune_allowed and len(train) >= s.train_fine_tune_min_labels:
             encoder, head, metrics["fine_tune"] = fine_tuned(
                 train, unlabeled=unlabeled, out_dir=out_dir, settings=s, device=self.device, progress=report

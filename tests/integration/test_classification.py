@@ -186,6 +186,7 @@ def test_a_run_promotes_a_better_head_and_a_running_worker_reloads_it(runtime: R
     outcome = train(runtime, "support")
     assert outcome.promoted and outcome.metrics["accuracy"] >= outcome.metrics["baseline"]["accuracy"]
     assert outcome.metrics["holdout"] >= 2 and outcome.metrics["train"] + outcome.metrics["holdout"] == 24
+    assert outcome.metrics["description_examples"] == 2  # 12 labels per class are few: each name is an example too
     with runtime.db.session_scope() as s:
         assert training.get_version(s, version=outcome.version).status == "active"
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
+
 from services.config import Settings
-from services.training import Example, epochs_for, precision_args, split
+from services.training import Example, epochs_for, neighbour_smoothed, precision_args, split, with_label_descriptions
 
 
 def examples() -> list[Example]:
@@ -65,3 +67,33 @@ def test_self_training_adds_only_confident_predictions() -> None:
     pseudo = pseudo_label(encode, head, ["left a", "right b", "mid"], settings=settings)
     assert {(e.text, e.label) for e in pseudo} == {("left a", "L"), ("right b", "R")}  # 2 labels: p >= 2/2 * ...
     assert n == 2
+
+
+def test_neighbour_smoothing_lets_an_unsure_text_borrow_its_neighbours_label() -> None:
+    # Three texts close together and one far away; the middle one of the cluster is unsure, and
+    # its nearest neighbours are sure it is label 0.
+    vectors = np.array([[1.0, 0.0], [0.99, 0.14], [0.98, 0.2], [0.0, 1.0]], dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    probs = np.array([[0.9, 0.1], [0.45, 0.55], [0.9, 0.1], [0.1, 0.9]])
+    smoothed = neighbour_smoothed(vectors, probs, k=2, chunk=3)  # chunks smaller than n: same graph
+    assert smoothed[1].argmax() == 0
+    assert smoothed[3].argmax() == 1  # a text keeps half of its own evidence
+    np.testing.assert_allclose(smoothed.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(neighbour_smoothed(vectors, probs, k=0), probs)
+    np.testing.assert_array_equal(neighbour_smoothed(vectors[:1], probs[:1], k=5), probs[:1])
+
+
+def test_label_descriptions_join_the_examples_only_with_few_labels_per_class() -> None:
+    few = [Example(f"where is my card {i}", "card_arrival") for i in range(3)] + [
+        Example(f"refund {i}", "Refund_not_showing_up") for i in range(3)
+    ]
+    settings = Settings(train_pseudo_below=30)
+    out = with_label_descriptions(few, {"card_arrival": "when will my card arrive"}, settings)
+    assert out[: len(few)] == few
+    assert set(out[len(few) :]) == {
+        Example("when will my card arrive", "card_arrival"),
+        Example("Refund not showing up", "Refund_not_showing_up"),  # no description: the name in words
+    }
+    many = few * 20
+    assert with_label_descriptions(many, {}, settings) == many
+    assert with_label_descriptions(few, {}, Settings(train_label_descriptions=False)) == few
