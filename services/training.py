@@ -277,8 +277,8 @@ def neighbour_smoothed(
 ) -> np.ndarray:
     """Label smoothing over the k-nearest-neighbour graph of unit vectors (cosine): each round,
     q = (1 - weight) * p + weight * mean of q over the k nearest other texts, starting from q = p.
-    Measured on Banking77 with 10 labels per class (docs/benchmarks.md): the teacher's top-6,200
-    pseudo-labels go from 89.6 % to 90.9 % correct."""
+    Measured on Banking77 with 10 labels per class (docs/benchmarks.md): the teacher's 6,200 most
+    confident pseudo-labels go from 89.6 % to 91.1 % correct."""
     n = len(vectors)
     k = min(k, n - 1)
     if k < 1:
@@ -592,12 +592,12 @@ class Trainer:
         metrics: dict[str, Any] = {"train": len(train), "holdout": len(holdout)}
         t0 = time.monotonic()
         unlabeled = self._unlabeled(kind, snap) if _few_per_label(train, s.train_pseudo_below) else []
-        described = with_label_descriptions(train, descriptions, s)
-        metrics["description_examples"] = len(described) - len(train)
-        train = described
-        if fine_tune_allowed and len(train) >= s.train_fine_tune_min_labels:
+        enough_to_fine_tune = len(train) >= s.train_fine_tune_min_labels  # people's labels, not descriptions
+        examples = with_label_descriptions(train, descriptions, s)
+        metrics["description_examples"] = len(examples) - len(train)
+        if fine_tune_allowed and enough_to_fine_tune:
             encoder, head, metrics["fine_tune"] = fine_tuned(
-                train, unlabeled=unlabeled, out_dir=out_dir, settings=s, device=self.device, progress=report
+                examples, unlabeled=unlabeled, out_dir=out_dir, settings=s, device=self.device, progress=report
             )
             encoder.version = version
             tuned_path: str | None = str(out_dir / "encoder")
@@ -606,7 +606,7 @@ class Trainer:
                 notes.append(f"head only: {len(train)} training labels < SIFT_TRAIN_FINE_TUNE_MIN_LABELS")
             tuned_path, encoder = None, serving.encoder
             report("head", 0.0)
-            head, metrics["head_pseudo_labeled"] = train_head(encoder.encode, train, unlabeled=unlabeled, settings=s)
+            head, metrics["head_pseudo_labeled"] = train_head(encoder.encode, examples, unlabeled=unlabeled, settings=s)
         metrics["train_seconds"] = round(time.monotonic() - t0, 1)
         report("evaluate", 0.0)
         new = evaluate(head, encoder.encode([e.text for e in holdout]), [e.label for e in holdout])
