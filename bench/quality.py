@@ -237,14 +237,19 @@ def main() -> None:
     draws = [r for r in results if "/class" in r["dataset"]]
     if args.draws and draws:
         print(f"# {args.few}/class: mean and standard deviation over the {args.draws + 1} draws")
-        for key in dict.fromkeys((r["method"], r["backend"]) for r in draws):
-            accs = np.array([r["accuracy"] for r in draws if (r["method"], r["backend"]) == key])
-            f1s = np.array([r["macro_f1"] for r in draws if (r["method"], r["backend"]) == key])
-            secs = np.array([r["train_s"] for r in draws if (r["method"], r["backend"]) == key])
-            summary = {"accuracy": round(float(accs.mean()), 4), "macro_f1": round(float(f1s.mean()), 4)}
+        groups: dict[tuple[str, str | None], list[dict[str, Any]]] = defaultdict(list)
+        for r in draws:
+            groups[(r["method"], r["backend"])].append(r)
+        for (method_name, backend), rows in groups.items():
+            mean = {k: float(np.mean([r[k] for r in rows])) for k in ("accuracy", "macro_f1", "train_s")}
+            summary = {"accuracy": round(mean["accuracy"], 4), "macro_f1": round(mean["macro_f1"], 4)}
             line(
-                f"banking77 {args.few}/class mean", key[0], {**summary, "train_s": round(float(secs.mean()), 1)}, key[1]
+                f"banking77 {args.few}/class mean",
+                method_name,
+                {**summary, "train_s": round(mean["train_s"], 1)},
+                backend,
             )
+            accs = np.array([r["accuracy"] for r in rows])
             print(f"#   accuracy sd {accs.std(ddof=1):.4f}, min {accs.min():.4f}, max {accs.max():.4f}")
     if len(backends) > 1:
         print(f"# accuracy difference to {backends[0]} (points)")
