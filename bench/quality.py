@@ -1,7 +1,7 @@
 """Classification quality: what Sift's training gives on real data, against a classical reference.
 
     python bench/quality.py ../shared/data [--datasets banking77,fpb] [--few 10] [--draws 5] [--epochs 1]
-                            [--backends torch,onnx-int8]
+                            [--backends torch,onnx-int8] [--device auto|cpu|cuda]
 
 For each dataset (Banking77 `intent`, Financial PhraseBank `sentiment`) the training file is split
 with Sift's own deterministic stratified split (services.training.split, 20% holdout), then on
@@ -16,6 +16,8 @@ For Banking77 also with --few labels per class: the first ones in the split's ha
 With --backends, (a), (b) and (c) are measured for each encoder backend (SIFT_ENCODER_BACKEND),
 the head fit on that backend's vectors as a run does, the encoder fine-tuned once; the last
 lines give each backend's accuracy difference to the first one.
+--device auto runs on a GPU when one is visible (fp16 encoder, mixed-precision fine-tuning, as a
+run there does), else on the CPU.
 Prints accuracy, macro-F1 and training wall time per line, and one JSON line at the end.
 """
 
@@ -41,7 +43,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from services import classify, training  # noqa: E402
 from services.config import Settings  # noqa: E402
-from services.embedding import Encoder, set_threads  # noqa: E402
+from services.embedding import Encoder, resolve_device, set_threads  # noqa: E402
 
 SENTIMENT = {
     "negative": "bad news for the company: losses, falling sales, layoffs, a lower forecast",
@@ -128,6 +130,7 @@ def tuned(
     unlabeled: list[str],
     backends: list[str],
     descriptions: dict[str, str],
+    device: str,
 ) -> dict[str, dict[str, Any]]:
     """Fine-tune once (the code a run uses), then per backend: load the encoder on it, fit the
     head on its vectors, evaluate. Training time is the fine-tuning plus that backend's head."""
@@ -139,7 +142,7 @@ def tuned(
         fit,
         out_dir=workdir,
         settings=settings,
-        device="cpu",
+        device=device,
         progress=lambda *_: None,
         unlabeled=unlabeled,
     )
@@ -147,7 +150,7 @@ def tuned(
     out: dict[str, dict[str, Any]] = {}
     for backend in backends:
         started = time.perf_counter()
-        encoder = training.load_tuned(workdir, settings=settings, device="cpu", backend=backend)
+        encoder = training.load_tuned(workdir, settings=settings, device=device, backend=backend)
         head, head_report = training.head_after_fine_tune(
             encoder, train, fit=fit, val=val, unlabeled=unlabeled, settings=settings
         )
@@ -173,8 +176,10 @@ def main() -> None:
     parser.add_argument("--skip-fine-tune", action="store_true")
     parser.add_argument("--only-few", action="store_true", help="Banking77: only the few-labels lines")
     parser.add_argument("--backends", default="torch", help="encoder backends to compare, e.g. torch,onnx-int8")
+    parser.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu or cuda")
     args = parser.parse_args()
     backends = args.backends.split(",")
+    device = resolve_device(args.device)
 
     settings = Settings()
     if args.epochs:
@@ -183,7 +188,7 @@ def main() -> None:
     bases = {
         b: Encoder.load(
             settings.model_path,
-            device="cpu",
+            device=device,
             max_seq_length=settings.max_seq_length,
             backend=b,
             cache_dir=settings.onnx_cache_dir,
@@ -191,6 +196,7 @@ def main() -> None:
         for b in backends
     }
     results: list[dict[str, Any]] = []
+    print(f"# device {device}")
     print(f"{'dataset':<18}{'method':<34}{'acc':>8}{'macroF1':>9}{'train s':>9}")
 
     def line(dataset: str, method: str, result: dict[str, Any], backend: str | None = None) -> None:
@@ -231,7 +237,7 @@ def main() -> None:
                 method = "(c) fine-tuned encoder + head" + (" (+unlabeled)" if unlabeled else "")
                 with tempfile.TemporaryDirectory() as tmp:
                     for backend, result in tuned(
-                        subset, test, settings, Path(tmp), unlabeled, backends, labels
+                        subset, test, settings, Path(tmp), unlabeled, backends, labels, device
                     ).items():
                         line(tag, method, result, backend)
     draws = [r for r in results if "/class" in r["dataset"]]
@@ -266,6 +272,7 @@ def main() -> None:
                     "lr": settings.train_learning_rate,
                     "batch": settings.train_batch_size,
                     "backends": backends,
+                    "device": device,
                 },
                 "results": results,
             }
