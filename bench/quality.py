@@ -137,7 +137,7 @@ def tuned(
     started = time.perf_counter()
     train = training.with_label_descriptions(train, descriptions, settings)  # as a run does
     fit, val = training.fine_tune_split(train, settings)
-    report = training.fine_tune(
+    report, classifier = training.fine_tune(
         settings.model_path,
         fit,
         out_dir=workdir,
@@ -152,7 +152,7 @@ def tuned(
         started = time.perf_counter()
         encoder = training.load_tuned(workdir, settings=settings, device=device, backend=backend)
         head, head_report = training.head_after_fine_tune(
-            encoder, train, fit=fit, val=val, unlabeled=unlabeled, settings=settings
+            encoder, train, fit=fit, val=val, unlabeled=unlabeled, settings=settings, classifier=classifier
         )
         seconds = tune_seconds + time.perf_counter() - started
         result = training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])

@@ -97,3 +97,31 @@ def test_label_descriptions_join_the_examples_only_with_few_labels_per_class() -
     many = few * 20
     assert with_label_descriptions(many, {}, settings) == many
     assert with_label_descriptions(few, {}, Settings(train_label_descriptions=False)) == few
+
+
+def test_self_training_keeps_the_classifier_trained_with_the_encoder() -> None:
+    from types import SimpleNamespace
+
+    from services.classify import Head
+    from services.training import head_after_fine_tune
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return np.array([[1.0, 0.0] if t.startswith("left") else [0.0, 1.0] for t in texts], dtype=np.float32)
+
+    encoder = SimpleNamespace(encode=encode)
+    labeled = [Example(f"left {i}", "L") for i in range(6)] + [Example(f"right {i}", "R") for i in range(6)]
+    # A deliberately wrong classifier: the test sees which head comes back, not how good it is.
+    classifier = Head(("L", "R"), np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32), np.zeros(2, np.float32))
+    settings = Settings()
+
+    head, report = head_after_fine_tune(
+        encoder, labeled, fit=labeled, val=[], unlabeled=["left x", "right y"], settings=settings, classifier=classifier
+    )
+    assert head is classifier and report["head_pseudo_labeled"] == 0
+
+    fit, val = labeled[1:6] + labeled[7:], [labeled[0], labeled[6]]  # people's labels kept out: a head is fit
+    head, report = head_after_fine_tune(
+        encoder, labeled, fit=fit, val=val, unlabeled=[], settings=settings, classifier=classifier
+    )
+    assert head is not classifier and head.predict(encode(["left z", "right z"])) == ["L", "R"]
+    assert isinstance(report["head_c"], float)
