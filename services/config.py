@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     train_pseudo_neighbours: int = Field(
         5, ge=0, description="the fine-tuning's pseudo-labels average each text's k nearest unlabeled texts (0 = off)"
     )
+    train_label_repeats: int = Field(
+        3, ge=1, description="in self-training, each person's label counts this often against a pseudo-label's once"
+    )
     train_label_descriptions: bool = Field(
         True, description="with few labels per class, each label's description is also a training example"
     )

@@ -184,6 +184,9 @@ def fine_tune(
     classifier over the model's (normalised) sentence embedding; then encoder and classifier are
     trained together with cross-entropy. Measured against MultipleNegativesRanking and triplet
     losses in docs/benchmarks.md: better and faster on Banking77 and Financial PhraseBank.
+    In self-training each label is repeated SIFT_TRAIN_LABEL_REPEATS times, for the probe that
+    pseudo-labels as for the fine-tuning: a person's label outweighs a pseudo-label (measured in
+    docs/benchmarks.md).
     Training stops early when SIFT_TRAIN_BUDGET_S is spent (reported as budget_stopped)."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
@@ -193,6 +196,9 @@ def fine_tune(
 
     started = time.monotonic()
     budget = settings.train_budget_s
+    labeled = len(train)
+    if unlabeled:
+        train = [*train] * settings.train_label_repeats
 
     class Report(TrainerCallback):  # type: ignore[misc]
         stopped = False
@@ -253,8 +259,10 @@ def fine_tune(
     report = {
         "seconds": round(time.monotonic() - started, 1),
         "budget_stopped": Report.stopped,
-        "examples": len(train),
+        "examples": labeled,
+        "label_repeats": settings.train_label_repeats if unlabeled else 1,
         "pseudo_labeled": len(pseudo),
+        "trained_on": len(examples),
         "epochs": round(epochs_for(len(examples), settings), 2),
         "learning_rate": settings.train_learning_rate,
         "recipe": "lp-ft cross-entropy",

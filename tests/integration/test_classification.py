@@ -315,6 +315,31 @@ def test_head_math() -> None:
     assert abs(p[1] - 1 / (1 + np.exp(-2.0))) < 1e-6
 
 
+def test_self_training_fine_tunes_on_repeated_labels_and_pseudo_labels(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, train_batch_size=8, train_min_examples_seen=60, train_pseudo_neighbours=0)
+    pin = [f"how do I change the PIN of my {w} card" for w in ("visa", "debit", "new", "credit", "metal")] + [
+        f"I forgot the PIN code for my {w} card" for w in ("visa", "debit", "new", "credit", "metal")
+    ]
+    groups = {"card_arrival": CARD[:10], "refund": REFUND[:10], "pin": pin}
+    labeled = [training.Example(t, label) for label, texts in groups.items() for t in texts[:4]]
+    unlabeled = [t for texts in groups.values() for t in texts[4:8]]
+    report, classifier = training.fine_tune(
+        settings.model_path,
+        labeled,
+        out_dir=tmp_path / "run",
+        settings=settings,
+        device="cpu",
+        progress=lambda *_: None,
+        unlabeled=unlabeled,
+    )
+    # Each person's label counts SIFT_TRAIN_LABEL_REPEATS (3) times against a pseudo-label's once.
+    assert (report["examples"], report["label_repeats"]) == (12, 3) and report["pseudo_labeled"] == 12
+    assert report["trained_on"] == 3 * 12 + report["pseudo_labeled"]
+    tuned = training.load_tuned(tmp_path / "run", settings=settings, device="cpu", backend="torch")
+    held_out = [t for texts in groups.values() for t in texts[8:10]]
+    assert classifier.predict(tuned.encode(held_out)) == [label for label in groups for _ in range(2)]
+
+
 def test_a_run_with_enough_labels_fine_tunes_the_encoder_and_reindexes(runtime: Runtime) -> None:
     runtime.settings.train_fine_tune_min_labels = 10
     runtime.settings.train_batch_size = 8
