@@ -17,6 +17,8 @@ from services.config import DEFAULT_TENANT
 from services.errors import DatabaseUnavailable
 
 PG_CONNECT_TIMEOUT_S = 5
+# PostgreSQL's SQLSTATEs for a table or column the schema lacks (not migrated, or migrated to an older head)
+MISSING_SCHEMA_SQLSTATES = {"42P01", "42703"}
 
 
 def make_engine(url: str) -> Engine:
@@ -57,6 +59,15 @@ def tenant_url(url: str, tenant: str) -> str:
     if not path or path == ":memory:":
         raise ValueError("tenants other than the default need a SQLite file, not an in-memory database")
     return f"{prefix}///{Path(path).parent / 'tenants' / tenant / 'sift.db'}"
+
+
+def missing_schema(exc: DBAPIError) -> bool:
+    """Whether a statement failed because a table or column does not exist: a database that
+    `sift db upgrade` has not (yet) brought to this code's schema."""
+    if getattr(exc.orig, "sqlstate", None) in MISSING_SCHEMA_SQLSTATES:  # psycopg
+        return True
+    message = str(exc.orig)
+    return isinstance(exc, OperationalError) and ("no such table" in message or "no such column" in message)
 
 
 class Database:
@@ -114,6 +125,11 @@ class Database:
             session.commit()
         except (OperationalError, DBAPIError) as exc:
             session.rollback()
+            if missing_schema(exc):
+                raise DatabaseUnavailable(
+                    f"database unavailable: its schema is missing or older than this code ({exc.orig}); "
+                    "run `sift db upgrade`"
+                ) from exc
             if isinstance(exc, OperationalError) or exc.connection_invalidated:
                 raise DatabaseUnavailable(f"database unavailable: {exc.orig}") from exc
             raise

@@ -84,6 +84,16 @@ def test_config_masks_secrets(data_dir: Path) -> None:
     assert "SIFT_BATCH_SIZE" in shown.stdout and "********" in shown.stdout
 
 
+def test_a_command_on_a_data_dir_never_upgraded_says_how_to_fix_it(data_dir: Path, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("text,category\nwhere is my card,card_arrival\n")
+    before = sift(data_dir, "labels", "import", str(labels), "--task", "intent", "--label-column", "category")
+    assert before.returncode == 1 and "run `sift db upgrade`" in before.stderr, before.stderr
+    assert sift(data_dir, "db", "upgrade").returncode == 0
+    after = sift(data_dir, "labels", "import", str(labels), "--task", "intent", "--label-column", "category")
+    assert after.returncode == 0, after.stderr
+
+
 def test_labels_import_train_and_rollback_from_the_command_line(data_dir: Path, tmp_path: Path) -> None:
     assert sift(data_dir, "db", "upgrade").returncode == 0
     bad = tmp_path / "bad.csv"

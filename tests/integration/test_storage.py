@@ -16,7 +16,7 @@ from services.db import events as repo
 from services.db.migrate import upgrade
 from services.db.models import Event
 from services.db.session import Database
-from services.errors import Conflict
+from services.errors import Conflict, DatabaseUnavailable
 
 LIMITS = ingest.Limits(max_events=1000, max_text_chars=10_000)
 
@@ -188,3 +188,24 @@ def test_a_nested_sqlite_session_fails_at_once_instead_of_waiting_forever(tmp_pa
     with db.session_scope() as s:  # the outer scope released its turn
         assert s.scalar(sa.text("SELECT 1")) == 1
     db.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_database_never_upgraded_says_to_run_sift_db_upgrade(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}" if backend == "sqlite" else request.getfixturevalue("pg_url")
+    database = Database(url)
+    with pytest.raises(DatabaseUnavailable, match="run `sift db upgrade`"), database.session_scope() as s:
+        s.execute(sa.text("SELECT count(*) FROM events"))
+    upgrade(url)  # once upgraded, the same database answers
+    assert count(database) == 0
+    database.dispose()
+
+
+def test_a_lost_server_is_not_taken_for_a_missing_schema(tmp_path: Path) -> None:
+    database = Database("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(DatabaseUnavailable) as raised, database.session_scope() as s:
+        s.execute(sa.text("SELECT 1"))
+    assert "sift db upgrade" not in raised.value.message
+    database.dispose()
