@@ -96,7 +96,11 @@ class Settings(BaseSettings):
     train_holdout: float = Field(0.2, gt=0, lt=1)
     train_min_holdout_per_label: int = Field(1, ge=1)
     train_fine_tune_min_labels: int = Field(200, ge=2, description="below this, only the head is trained")
-    train_budget_s: float = Field(840.0, gt=0, description="wall time a fine-tuning may take")
+    train_budget_s: float = Field(
+        840.0,
+        gt=0,
+        description="wall time a training run may take; on a slow machine the fine-tuning gets fewer epochs to fit",
+    )
     train_epochs: float = Field(1.0, gt=0, description="fewest epochs of a fine-tuning")
     train_max_epochs: float = Field(8.0, gt=0, description="most epochs, for small label sets")
     train_min_examples_seen: int = Field(9000, ge=1, description="epochs grow until this many examples are seen")

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sqlalchemy import select, update
@@ -174,6 +174,8 @@ def fine_tune(
     device: str,
     progress: Progress,
     unlabeled: Sequence[str] = (),
+    deadline: float | None = None,
+    after_texts: int = 0,
 ) -> tuple[dict[str, Any], Head]:
     """Fine-tune a copy of the encoder on the labeled texts with the sentence-transformers trainer;
     save it to out_dir/encoder. With unlabeled texts of the kind (a task with few labels per class),
@@ -187,7 +189,12 @@ def fine_tune(
     In self-training each label is repeated SIFT_TRAIN_LABEL_REPEATS times, for the probe that
     pseudo-labels as for the fine-tuning: a person's label outweighs a pseudo-label (measured in
     docs/benchmarks.md).
-    Training stops early when SIFT_TRAIN_BUDGET_S is spent (reported as budget_stopped)."""
+    Time: the fine-tuning ends by `deadline` (time.monotonic(); default SIFT_TRAIN_BUDGET_S from
+    now) less the time to encode `after_texts` texts at the rate measured on the probe's texts
+    (what the run does after it: fit the head, evaluate). A training step is timed before the
+    trainer starts, and on a machine too slow for the epochs wanted the epochs shrink to what the
+    time allows (fit_epochs): the learning-rate schedule ends as planned instead of being cut off
+    midway. Training still stops at that time if the steps turn out slower (budget_stopped)."""
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
@@ -195,17 +202,19 @@ def fine_tune(
     from transformers.trainer_callback import PrinterCallback
 
     started = time.monotonic()
-    budget = settings.train_budget_s
+    deadline = started + settings.train_budget_s if deadline is None else deadline
     labeled = len(train)
     if unlabeled:
         train = [*train] * settings.train_label_repeats
 
     class Report(TrainerCallback):  # type: ignore[misc]
         stopped = False
+        step_ends: ClassVar[list[float]] = []  # a new class, so a new list, per fine-tuning
 
         def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
             progress("fine-tune", state.global_step / max(1, state.max_steps))
-            if time.monotonic() - started > budget:
+            Report.step_ends.append(time.monotonic())
+            if time.monotonic() > stop_at:
                 Report.stopped = True
                 control.should_training_stop = True
 
@@ -215,7 +224,9 @@ def fine_tune(
     model.max_seq_length = min(int(model.max_seq_length or 256), settings.max_seq_length, 128)
     classes = sorted({e.label for e in train})
     progress("linear probe", 0.0)
+    encode_started = time.monotonic()
     vectors = np.asarray(model.encode([e.text for e in train], batch_size=64))
+    texts_per_s = len(train) / max(1e-3, time.monotonic() - encode_started)
     probe = fit_head(vectors, [e.label for e in train], cs=(16.0,))
     pseudo = (
         pseudo_label(model.encode, probe, unlabeled, settings=settings, neighbours=settings.train_pseudo_neighbours)
@@ -230,9 +241,20 @@ def fine_tune(
         {"text": [e.text for e in examples], "label": [classes.index(e.label) for e in examples]}
     )
     precision = precision_args(device, bf16_supported=_bf16_supported(device))
+    loss = probe_loss(model, probe, label_smoothing=settings.train_label_smoothing)
+    stop_at = deadline - after_texts / texts_per_s
+    wanted = epochs_for(len(examples), settings)
+    step_s = seconds_per_step(loss, examples, classes, batch_size=settings.train_batch_size)
+    epochs = fit_epochs(
+        wanted,
+        examples=len(examples),
+        batch_size=settings.train_batch_size,
+        step_s=step_s,
+        seconds=stop_at - time.monotonic(),
+    )
     args = SentenceTransformerTrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
-        num_train_epochs=epochs_for(len(examples), settings),
+        num_train_epochs=epochs,
         per_device_train_batch_size=settings.train_batch_size,
         learning_rate=settings.train_learning_rate,
         warmup_steps=0.1,
@@ -245,7 +267,6 @@ def fine_tune(
         seed=0,
         data_seed=0,
     )
-    loss = probe_loss(model, probe, label_smoothing=settings.train_label_smoothing)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[Report()])
     trainer.remove_callback(PrinterCallback)  # it prints log dicts to stdout, which the CLI keeps for its JSON
     trainer.train()
@@ -263,7 +284,10 @@ def fine_tune(
         "label_repeats": settings.train_label_repeats if unlabeled else 1,
         "pseudo_labeled": len(pseudo),
         "trained_on": len(examples),
-        "epochs": round(epochs_for(len(examples), settings), 2),
+        "epochs": round(epochs, 2),
+        "epochs_wanted": round(wanted, 2),
+        "step_s": round(step_s, 3),
+        "step_s_seen": round(float(np.median(np.diff(Report.step_ends))), 3) if len(Report.step_ends) > 1 else None,
         "learning_rate": settings.train_learning_rate,
         "recipe": "lp-ft cross-entropy",
     }
@@ -350,6 +374,57 @@ def epochs_for(examples: int, settings: Settings) -> float:
     return float(min(settings.train_max_epochs, max(settings.train_epochs, wanted)))
 
 
+def fit_epochs(wanted: float, *, examples: int, batch_size: int, step_s: float, seconds: float) -> float:
+    """`wanted` epochs, or fewer when `seconds` at step_s per training step of batch_size do not
+    allow them (at least one step)."""
+    steps = max(1, -(-int(examples * wanted) // batch_size))
+    affordable = int(seconds / step_s) if step_s > 0 else steps
+    if affordable >= steps:
+        return wanted
+    return max(1, affordable) * batch_size / max(1, examples)
+
+
+def typical_batch(lengths: Sequence[int], batch_size: int, *, draws: int = 64) -> list[int]:
+    """Indices of a batch like the trainer's: a batch is padded to its longest text, so of `draws`
+    random batches (seeded) the one whose longest text is nearest the mean longest."""
+    rng = np.random.default_rng(0)
+    size = min(batch_size, len(lengths))
+    batches = [rng.choice(len(lengths), size=size, replace=False) for _ in range(draws)]
+    longest = np.array([max(lengths[i] for i in b) for b in batches])
+    return sorted(int(i) for i in batches[int(np.argmin(np.abs(longest - longest.mean())))])
+
+
+def seconds_per_step(loss: Any, examples: Sequence[Example], classes: Sequence[str], *, batch_size: int) -> float:
+    """Wall time of one training step: forward and backward of a typical batch (typical_batch), in
+    training mode, the fastest of 3 after a warm-up one (the first ones set up kernels and memory),
+    plus a sixth for the optimizer step. Gradients are dropped afterwards, and the trainer seeds its
+    random state when it is made, so nothing here changes the training. Without mixed precision,
+    so on a GPU an overestimate."""
+    import torch
+
+    if not examples:
+        return 0.0
+    model = loss.model
+    tokens = model.tokenizer([e.text for e in examples], truncation=True, max_length=model.max_seq_length)
+    lengths = [len(ids) for ids in tokens["input_ids"]]
+    sample = [examples[i] for i in typical_batch(lengths, batch_size)]
+    features = {
+        k: v.to(model.device) if isinstance(v, torch.Tensor) else v
+        for k, v in model.preprocess([e.text for e in sample]).items()
+    }
+    target = torch.tensor([classes.index(e.label) for e in sample], device=model.device)
+    loss.train()
+    times = []
+    for _ in range(4):
+        began = time.perf_counter()
+        loss([features], target).backward()
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - began)
+    loss.zero_grad(set_to_none=True)
+    return min(times[1:]) * 7 / 6
+
+
 def probe_loss(model: Any, probe: Head, *, label_smoothing: float = 0.0) -> Any:
     """Cross-entropy of a linear classifier (initialised from the probe) over the model's sentence
     embedding. sentence-transformers has no single-text classification loss (its SoftmaxLoss
@@ -383,8 +458,11 @@ def fine_tuned(
     settings: Settings,
     device: str,
     progress: Progress,
+    deadline: float | None = None,
+    after_texts: int = 0,
 ) -> tuple[Encoder, Head, dict[str, Any]]:
-    """Fine-tune an encoder and fit its head. A share of the training labels
+    """Fine-tune an encoder and fit its head (deadline and after_texts: fine_tune; the head's
+    encoding of the training texts is counted here). A share of the training labels
     (SIFT_TRAIN_HEAD_VALIDATION) is kept out of the fine-tuning to choose the head's C on
     embeddings that never saw it (choosing on texts the encoder was trained on favours a weakly
     regularised head); the head is then fit on every training label. With few labels per class
@@ -399,6 +477,8 @@ def fine_tuned(
         device=device,
         progress=progress,
         unlabeled=unlabeled,
+        deadline=deadline,
+        after_texts=after_texts + len(train),
     )
     encoder = load_tuned(out_dir, settings=settings, device=device, backend=settings.encoder_backend)
     progress("head", 0.0)
@@ -446,12 +526,26 @@ def head_after_fine_tune(
     (Banking77, 10 labels per class, docs/benchmarks.md: +0.45 points over 6 draws, 5 better)."""
     if unlabeled and not val:
         return classifier, {"head_pseudo_labeled": 0, "head_c": "the fine-tuning's classifier (self-training)"}
-    cs = (choose_c_on(encoder.encode, fit, val),) if val else HEAD_CS
-    head, pseudo = train_head(encoder.encode, train, unlabeled=unlabeled, settings=settings, cs=cs)
+    encode = remembered(encoder.encode)  # C is chosen on the texts the head is then fit on
+    cs = (choose_c_on(encode, fit, val),) if val else HEAD_CS
+    head, pseudo = train_head(encode, train, unlabeled=unlabeled, settings=settings, cs=cs)
     return head, {
         "head_pseudo_labeled": pseudo,
         "head_c": cs[0] if len(cs) == 1 else "chosen on every 5th training label",
     }
+
+
+def remembered(encode: Callable[[list[str]], Any]) -> Callable[[list[str]], np.ndarray]:
+    """encode, computing each distinct text's vector once."""
+    memo: dict[str, np.ndarray] = {}
+
+    def cached(texts: list[str]) -> np.ndarray:
+        new = [t for t in dict.fromkeys(texts) if t not in memo]
+        if new:
+            memo.update(zip(new, np.asarray(encode(new)), strict=True))
+        return np.stack([memo[t] for t in texts]) if texts else np.asarray(encode([]))
+
+    return cached
 
 
 def choose_c_on(encode: Callable[[list[str]], Any], fit: Sequence[Example], val: Sequence[Example]) -> float:
@@ -538,7 +632,9 @@ class Trainer:
         self.device = device
 
     def execute(self, run_id: str, *, progress: Progress | None = None) -> Outcome:
-        """Run a queued run to the end; the run row says succeeded or failed (with the error)."""
+        """Run a queued run to the end; the run row says succeeded or failed (with the error).
+        It ends within SIFT_TRAIN_BUDGET_S of now (the fine-tuning takes what the rest leaves)."""
+        deadline = time.monotonic() + self.settings.train_budget_s
         started = datetime.now(UTC)
         with self.sessions() as session:
             run = get_run(session, run_id=run_id)
@@ -552,7 +648,7 @@ class Trainer:
             run.label_count, run.max_label_id = len(snap.examples), snap.max_label_id
         report = self._reporter(run_id, progress)
         try:
-            outcome = self._train(run_id, task_name, kind, fine_tune_allowed, snap, descriptions, report)
+            outcome = self._train(run_id, task_name, kind, fine_tune_allowed, snap, descriptions, report, deadline)
         except Exception as exc:
             log.exception("training run %s failed", run_id)
             with self.sessions() as session:
@@ -598,6 +694,7 @@ class Trainer:
         snap: Snapshot,
         descriptions: dict[str, str],
         report: Progress,
+        deadline: float,
     ) -> Outcome:
         s = self.settings
         counts = Counter(e.label for e in snap.examples)
@@ -622,7 +719,14 @@ class Trainer:
         metrics["description_examples"] = len(examples) - len(train)
         if fine_tune_allowed and enough_to_fine_tune:
             encoder, head, metrics["fine_tune"] = fine_tuned(
-                examples, unlabeled=unlabeled, out_dir=out_dir, settings=s, device=self.device, progress=report
+                examples,
+                unlabeled=unlabeled,
+                out_dir=out_dir,
+                settings=s,
+                device=self.device,
+                progress=report,
+                deadline=deadline,
+                after_texts=2 * len(holdout),  # the new version and the active one evaluated
             )
             encoder.version = version
             tuned_path: str | None = str(out_dir / "encoder")

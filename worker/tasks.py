@@ -196,7 +196,7 @@ def sweep(self: Task) -> int:
     return resent
 
 
-TRAIN_LIMIT_S = int(get_settings().train_budget_s) + 900  # fine-tuning budget, then the head and evaluation
+TRAIN_LIMIT_S = int(get_settings().train_budget_s) + 900  # the run budget, and a margin for a wrong time estimate
 
 
 @shared_task(bind=True, name=TRAIN_RUN, soft_time_limit=TRAIN_LIMIT_S, time_limit=TRAIN_LIMIT_S + 60)

@@ -5,6 +5,7 @@ in a running worker, and a re-index that is interrupted, resumed, and keeps sear
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -338,6 +339,26 @@ def test_self_training_fine_tunes_on_repeated_labels_and_pseudo_labels(tmp_path:
     tuned = training.load_tuned(tmp_path / "run", settings=settings, device="cpu", backend="torch")
     held_out = [t for texts in groups.values() for t in texts[8:10]]
     assert classifier.predict(tuned.encode(held_out)) == [label for label in groups for _ in range(2)]
+
+
+def test_a_fine_tuning_short_of_time_trains_fewer_epochs_and_ends_by_its_deadline(tmp_path: Path) -> None:
+    # 1,000 epochs of 24 examples wanted (about 3,000 steps: many minutes on a CPU), 25 s given.
+    settings = settings_for(tmp_path, train_batch_size=8, train_min_examples_seen=24_000, train_max_epochs=1000)
+    labeled = [training.Example(t, "card_arrival") for t in CARD[:12]] + [
+        training.Example(t, "refund") for t in REFUND[:12]
+    ]
+    deadline = time.monotonic() + 25
+    report, _ = training.fine_tune(
+        settings.model_path,
+        labeled,
+        out_dir=tmp_path / "run",
+        settings=settings,
+        device="cpu",
+        progress=lambda *_: None,
+        deadline=deadline,
+    )
+    assert report["epochs_wanted"] == 1000 and 0 < report["epochs"] < 1000 and report["step_s"] > 0
+    assert time.monotonic() < deadline + 15  # saving the encoder comes after the last step
 
 
 def test_a_run_with_enough_labels_fine_tunes_the_encoder_and_reindexes(runtime: Runtime) -> None:

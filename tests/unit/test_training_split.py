@@ -125,3 +125,42 @@ def test_self_training_keeps_the_classifier_trained_with_the_encoder() -> None:
     )
     assert head is not classifier and head.predict(encode(["left z", "right z"])) == ["L", "R"]
     assert isinstance(report["head_c"], float)
+
+
+def test_epochs_shrink_to_the_time_left_and_never_below_one_step() -> None:
+    from services.training import fit_epochs
+
+    # 1,000 examples, 2 epochs, batch 10: 200 steps of 0.5 s = 100 s.
+    assert fit_epochs(2.0, examples=1000, batch_size=10, step_s=0.5, seconds=150.0) == 2.0
+    assert fit_epochs(2.0, examples=1000, batch_size=10, step_s=0.5, seconds=25.0) == 0.5  # 50 steps
+    assert fit_epochs(2.0, examples=1000, batch_size=10, step_s=0.5, seconds=-5.0) == 10 / 1000  # one step
+    assert fit_epochs(2.0, examples=1000, batch_size=10, step_s=0.0, seconds=1.0) == 2.0  # not measured
+
+
+def test_remembered_encodes_each_distinct_text_once_and_keeps_the_order() -> None:
+    from services.training import remembered
+
+    calls: list[list[str]] = []
+
+    def encode(texts: list[str]) -> np.ndarray:
+        calls.append(texts)
+        return np.array([[float(len(t)), 1.0] for t in texts])
+
+    cached = remembered(encode)
+    assert cached(["aa", "b", "aa"]).tolist() == [[2.0, 1.0], [1.0, 1.0], [2.0, 1.0]]
+    assert cached(["b", "ccc"]).tolist() == [[1.0, 1.0], [3.0, 1.0]]
+    assert calls == [["aa", "b"], ["ccc"]]
+    assert cached([]).shape[0] == 0
+
+
+def test_the_timed_batch_is_padded_like_a_typical_one_not_like_the_longest_text() -> None:
+    from services.training import typical_batch
+
+    # 990 texts of 10 tokens and 10 of 120: a random batch of 32 holds a 120-token text about a
+    # quarter of the time, so the typical batch is padded to 10 tokens, and is a real batch.
+    lengths = [10] * 990 + [120] * 10
+    batch = typical_batch(lengths, 32)
+    assert len(batch) == len(set(batch)) == 32
+    assert max(lengths[i] for i in batch) == 10
+    assert typical_batch(lengths, 32) == batch  # seeded
+    assert sorted(typical_batch([5, 7, 9], 32)) == [0, 1, 2]  # fewer texts than a batch
