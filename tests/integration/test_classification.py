@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from services import classify, faq, ingest, labels, training
 from services.api.app import create_app
+from services.config import Settings
 from services.db.migrate import upgrade
 from services.db.models import Event, KindEncoder, Label, ModelVersion, ReindexJob
 from services.embedding import Encoder
@@ -316,6 +317,20 @@ def test_head_math() -> None:
     assert abs(p[1] - 1 / (1 + np.exp(-2.0))) < 1e-6
 
 
+def fine_tune_on_cpu(
+    settings: Settings, labeled: list[training.Example], out_dir: Path, **options: Any
+) -> tuple[dict[str, Any], classify.Head]:
+    return training.fine_tune(
+        settings.model_path,
+        labeled,
+        out_dir=out_dir,
+        settings=settings,
+        device="cpu",
+        progress=lambda *_: None,
+        **options,
+    )
+
+
 def test_self_training_fine_tunes_on_repeated_labels_and_pseudo_labels(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, train_batch_size=8, train_min_examples_seen=60, train_pseudo_neighbours=0)
     pin = [f"how do I change the PIN of my {w} card" for w in ("visa", "debit", "new", "credit", "metal")] + [
@@ -324,15 +339,7 @@ def test_self_training_fine_tunes_on_repeated_labels_and_pseudo_labels(tmp_path:
     groups = {"card_arrival": CARD[:10], "refund": REFUND[:10], "pin": pin}
     labeled = [training.Example(t, label) for label, texts in groups.items() for t in texts[:4]]
     unlabeled = [t for texts in groups.values() for t in texts[4:8]]
-    report, classifier = training.fine_tune(
-        settings.model_path,
-        labeled,
-        out_dir=tmp_path / "run",
-        settings=settings,
-        device="cpu",
-        progress=lambda *_: None,
-        unlabeled=unlabeled,
-    )
+    report, classifier = fine_tune_on_cpu(settings, labeled, tmp_path / "run", unlabeled=unlabeled)
     # Each person's label counts SIFT_TRAIN_LABEL_REPEATS (3) times against a pseudo-label's once.
     assert (report["examples"], report["label_repeats"]) == (12, 3) and report["pseudo_labeled"] == 12
     assert report["trained_on"] == 3 * 12 + report["pseudo_labeled"]
@@ -348,15 +355,7 @@ def test_a_fine_tuning_short_of_time_trains_fewer_epochs_and_ends_by_its_deadlin
         training.Example(t, "refund") for t in REFUND[:12]
     ]
     deadline = time.monotonic() + 25
-    report, _ = training.fine_tune(
-        settings.model_path,
-        labeled,
-        out_dir=tmp_path / "run",
-        settings=settings,
-        device="cpu",
-        progress=lambda *_: None,
-        deadline=deadline,
-    )
+    report, _ = fine_tune_on_cpu(settings, labeled, tmp_path / "run", deadline=deadline)
     assert report["epochs_wanted"] == 1000 and 0 < report["epochs"] < 1000 and report["step_s"] > 0
     assert time.monotonic() < deadline + 15  # saving the encoder comes after the last step
 
