@@ -213,8 +213,8 @@ def fine_tune(
 
         def on_step_end(self, args: Any, state: Any, control: Any, **_: Any) -> None:
             progress("fine-tune", state.global_step / max(1, state.max_steps))
-            Report.step_ends.append(time.monotonic())
-            if time.monotonic() > stop_at:
+            Report.step_ends.append(now := time.monotonic())
+            if now > stop_at:
                 Report.stopped = True
                 control.should_training_stop = True
 
