@@ -93,7 +93,6 @@ def main() -> None:
                 "head": training.evaluate(head, vectors, gold)["accuracy"],
                 "head_c": head_report["head_c"],
                 "classifier": training.evaluate(classifier, vectors, gold)["accuracy"],
-                "head_rule": head_report.get("head", head_report["head_c"]),
             }
         print(json.dumps(result), flush=True)
 
