@@ -183,6 +183,13 @@ class Head:
             intercept = np.array([-intercept[0] / 2, intercept[0] / 2], dtype=np.float32)
         return cls(tuple(labels), coef, intercept)
 
+    def averaged_with(self, other: Head) -> Head:
+        """One linear head whose logits are the mean of both heads' logits (its probabilities are
+        the normalised geometric mean of theirs). Both must have the same labels in the same order."""
+        if self.labels != other.labels:
+            raise ValueError(f"heads over different labels: {self.labels} and {other.labels}")
+        return Head(self.labels, (self.weights + other.weights) / 2, (self.bias + other.bias) / 2)
+
     def save(self, path: Path) -> None:
         """Write the head as head.npz under path."""
         path.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,15 @@ import random
 import numpy as np
 
 from services.config import Settings
-from services.training import Example, epochs_for, neighbour_smoothed, precision_args, split, with_label_descriptions
+from services.training import (
+    Example,
+    epochs_for,
+    fit_head,
+    neighbour_smoothed,
+    precision_args,
+    split,
+    with_label_descriptions,
+)
 
 
 def examples() -> list[Example]:
@@ -119,12 +127,58 @@ def test_self_training_keeps_the_classifier_trained_with_the_encoder() -> None:
     )
     assert head is classifier and report["head_pseudo_labeled"] == 0
 
-    fit, val = labeled[1:6] + labeled[7:], [labeled[0], labeled[6]]  # people's labels kept out: a head is fit
+    # People's labels kept out: a head is refit with C chosen on them, and averaged with the classifier.
+    fit, val = labeled[1:6] + labeled[7:], [labeled[0], labeled[6]]
     head, report = head_after_fine_tune(
         encoder, labeled, fit=fit, val=val, unlabeled=[], settings=settings, classifier=classifier
     )
-    assert head is not classifier and head.predict(encode(["left z", "right z"])) == ["L", "R"]
-    assert isinstance(report["head_c"], float)
+    refit = fit_head(encode([e.text for e in labeled]), [e.label for e in labeled], cs=(report["head_c"],))
+    np.testing.assert_allclose(head.weights, (refit.weights + classifier.weights) / 2, rtol=1e-6)
+    np.testing.assert_allclose(head.bias, (refit.bias + classifier.bias) / 2, rtol=1e-6, atol=1e-7)
+    assert head.predict(encode(["left z", "right z"])) == ["L", "R"]  # the refit head is the surer one here
+
+    # A classifier without one of the labels (it was only in val) cannot be averaged: the refit head alone.
+    partial = Head(("L",), np.array([[1.0, 0.0]], dtype=np.float32), np.zeros(1, np.float32))
+    head, report = head_after_fine_tune(
+        encoder, labeled, fit=fit, val=val, unlabeled=[], settings=settings, classifier=partial
+    )
+    assert head.labels == ("L", "R") and report["head"] == "refit"
+    np.testing.assert_allclose(head.weights, refit.weights, rtol=1e-6)
+
+
+def test_the_head_c_is_chosen_by_log_loss_on_val() -> None:
+    from services.training import HEAD_CS, choose_c_on
+
+    rng = np.random.default_rng(0)
+
+    def cloud(label: str, centre: float, n: int) -> list[Example]:
+        return [Example(f"{label} {centre} {i} {rng.normal():.6f}", label) for i in range(n)]
+
+    def encode(texts: list[str]) -> np.ndarray:  # the text carries its point: well apart, so every C is right
+        return np.array([[float(t.split()[1]) + float(t.split()[3]) * 0.1, 1.0] for t in texts], dtype=np.float32)
+
+    fit = cloud("L", -1.0, 20) + cloud("R", 1.0, 20)
+    val = cloud("L", -1.0, 5) + cloud("R", 1.0, 5)
+    # Accuracy ties (1.0 for every C, so it would take the smallest); log-loss prefers the surest head.
+    assert choose_c_on(encode, fit, val) == HEAD_CS[-1]
+    # Val texts on the wrong side: the surest head pays most for them, the least sure one least.
+    wrong = [Example(e.text, "R" if e.label == "L" else "L") for e in val]
+    assert choose_c_on(encode, fit, wrong) == HEAD_CS[0]
+    assert choose_c_on(encode, fit, []) == 16.0
+
+
+def test_averaged_heads_mean_their_logits() -> None:
+    import pytest
+
+    from services.classify import Head
+
+    a = Head(("x", "y"), np.array([[2.0, 0.0], [0.0, 1.0]], dtype=np.float32), np.array([0.5, 0.0], np.float32))
+    b = Head(("x", "y"), np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32), np.array([0.0, 0.3], np.float32))
+    v = np.array([[0.3, 0.9], [1.0, -0.2]], dtype=np.float32)
+    geometric = np.sqrt(a.probs(v) * b.probs(v))
+    np.testing.assert_allclose(a.averaged_with(b).probs(v), geometric / geometric.sum(axis=1, keepdims=True), rtol=1e-5)
+    with pytest.raises(ValueError, match="different labels"):
+        a.averaged_with(Head(("y", "x"), b.weights, b.bias))
 
 
 def test_epochs_shrink_to_the_time_left_and_never_below_one_step() -> None:
