@@ -1,7 +1,7 @@
 """Compare a training change on dev folds carved from the training part, never the holdout.
 
     python bench/dev_folds.py ../shared/data fpb --folds 0,1,2
-    SIFT_TRAIN_LEARNING_RATE=2e-4 python bench/dev_folds.py ../shared/data fpb --folds 0,1,2
+    SIFT_TRAIN_LEARNING_RATE=1e-4 python bench/dev_folds.py ../shared/data fpb --folds 0,1,2
     python bench/dev_folds.py ../shared/data banking77 --folds 0,1 --few 10
 
 The holdout (services.training.split, as in bench/quality.py) is set aside first; fold k is then
