@@ -522,8 +522,8 @@ def head_after_fine_tune(
 ) -> tuple[Head, dict[str, Any]]:
     """The head of a fine-tuned encoder. With people's labels kept out of the fine-tuning (val):
     a head refit on all of train, its C chosen on val, averaged (logits) with the classifier
-    trained with the encoder; the two err on different texts, and the mean was never below the
-    refit head on a dev fold (docs/benchmarks.md). In self-training (few labels per class,
+    trained with the encoder; the two err on different texts, and the mean scored best on average
+    over the dev folds of both FPB and Banking77 (docs/benchmarks.md). In self-training (few labels per class,
     unlabeled texts, no val) it is the classifier trained with the encoder on the labels and
     pseudo-labels: a head refit there can only choose its C on every 5th label or pseudo-label,
     which picks a weakly regularised head that learns the pseudo-labels' mistakes (Banking77, 10
