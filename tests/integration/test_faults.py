@@ -346,7 +346,11 @@ def test_every_accepted_event_is_done_once_after_a_fault(stack: Stack, fault: st
         keys = {d.idempotency_key: d.status for d in s.scalars(select(WebhookDelivery))}
     assert set(e for e, _ in alerts) == set(ENTITIES) and max(alerts.values()) == 1, alerts
     assert set(keys.values()) == {"delivered"} and len(keys) == sum(alerts.values()), keys
-    assert dict(stack.receiver.keys) == {key: 1 for key in keys}, "each delivery arrives once"
+    # At-least-once sending with one key per delivery (docs/guarantees.md): a POST whose "delivered"
+    # could not be recorded (PostgreSQL down at that moment) is sent again with the same key, which
+    # the receiver dedupes on. Every delivery arrives, under its own key, and a repeat is that rare case.
+    assert set(stack.receiver.keys) == set(keys), "each delivery arrives, under its key"
+    assert all(1 <= n <= 2 for n in stack.receiver.keys.values()), stack.receiver.keys
     store = open_store(qdrant_url=None, qdrant_api_key=None, vectors_dir=stack.settings.vectors_dir)
     try:
         for kind, ids in (("news", news), ("ticket", [e for e in accepted if e not in set(news)])):
