@@ -89,6 +89,7 @@ def main() -> None:
                 "dev": len(dev),
                 "lr": settings.train_learning_rate,
                 "epochs": report["epochs"],
+                "soup": report["soup"],
                 "seconds": round(time.perf_counter() - started),
                 "head": training.evaluate(head, vectors, gold)["accuracy"],
                 "head_c": head_report["head_c"],

@@ -156,7 +156,7 @@ def tuned(
         )
         seconds = tune_seconds + time.perf_counter() - started
         result = training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])
-        keys = ("seconds", "budget_stopped", "pseudo_labeled", "epochs")
+        keys = ("seconds", "budget_stopped", "pseudo_labeled", "epochs", "soup", "step_s", "step_s_seen")
         out[backend] = {**result, "train_s": round(seconds, 1), **{k: report[k] for k in keys}, **head_report}
     return out
 

@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     train_label_descriptions: bool = Field(
         True, description="with few labels per class, each label's description is also a training example"
     )
+    train_soup: int = Field(
+        2, ge=1, le=8, description="fine-tunings (seeds) averaged into one when time allows (not in self-training)"
+    )
     train_learning_rate: float = Field(2e-4, gt=0, description="of the encoder fine-tuning (docs/benchmarks.md)")
     train_promote_margin: float = Field(
         0.005, ge=0, description="accuracy a new version must add to replace the active one"

@@ -343,6 +343,7 @@ def test_self_training_fine_tunes_on_repeated_labels_and_pseudo_labels(tmp_path:
     # Each person's label counts SIFT_TRAIN_LABEL_REPEATS (3) times against a pseudo-label's once.
     assert (report["examples"], report["label_repeats"]) == (12, 3) and report["pseudo_labeled"] == 12
     assert report["trained_on"] == 3 * 12 + report["pseudo_labeled"]
+    assert report["soup"] == 1  # self-training fine-tunes once, whatever SIFT_TRAIN_SOUP says
     tuned = training.load_tuned(tmp_path / "run", settings=settings, device="cpu", backend="torch")
     held_out = [t for texts in groups.values() for t in texts[8:10]]
     assert classifier.predict(tuned.encode(held_out)) == [label for label in groups for _ in range(2)]
@@ -357,6 +358,7 @@ def test_a_fine_tuning_short_of_time_trains_fewer_epochs_and_ends_by_its_deadlin
     deadline = time.monotonic() + 25
     report, _ = fine_tune_on_cpu(settings, labeled, tmp_path / "run", deadline=deadline)
     assert report["epochs_wanted"] == 1000 and 0 < report["epochs"] < 1000 and report["step_s"] > 0
+    assert report["soup"] == 1  # a second fine-tuning to average with does not fit
     assert time.monotonic() < deadline + 15  # saving the encoder comes after the last step
 
 
@@ -377,6 +379,7 @@ def test_a_run_with_enough_labels_fine_tunes_the_encoder_and_reindexes(runtime: 
     write_faqs(runtime, ("card_arrival", "When will my card arrive?"))
     outcome = train(runtime, "intent")
     assert 0 < outcome.metrics["fine_tune"]["examples"] < outcome.metrics["train"] and outcome.promoted
+    assert outcome.metrics["fine_tune"]["soup"] == runtime.settings.train_soup == 2  # two seeds, weights averaged
     assert outcome.reindex_job is not None
     write_faqs(runtime, ("refund", "How do I get my money back?"))  # during the re-index: old collection
     path = outcome_path(runtime, outcome.version)
