@@ -191,17 +191,6 @@ def test_epochs_shrink_to_the_time_left_and_never_below_one_step() -> None:
     assert fit_epochs(2.0, examples=1000, batch_size=10, step_s=0.0, seconds=1.0) == 2.0  # not measured
 
 
-def test_a_soup_has_as_many_members_as_fit_in_the_time_left_at_full_epochs() -> None:
-    from services.training import soup_size
-
-    # 1,000 examples, 2 epochs, batch 10: 200 steps of 0.5 s = 100 s a member.
-    assert soup_size(2, 2.0, examples=1000, batch_size=10, step_s=0.5, seconds=250.0) == 2
-    assert soup_size(2, 2.0, examples=1000, batch_size=10, step_s=0.5, seconds=199.0) == 1  # two do not fit whole
-    assert soup_size(2, 2.0, examples=1000, batch_size=10, step_s=0.5, seconds=30.0) == 1  # one, with fewer epochs
-    assert soup_size(3, 2.0, examples=1000, batch_size=10, step_s=0.5, seconds=1000.0) == 3  # never above the setting
-    assert soup_size(2, 2.0, examples=1000, batch_size=10, step_s=0.0, seconds=1.0) == 2  # not measured
-
-
 def test_a_soup_is_the_mean_of_its_members_weights_and_keeps_integer_buffers() -> None:
     import torch
 
