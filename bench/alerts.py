@@ -2,8 +2,8 @@
 
     python bench/alerts.py ../shared/data/fpb/train.csv [--entities 20] [--hours 48] [--seed 0] [--frozen]
 
-Financial PhraseBank is split with Sift's own split (services.training.split, holdout 0.5). The
-first part trains the sentiment classifier as a training run does (services.training.fine_tuned:
+Financial PhraseBank is split with Sift's own split (services.training.runs.split, holdout 0.5). The
+first part trains the sentiment classifier as a training run does (services.training.runs.fine_tuned:
 fine-tuned encoder + head; --frozen: a head on the base model's embeddings, in seconds); only the
 other part's texts are replayed, so the classifier never saw them (its accuracy on them
 is printed). A synthetic stream is built in simulated time: N companies ("Company 07", entity
@@ -14,10 +14,10 @@ negative bursts each, after the first 24 hours (the baseline): 8 to 12 gold-nega
 no part.
 
 The stream is replayed in time order into a real in-process Sift (SQLite): each simulated minute's
-news is written as processed news events, then, as the worker does, services.alerts.record_links
-and services.alerts.evaluate for the touched entities, with the simulated clock as `now` (so the
+news is written as processed news events, then, as the worker does, services.alerts.rules.record_links
+and services.alerts.rules.evaluate for the touched entities, with the simulated clock as `now` (so the
 cooldown runs in simulated time). Default alert settings. Twice on the same stream:
-  classifier  sentiment = the head's prediction (services.classify.prediction);
+  classifier  sentiment = the head's prediction (services.classify.serving.prediction);
   gold (ref)  sentiment = the gold label with one-hot probabilities, which isolates classifier
               errors from the rules' behaviour.
 Per rule and for any rule: bursts detected (an alert of the rule raised for the entity between the
@@ -51,12 +51,16 @@ sys.path.insert(0, str(ROOT))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from services import alerts, classify, ingest, training, watchlist  # noqa: E402
+from services import watchlist  # noqa: E402
+from services.alerts import rules as alerts  # noqa: E402
+from services.classify import serving as classify  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
 from services.db.models import Alert, Event, as_utc  # noqa: E402
-from services.embedding import Encoder, set_threads  # noqa: E402
+from services.embedding.encoder import Encoder, set_threads  # noqa: E402
+from services.events import accept as ingest  # noqa: E402
 from services.runtime import Runtime, reset_runtime  # noqa: E402
+from services.training import runs as training  # noqa: E402
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 BASELINE_H = 24

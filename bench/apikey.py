@@ -40,8 +40,8 @@ def bearer(key: str) -> dict[str, str]:
 
 def runtime_key(runtime: Any, scopes: tuple[str, ...] = ("admin",)) -> str:
     """A new key of the default tenant (recorded when new) in an in-process runtime."""
-    from services import tenants
     from services.config import DEFAULT_TENANT
+    from services.tenancy import tenants
 
     runtime.create_tenant(DEFAULT_TENANT)
     with runtime.control_db.session_scope() as session:

@@ -4,7 +4,7 @@
     SIFT_TRAIN_LEARNING_RATE=1e-4 python bench/dev_folds.py ../shared/data fpb --folds 0,1,2
     python bench/dev_folds.py ../shared/data banking77 --folds 0,1 --few 10
 
-The holdout (services.training.split, as in bench/quality.py) is set aside first; fold k is then
+The holdout (services.training.runs.split, as in bench/quality.py) is set aside first; fold k is then
 `split(train, holdout=0.14, salt=f"dev{k}")` of the rest. With --few N, N labels per class are
 drawn from the rest (numpy seed k + 1) and the other texts are the unlabeled pool, as a run with
 few labels per class reads its kind's unlabeled events. A change is a SIFT_* setting in the
@@ -36,9 +36,10 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import quality  # noqa: E402
 
-from services import classify, training  # noqa: E402
+from services import training  # noqa: E402
+from services.classify import serving as classify  # noqa: E402
 from services.config import Settings  # noqa: E402
-from services.embedding import resolve_device, set_threads  # noqa: E402
+from services.embedding.encoder import resolve_device, set_threads  # noqa: E402
 
 
 def main() -> None:

@@ -106,7 +106,7 @@ class Server:
         self.db_url = env.get("SIFT_DATABASE_URL", f"sqlite:///{self.dir / 'sift.db'}")
         self.log = (self.dir / "up.log").open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up"], env=env, cwd=ROOT, stdout=self.log, stderr=self.log
+            [sys.executable, "-m", "services.cli.app", "up"], env=env, cwd=ROOT, stdout=self.log, stderr=self.log
         )
         self.base = f"http://127.0.0.1:{self.port}"
         self._wait_ready()

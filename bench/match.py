@@ -2,7 +2,7 @@
 
     python bench/match.py ../shared/data/banking77/train.csv [--skip-fine-tune] [--latency-queries 300] [--socket-only]
 
-The file is split with Sift's own deterministic stratified split (services.training.split, 20%
+The file is split with Sift's own deterministic stratified split (services.training.runs.split, 20%
 holdout, the one a training run makes). Each intent is an FAQ entry: id = the intent, question =
 its first training text, paraphrases = its other training texts. The holdout texts are the
 queries; a query is answered right when the entry ranked first is its intent (top-1), or when
@@ -10,12 +10,12 @@ its intent is among the first three entries (top-3). In this run:
   ref      plain nearest-neighbour: the frozen base model, brute-force numpy cosine over the
            paraphrase vectors; top-1 = intent of the nearest paraphrase, top-3 = the first three
            distinct intents in similarity order;
-  frozen   Sift's matcher (services.match) in a real in-process Sift (SQLite + embedded Qdrant)
+  frozen   Sift's matcher (services.matching.matcher) in a real in-process Sift (SQLite + embedded Qdrant)
            before any training: the score is paraphrase-only;
   trained  the same Sift after a real training run of the `intent` task on the training texts
            (fine-tuned encoder + head, re-index of the FAQ base; --skip-fine-tune: head only).
 Abstain at 0.95 precision, measured out of sample: the holdout, sorted by text, is cut into two
-halves by index parity; a calibration (services.match_calibration.fit for Sift, the top
+halves by index parity; a calibration (services.matching.calibration.fit for Sift, the top
 similarity with choose_threshold for ref) is fitted on one half and applied to the other, both
 ways; "precision" is the share of answered queries whose first answer is right, "abstain" the
 share not answered, each the mean of the two directions.
@@ -53,12 +53,15 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from apikey import bearer, runtime_key, saved_key  # noqa: E402  (bench/ is not a package)
 
-from services import faq, labels, match_calibration, training  # noqa: E402
+from services import training  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
-from services.embedding import Encoder, set_threads  # noqa: E402
-from services.match import MatchResult  # noqa: E402
+from services.embedding.encoder import Encoder, set_threads  # noqa: E402
+from services.matching import calibration as match_calibration  # noqa: E402
+from services.matching import faq  # noqa: E402
+from services.matching.matcher import MatchResult  # noqa: E402
 from services.runtime import Runtime, reset_runtime  # noqa: E402
+from services.training import labels  # noqa: E402
 
 TARGET = 0.95
 LIMITS = faq.FaqLimits(max_faqs=1000, max_paraphrases=1_000_000, max_text_chars=100_000)
@@ -120,7 +123,7 @@ def close(rt: Runtime) -> None:
 
 
 def write_faqs(rt: Runtime, faqs: Sequence[faq.FaqIn]) -> int:
-    """Write the FAQ base through services.faq.upsert; returns the points of its collection."""
+    """Write the FAQ base through services.matching.faq.upsert; returns the points of its collection."""
     index = rt.matcher.index()  # before the session: it reads SQL, and SQLite transactions take turns
     for start in range(0, len(faqs), FAQ_CHUNK):
         with rt.db.session_scope() as session:
@@ -183,7 +186,7 @@ def cross(answered_on: Any, correct: np.ndarray, parts: tuple[np.ndarray, np.nda
 
 
 def abstain_calibrated(features: np.ndarray, correct: np.ndarray, parts: tuple[np.ndarray, np.ndarray]) -> dict:
-    """services.match_calibration.fit on one half; sigmoid(a + b*top + c*margin + d*sim) >= threshold on the other."""
+    """calibration.fit on one half; sigmoid(a + b*top + c*margin + d*sim) >= threshold on the other."""
 
     def answered(fit_idx: np.ndarray, apply_idx: np.ndarray) -> np.ndarray:
         fitted = match_calibration.fit(features[fit_idx], correct[fit_idx], target=TARGET)
@@ -336,7 +339,7 @@ def socket_latency(faqs: Sequence[faq.FaqIn], texts: Sequence[str]) -> dict[str,
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIFT_")}
     env.update(SIFT_DATA_DIR=str(data_dir), SIFT_PORT=str(port), SIFT_LOG_LEVEL="WARNING")
     log = (data_dir / "up.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env, stdout=log, stderr=log)
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli.app", "up"], env=env, stdout=log, stderr=log)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
             _wait_ready(http)

@@ -4,12 +4,12 @@
                             [--backends torch,onnx-int8] [--device auto|cpu|cuda]
 
 For each dataset (Banking77 `intent`, Financial PhraseBank `sentiment`) the training file is split
-with Sift's own deterministic stratified split (services.training.split, 20% holdout), then on
+with Sift's own deterministic stratified split (services.training.runs.split, 20% holdout), then on
 the same holdout, in this run:
   ref  TF-IDF (word 1-2 grams + char 2-5 grams) + logistic regression;
   (a)  zero-shot: Sift's zero-shot head over the label descriptions;
-  (b)  a head on frozen embeddings (services.training.fit_head);
-  (c)  a head after fine-tuning the encoder (services.training.fine_tune, the code a run uses).
+  (b)  a head on frozen embeddings (services.training.runs.fit_head);
+  (c)  a head after fine-tuning the encoder (services.training.runs.fine_tune, the code a run uses).
 For Banking77 also with --few labels per class: the first ones in the split's hash order, and
 --draws random draws (numpy's generator seeded 1..N); the last lines give the mean over all draws
 (a single draw of 10 per class moves a frozen-embedding head by about +-0.7 points, sd).
@@ -41,9 +41,10 @@ sys.path.insert(0, str(ROOT))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from services import classify, training  # noqa: E402
+from services import training  # noqa: E402
+from services.classify import serving as classify  # noqa: E402
 from services.config import Settings  # noqa: E402
-from services.embedding import Encoder, resolve_device, set_threads  # noqa: E402
+from services.embedding.encoder import Encoder, resolve_device, set_threads  # noqa: E402
 
 SENTIMENT = {
     "negative": "bad news for the company: losses, falling sales, layoffs, a lower forecast",

@@ -8,7 +8,7 @@ descriptions ("<adjective> <material> <product> for <use>, <colour>, <feature>."
 categories, each with its own products, uses and price range; metadata holds category, price
 (log-uniform in the category's range), in_stock (85%), language (a market label: en 70%, de, fr,
 es 10% each; the text is English in all) and brand. The vectors are REAL MODEL EMBEDDINGS of
-those templated texts: the items go in as `product` events through services.ingest.accept and
+those templated texts: the items go in as `product` events through services.events.accept.accept and
 are processed by Sift's own pipeline (worker.tasks.run_batch, at most 512 ids a call), which
 encodes them with the packaged model (all-MiniLM-L6-v2, 384 dimensions) and upserts them into
 embedded Qdrant; nothing is synthetic about the vectors but the texts they embed. The build
@@ -20,7 +20,7 @@ and one and a half times it), over the last 28 days, concentrated on 1-3 categor
 gets most; categories chosen with a Zipf skew, exponent 0.8), items within a category drawn with
 a Zipf skew (exponent 1.0 over a random popularity order), so co-interaction pairs and trending
 items exist. Types: view 74%, click 8%, like 7%, purchase 7%, dismiss 4%. They are written with
-services.interactions.record in chunks of 1000, in global time order (as a stream would arrive:
+services.recommend.interactions.record in chunks of 1000, in global time order (as a stream would arrive:
 a chunk holds many users), each chunk in one session; the write rate (interactions/s, pairs and
 popularity updates included) is reported.
 
@@ -79,11 +79,12 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from apikey import bearer, saved_key  # noqa: E402  (bench/ is not a package)
 
-from services import ingest, interactions  # noqa: E402
+from services import interactions  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
-from services.interactions import InteractionIn  # noqa: E402
-from services.item_filters import item_filters  # noqa: E402
+from services.events import accept as ingest  # noqa: E402
+from services.recommend.filters import item_filters  # noqa: E402
+from services.recommend.interactions import InteractionIn  # noqa: E402
 from services.runtime import Runtime, reset_runtime  # noqa: E402
 
 GENERATOR_VERSION = 1  # part of the cache key: bump when the catalogue or the histories change
@@ -469,7 +470,7 @@ def ingest_items(rt: Runtime, cat: Catalogue) -> dict[str, Any]:
 
 
 def write_interactions(rt: Runtime, cat: Catalogue, us: Users, now: datetime) -> dict[str, Any]:
-    """Every history through services.interactions.record, INTERACTION_CHUNK at a time, in time order."""
+    """Every history through services.recommend.interactions.record, INTERACTION_CHUNK at a time, in time order."""
     stream = sorted(
         ((ts, user, cat.ids[item], kind) for user, h in zip(us.ids, us.history, strict=True) for item, kind, ts in h),
         key=lambda row: (row[0], row[1]),
@@ -723,7 +724,7 @@ def free_port() -> int:
 
 def sift_command() -> list[str]:
     script = Path(sys.executable).parent / "sift"
-    return [str(script), "up"] if script.exists() else [sys.executable, "-m", "services.cli", "up"]
+    return [str(script), "up"] if script.exists() else [sys.executable, "-m", "services.cli.app", "up"]
 
 
 def wait_ready(http: Any, proc: subprocess.Popen[bytes], log: Path, limit_s: float = 300) -> float:

@@ -49,10 +49,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from services import ingest, interactions  # noqa: E402
+from services import interactions  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
-from services.recommend_scoring import Scored, Weights  # noqa: E402
+from services.events import accept as ingest  # noqa: E402
+from services.recommend.scoring import Scored, Weights  # noqa: E402
 from services.runtime import Runtime, reset_runtime  # noqa: E402
 from worker.tasks import run_batch  # noqa: E402
 
@@ -207,7 +208,7 @@ def baselines(runtime: Runtime, lists: dict[str, list[str]], sequences: Sequence
     from sqlalchemy import select
 
     from services.db.models import ItemStats
-    from services.ingest import point_id_for
+    from services.events.accept import point_id_for
 
     with runtime.db.session_scope() as s:
         pop = {r.item_id: r.positives for r in s.execute(select(ItemStats.item_id, ItemStats.positives))}

@@ -15,23 +15,23 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from services import tenants
-from services.classify import ActiveModels
+from services.alerts.watchlist import Linker
+from services.classify.serving import ActiveModels
 from services.config import DEFAULT_TENANT, Settings, get_settings
 from services.db.migrate import upgrade_tenant
 from services.db.session import Database
-from services.embedding import Encoder, set_threads
+from services.embedding.encoder import Encoder, set_threads
 from services.errors import NotFound
-from services.match import Matcher
-from services.pipeline import Pipeline
-from services.recommend import Recommender
-from services.reindex import Reindexer
-from services.training import Trainer
+from services.events.pipeline import Pipeline
+from services.matching.matcher import Matcher
+from services.recommend.feeds import Recommender
+from services.tenancy import tenants
+from services.training.reindex import Reindexer
+from services.training.runs import Trainer
 from services.vectors import VectorStore, open_store
 from services.vectors.faults import FaultyStore
 from services.vectors.schema import ensure_collections
 from services.vectors.timed import TimedStore
-from services.watchlist import Linker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -15,10 +15,10 @@ import redis
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from services import tenants
 from services.config import DEFAULT_TENANT, Settings
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.runtime import Runtime
+from services.tenancy import tenants
 
 PG_ADMIN_URL = os.environ.get("SIFT_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("SIFT_TEST_REDIS_URL", "redis://127.0.0.1:6379")

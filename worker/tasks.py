@@ -10,7 +10,9 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from services import alerts, drift, faq, ingest, logs, match_calibration, metrics, reindex, training
+from services import logs, metrics
+from services.alerts import drift
+from services.alerts import rules as alerts
 from services.config import DEFAULT_TENANT, get_settings
 from services.db import events as repo
 from services.db.models import as_utc
@@ -30,7 +32,12 @@ from services.enqueue import (
     send,
 )
 from services.errors import BrokerUnavailable, InvalidInput, Transient
+from services.events import accept as ingest
+from services.matching import calibration as match_calibration
+from services.matching import faq
 from services.runtime import Runtime, get_runtime
+from services.training import reindex
+from services.training import runs as training
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +147,7 @@ def alerts_sweep(self: Task) -> dict[str, object]:
     """Beat: re-evaluate entities with open alerts or recent news (so a condition that passed
     clears, and an evaluation whose message was lost happens), and re-send webhook deliveries that
     are due (retries, or messages lost with a worker or the broker)."""
-    from services import webhooks
+    from services.alerts import webhooks
 
     changes, sent = 0, 0
     for runtime in _every_tenant():
@@ -161,7 +168,7 @@ def webhook_deliver(self: Task, delivery_id: int, tenant: str = DEFAULT_TENANT) 
     """POST one of a tenant's deliveries (signed); a failure is recorded with its next attempt (the sweep sends it)."""
     import httpx
 
-    from services import webhooks
+    from services.alerts import webhooks
 
     runtime = get_runtime().for_tenant(tenant)
     with httpx.Client() as client:

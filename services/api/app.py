@@ -34,7 +34,7 @@ from services.api.routers import (
 from services.api.unstorable_text import refuse_unstorable_text
 from services.config import QUEUES
 from services.enqueue import CoalescingEnqueuer, Enqueuer, make_celery, queue_depths
-from services.group_writer import GroupWriter
+from services.events.group_writer import GroupWriter
 from services.health import Checks
 from services.metrics import watch_queues
 from services.runtime import Runtime, get_runtime

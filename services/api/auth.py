@@ -20,12 +20,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services import tenants
 from services.api.errors import error_body, status_for
 from services.api.rate_limit import EXEMPT, bearer_token
 from services.errors import DomainError, Forbidden, Unauthorized
 from services.runtime import Runtime
-from services.tenants import Principal
+from services.tenancy import tenants
+from services.tenancy.tenants import Principal
 
 NO_KEY = "this call needs an API key: send `Authorization: Bearer <key>` (`sift keys create`)"
 

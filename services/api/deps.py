@@ -9,9 +9,9 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from services.api.auth import authorize
-from services.group_writer import GroupWriter
+from services.events.group_writer import GroupWriter
 from services.runtime import Runtime
-from services.tenants import Principal
+from services.tenancy.tenants import Principal
 
 # The largest integer SQLite and PostgreSQL (bigint) hold: integer parameters stay below it, so a
 # huge id or offset is a 422, not an overflow in the driver.

@@ -13,11 +13,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from services import alerts, ingest, watchlist, webhooks
+from services.alerts import rules as alerts
+from services.alerts import watchlist, webhooks
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Alert, Event, SentimentBucket, WebhookDelivery, as_utc
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
+from services.events import accept as ingest
 from services.runtime import Runtime, reset_runtime
 from tests.conftest import authorize, settings_for
 from worker import tasks

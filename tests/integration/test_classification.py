@@ -15,15 +15,19 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from services import classify, faq, ingest, labels, training
 from services.api.app import create_app
+from services.classify import serving as classify
 from services.config import Settings
 from services.db.migrate import upgrade
 from services.db.models import Event, KindEncoder, Label, ModelVersion, ReindexJob
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.errors import InvalidInput
-from services.reindex import Reindexer
+from services.events import accept as ingest
+from services.matching import faq
 from services.runtime import Runtime, reset_runtime
+from services.training import labels
+from services.training import runs as training
+from services.training.reindex import Reindexer
 from tests.conftest import authorize, settings_for
 from worker.tasks import run_batch
 

@@ -16,7 +16,7 @@ def sift(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
     base = {k: v for k, v in os.environ.items() if not k.startswith("SIFT_")}
     base.update(SIFT_DATA_DIR=str(data_dir), SIFT_LOG_LEVEL="WARNING", **env)
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args], env=base, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "services.cli.app", *args], env=base, capture_output=True, text=True, timeout=120
     )
 
 

@@ -16,11 +16,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from services import tenants
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.session import Database
 from services.runtime import Runtime
+from services.tenancy import tenants
 from tests.conftest import settings_for
 
 KEY = re.compile(r"^sift_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$")
@@ -30,7 +30,7 @@ def sift(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[
     base = {k: v for k, v in os.environ.items() if not k.startswith("SIFT_")}
     base.update(SIFT_DATA_DIR=str(data_dir), SIFT_LOG_LEVEL="WARNING", COLUMNS="200", **env)
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args], env=base, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "services.cli.app", *args], env=base, capture_output=True, text=True, timeout=120
     )
 
 

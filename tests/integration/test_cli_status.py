@@ -18,7 +18,7 @@ import uvicorn
 
 from services.api.app import create_app
 from services.db.migrate import upgrade
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.runtime import Runtime
 from tests.conftest import api_key, settings_for
 from tests.integration.test_cli import sift

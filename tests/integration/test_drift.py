@@ -13,13 +13,16 @@ from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from services import drift, ingest, labels, training
+from services.alerts import drift
 from services.api.app import create_app
-from services.classify import LabelDef, add_task
+from services.classify.serving import LabelDef, add_task
 from services.db.migrate import upgrade
 from services.db.models import Alert
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
+from services.events import accept as ingest
 from services.runtime import Runtime, reset_runtime
+from services.training import labels
+from services.training import runs as training
 from tests.conftest import authorize, settings_for
 from worker import tasks
 from worker.tasks import run_batch

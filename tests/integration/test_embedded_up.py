@@ -42,7 +42,7 @@ def test_sift_up_serves_the_api_a_worker_and_beat(data_dir: Path) -> None:
     env.update(SIFT_DATA_DIR=str(data_dir), SIFT_PORT=str(port), SIFT_BATCH_WAIT_MS="20")
     log = data_dir / "up.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env, stdout=out, stderr=out)
+        proc = subprocess.Popen([sys.executable, "-m", "services.cli.app", "up"], env=env, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=10) as http:
@@ -92,7 +92,7 @@ def test_sift_up_serves_the_api_a_worker_and_beat(data_dir: Path) -> None:
 
 def sift(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "services.cli.app", *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 

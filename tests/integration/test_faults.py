@@ -40,7 +40,7 @@ from services.db.migrate import upgrade
 from services.db.models import Alert, EntityLink, Event, WebhookDelivery
 from services.db.session import Database
 from services.errors import NotFound, Transient
-from services.ingest import point_id_for
+from services.events.accept import point_id_for
 from services.runtime import Runtime
 from services.vectors import open_store
 from services.vectors.schema import collection_for
@@ -189,7 +189,7 @@ class Stack:
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.data_dir / f"{name}-{len(self.procs)}.log", "wb")  # noqa: SIM115 - the child keeps it
-        argv = [sys.executable, "-m", "services.cli", *args]
+        argv = [sys.executable, "-m", "services.cli.app", *args]
         proc = subprocess.Popen(argv, env=self.env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
         self.procs.append(proc)

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi import checks as openapi_checks
 from services.api.app import create_app
 from services.api.rate_limit import EXEMPT
 from services.db.migrate import upgrade
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.runtime import Runtime
 from tests.conftest import api_key, settings_for
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.db.migrate import upgrade
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.runtime import Runtime
 from tests.conftest import authorize, settings_for
 from tests.tcp_proxy import TcpProxy, tcp_proxy

@@ -21,11 +21,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from services import webhooks
+from services.alerts import webhooks
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Alert, Event, WebhookDelivery
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.errors import InvalidInput
 from services.runtime import Runtime
 from tests.conftest import authorize, settings_for

@@ -16,13 +16,13 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from services import tenants
 from services.api.app import create_app
 from services.api.auth import ROUTE_SCOPES
 from services.config import DEFAULT_TENANT
 from services.db.migrate import upgrade
 from services.db.models import ApiKey, Event
 from services.runtime import Runtime
+from services.tenancy import tenants
 from tests.conftest import api_key, settings_for
 
 

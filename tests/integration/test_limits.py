@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from services.api.app import create_app
 from services.db.migrate import upgrade
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.runtime import Runtime
 from tests.conftest import api_key, authorize, settings_for
 

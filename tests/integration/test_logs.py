@@ -19,7 +19,7 @@ from services import logs
 from services.api.app import create_app
 from services.config import get_settings
 from services.db.migrate import upgrade
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.runtime import Runtime, reset_runtime
 from tests.conftest import authorize, settings_for
 
@@ -94,7 +94,7 @@ def test_one_event_is_followed_from_the_api_to_its_upsert(runtime: Runtime, line
     worker = [x for x in lines() if "follow-me" in x.get("event_ids", []) and x.get("task_id") == task_id]
     stages = {x["message"].split(" ")[0]: x for x in worker}
     assert set(stages) == {"claimed", "upserted", "recorded"}, worker
-    assert stages["upserted"]["logger"] == "services.pipeline" and stages["upserted"]["collection"]
+    assert stages["upserted"]["logger"] == "services.events.pipeline" and stages["upserted"]["collection"]
     batch_ids = {x["batch_id"] for x in worker}
     assert len(batch_ids) == 1 and batch_ids != {None}
     assert all(x["task"] == "sift.ingest.process_events" for x in worker)

@@ -12,12 +12,15 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from services import ingest, labels, match_calibration, training
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Label
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
+from services.events import accept as ingest
+from services.matching import calibration as match_calibration
 from services.runtime import Runtime, reset_runtime
+from services.training import labels
+from services.training import runs as training
 from tests.conftest import authorize, settings_for
 from worker.tasks import run_batch
 

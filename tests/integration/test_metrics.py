@@ -22,14 +22,14 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from services import webhooks
+from services.alerts import webhooks
 from services.api.app import create_app
-from services.classify import KindModel
+from services.classify.serving import KindModel
 from services.config import Settings
 from services.db.migrate import upgrade
 from services.db.models import Alert, Event, ModelVersion
-from services.embedding import Encoder
-from services.pipeline import Pipeline
+from services.embedding.encoder import Encoder
+from services.events.pipeline import Pipeline
 from services.runtime import Runtime, reset_runtime
 from tests.conftest import authorize, settings_for
 from tests.integration.test_webhooks import Receiver

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services import ingest
 from services.db import events as repo
 from services.db.migrate import upgrade
 from services.db.models import Event
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.errors import VectorStoreUnavailable
+from services.events import accept as ingest
 from services.runtime import Runtime, reset_runtime
 from tests.conftest import settings_for
 from worker.tasks import run_batch

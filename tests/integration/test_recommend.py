@@ -13,11 +13,11 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from services import ingest
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Interaction, ItemPair, ItemStats
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
+from services.events import accept as ingest
 from services.runtime import Runtime, reset_runtime
 from tests.conftest import authorize, settings_for
 from worker.tasks import run_batch

@@ -11,12 +11,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from services import ingest
 from services.db import events as repo
 from services.db.migrate import upgrade
 from services.db.models import Event
 from services.db.session import Database
 from services.errors import Conflict, DatabaseUnavailable
+from services.events import accept as ingest
 
 LIMITS = ingest.Limits(max_events=1000, max_text_chars=10_000)
 

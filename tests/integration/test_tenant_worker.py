@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from services import ingest
 from services.config import DEFAULT_TENANT
 from services.db.migrate import upgrade
 from services.db.models import Event
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.enqueue import ALERTS_PROCESS, PROCESS_EVENTS, Enqueuer
-from services.group_writer import GroupWriter
+from services.events import accept as ingest
+from services.events.group_writer import GroupWriter
 from services.runtime import Runtime, reset_runtime
 from services.vectors.schema import collection_for
 from tests.conftest import settings_for

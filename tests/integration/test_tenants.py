@@ -25,7 +25,7 @@ from services.api.app import create_app
 from services.config import DEFAULT_TENANT, EVENT_KINDS
 from services.db.migrate import upgrade
 from services.db.models import Event, Interaction, ItemStats
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.enqueue import (
     ALERTS_PROCESS,
     CALIBRATE_MATCH,
@@ -35,7 +35,7 @@ from services.enqueue import (
     WEBHOOK_DELIVER,
 )
 from services.errors import NotFound
-from services.faq import faq_collection
+from services.matching.faq import faq_collection
 from services.runtime import Runtime, reset_runtime
 from services.vectors.schema import collection_for
 from tests.conftest import api_key, new_pg_database, settings_for

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services import webhooks
+from services.alerts import webhooks
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Alert, WebhookDelivery, as_utc

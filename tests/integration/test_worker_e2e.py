@@ -15,15 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from services import classify, ingest, labels, training
+from services.classify import serving as classify
 from services.config import Settings
 from services.db import events as repo
 from services.db.migrate import upgrade
 from services.db.models import Event
 from services.db.session import Database
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.enqueue import Enqueuer, make_celery, queue_depths
+from services.events import accept as ingest
 from services.runtime import reset_runtime
+from services.training import labels
+from services.training import runs as training
 from services.vectors import open_store
 from services.vectors.schema import collection_for
 from tests.conftest import settings_for
@@ -58,7 +61,7 @@ class Deployment:
     def start_worker(self, *extra: str) -> subprocess.Popen[bytes]:
         log = open(self.settings.data_dir / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "worker", *extra], env=self.env(), stdout=log, stderr=log
+            [sys.executable, "-m", "services.cli.app", "worker", *extra], env=self.env(), stdout=log, stderr=log
         )
         self.workers.append(proc)
         return proc

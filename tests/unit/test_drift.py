@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.drift import TaskDrift, combined, embedding_distance, js_divergence
+from services.alerts.drift import TaskDrift, combined, embedding_distance, js_divergence
 
 
 def test_js_divergence_is_zero_for_the_same_shares_and_one_for_disjoint_labels() -> None:

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from services.embedding import Encoder, model_kwargs_for, model_version, resolve_backend, resolve_device, set_threads
+from services.embedding.encoder import (
+    Encoder,
+    model_kwargs_for,
+    model_version,
+    resolve_backend,
+    resolve_device,
+    set_threads,
+)
 from services.errors import InvalidInput
 
 
@@ -106,7 +113,7 @@ def test_the_next_batch_is_tokenised_in_another_thread_while_the_model_runs(enco
 
 
 def test_gpu_batches_are_larger_by_default() -> None:
-    from services.embedding import default_batch_size
+    from services.embedding.encoder import default_batch_size
 
     assert default_batch_size("cuda") == 256 and default_batch_size("cuda:1") == 256
     assert default_batch_size("cpu") == 32

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from services.alerts.watchlist import compile_watchlist, link
 from services.db.models import WatchedEntity
-from services.watchlist import compile_watchlist, link
 
 MATCHERS = compile_watchlist(
     [

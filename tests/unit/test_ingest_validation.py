@@ -5,8 +5,8 @@ import uuid
 import pytest
 from pydantic import ValidationError
 
-from services import ingest
 from services.errors import InvalidInput
+from services.events import accept as ingest
 
 LIMITS = ingest.Limits(max_events=1000, max_text_chars=100)
 

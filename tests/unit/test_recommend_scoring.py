@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from services.errors import InvalidInput
-from services.interactions import Touch
-from services.item_filters import item_filters
-from services.recommend_scoring import (
+from services.recommend.filters import item_filters
+from services.recommend.interactions import Touch
+from services.recommend.scoring import (
     Candidate,
     Scored,
     Signals,

@@ -16,7 +16,7 @@ from services.api.auth import ROUTE_SCOPES, scope_for
 from services.api.rate_limit import EXEMPT
 from services.config import Settings
 from services.runtime import Runtime
-from services.tenants import SCOPES
+from services.tenancy.tenants import SCOPES
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import random
 import numpy as np
 
 from services.config import Settings
-from services.training import (
+from services.training.runs import (
     Example,
     epochs_for,
     fit_head,
@@ -58,7 +58,7 @@ def test_small_label_sets_get_more_epochs_within_bounds() -> None:
 def test_self_training_adds_only_confident_predictions() -> None:
     import numpy as np
 
-    from services.training import pseudo_label, train_head
+    from services.training.runs import pseudo_label, train_head
 
     def encode(texts: list[str]) -> np.ndarray:  # "left ..." near (1, 0), "right ..." near (0, 1), "mid" between
         return np.array(
@@ -110,8 +110,8 @@ def test_label_descriptions_join_the_examples_only_with_few_labels_per_class() -
 def test_self_training_keeps_the_classifier_trained_with_the_encoder() -> None:
     from types import SimpleNamespace
 
-    from services.classify import Head
-    from services.training import head_after_fine_tune
+    from services.classify.serving import Head
+    from services.training.runs import head_after_fine_tune
 
     def encode(texts: list[str]) -> np.ndarray:
         return np.array([[1.0, 0.0] if t.startswith("left") else [0.0, 1.0] for t in texts], dtype=np.float32)
@@ -147,7 +147,7 @@ def test_self_training_keeps_the_classifier_trained_with_the_encoder() -> None:
 
 
 def test_the_head_c_is_chosen_by_log_loss_on_val() -> None:
-    from services.training import HEAD_CS, choose_c_on
+    from services.training.runs import HEAD_CS, choose_c_on
 
     rng = np.random.default_rng(0)
 
@@ -170,7 +170,7 @@ def test_the_head_c_is_chosen_by_log_loss_on_val() -> None:
 def test_averaged_heads_mean_their_logits() -> None:
     import pytest
 
-    from services.classify import Head
+    from services.classify.serving import Head
 
     a = Head(("x", "y"), np.array([[2.0, 0.0], [0.0, 1.0]], dtype=np.float32), np.array([0.5, 0.0], np.float32))
     b = Head(("x", "y"), np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32), np.array([0.0, 0.3], np.float32))
@@ -182,7 +182,7 @@ def test_averaged_heads_mean_their_logits() -> None:
 
 
 def test_epochs_shrink_to_the_time_left_and_never_below_one_step() -> None:
-    from services.training import fit_epochs
+    from services.training.runs import fit_epochs
 
     # 1,000 examples, 2 epochs, batch 10: 200 steps of 0.5 s = 100 s.
     assert fit_epochs(2.0, examples=1000, batch_size=10, step_s=0.5, seconds=150.0) == 2.0
@@ -194,7 +194,7 @@ def test_epochs_shrink_to_the_time_left_and_never_below_one_step() -> None:
 def test_a_soup_is_the_mean_of_its_members_weights_and_keeps_integer_buffers() -> None:
     import torch
 
-    from services.training import averaged_state
+    from services.training.runs import averaged_state
 
     first = {"w": torch.tensor([[1.0, 2.0]]), "ids": torch.tensor([0, 1, 2])}
     second = {"w": torch.tensor([[3.0, -2.0]]), "ids": torch.tensor([0, 1, 2])}
@@ -205,7 +205,7 @@ def test_a_soup_is_the_mean_of_its_members_weights_and_keeps_integer_buffers() -
 
 
 def test_remembered_encodes_each_distinct_text_once_and_keeps_the_order() -> None:
-    from services.training import remembered
+    from services.training.runs import remembered
 
     calls: list[list[str]] = []
 
@@ -221,7 +221,7 @@ def test_remembered_encodes_each_distinct_text_once_and_keeps_the_order() -> Non
 
 
 def test_the_timed_batch_is_padded_like_a_typical_one_not_like_the_longest_text() -> None:
-    from services.training import typical_batch
+    from services.training.runs import typical_batch
 
     # 990 texts of 10 tokens and 10 of 120: a random batch of 32 holds a 120-token text about a
     # quarter of the time, so the typical batch is padded to 10 tokens, and is a real batch.

@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel
 
-from services import alerts, watchlist
+from services.alerts import rules as alerts
+from services.alerts import watchlist
 from services.api import errors
 from services.api.deps import SQL_INT_MAX, SessionDep
 from services.db.models import Alert, as_utc

@@ -1,4 +1,4 @@
-"""GET /v1/drift: each task's drift against its reference, measured now (see services/drift.py)."""
+"""GET /v1/drift: each task's drift against its reference, measured now (see services/alerts/drift.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from services import drift
+from services.alerts import drift
 from services.api.deps import RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/v1", tags=["models"])

@@ -10,12 +10,13 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from services import ingest, metrics
+from services import metrics
 from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep, WriterDep
 from services.db import events as repo
 from services.db.models import as_utc
 from services.errors import NotFound
+from services.events import accept as ingest
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from services import faq
 from services.api.deps import SQL_INT_MAX, RuntimeDep, SessionDep
 from services.errors import InvalidInput
+from services.matching import faq
 from services.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["faq"])

@@ -7,10 +7,10 @@ import logging
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from services import labels
 from services.api.deps import RuntimeDep
 from services.enqueue import Enqueuer
 from services.errors import BrokerUnavailable
+from services.training import labels
 
 router = APIRouter(prefix="/v1/labels", tags=["classification"])
 log = logging.getLogger(__name__)

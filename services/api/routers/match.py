@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services import match_calibration
 from services.api import errors
 from services.api.deps import RuntimeDep
+from services.matching import calibration as match_calibration
 
 router = APIRouter(prefix="/v1", tags=["faq"])
 

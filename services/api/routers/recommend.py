@@ -10,12 +10,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services import interactions
 from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep
-from services.interactions import InteractionIn
-from services.item_filters import item_filters
-from services.recommend_scoring import Scored
+from services.recommend import interactions
+from services.recommend.filters import item_filters
+from services.recommend.interactions import InteractionIn
+from services.recommend.scoring import Scored
 from services.timestamps import Timestamp
 from services.vectors.base import Filters
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
-from services import classify
 from services.api import errors
 from services.api.deps import SessionDep
+from services.classify import serving as classify
 from services.db.models import ClassTask
 
 router = APIRouter(prefix="/v1/tasks", tags=["classification"])

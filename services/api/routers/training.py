@@ -10,11 +10,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from services import training
 from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep
 from services.db.models import ModelVersion, ReindexJob, TrainingRun, as_utc
 from services.enqueue import REINDEX, TRAIN_RUN, send
+from services.training import runs as training
 
 router = APIRouter(prefix="/v1", tags=["training"])
 

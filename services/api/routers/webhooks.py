@@ -8,7 +8,7 @@ from datetime import datetime
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from services import webhooks
+from services.alerts import webhooks
 from services.api.deps import RuntimeDep, SessionDep
 from services.db.models import Webhook, WebhookDelivery, as_utc
 

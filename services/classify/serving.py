@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 from services import metrics
 from services.config import EVENT_KINDS, Settings
 from services.db.models import ClassTask, KindEncoder, ModelVersion
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.errors import Conflict, InvalidInput, NotFound
 from services.vectors.schema import collection_for
 

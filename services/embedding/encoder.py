@@ -90,7 +90,7 @@ class Encoder:
         self.backend = backend
         self._session = session
         if session is not None:
-            from services.embedding_int8 import input_names
+            from services.embedding.int8 import input_names
 
             self._inputs = input_names(model)
         dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
@@ -130,7 +130,7 @@ class Encoder:
         chosen = resolve_backend(backend, resolved)
         session, streams = None, 1
         if chosen == "onnx-int8":
-            from services import embedding_int8
+            from services.embedding import int8 as embedding_int8
 
             if cache_dir is None:
                 raise InvalidInput("the onnx-int8 encoder backend needs a cache directory for its model file")
@@ -213,7 +213,7 @@ class Encoder:
         after it (pooling, normalisation) on its token embeddings."""
         import torch
 
-        from services.embedding_int8 import OUTPUT
+        from services.embedding.int8 import OUTPUT
 
         inputs = {name: features[name].numpy() for name in self._inputs}
         features[OUTPUT] = torch.from_numpy(self._session.run([OUTPUT], inputs)[0])

@@ -1,4 +1,4 @@
-"""Recommendation feeds, similar items and re-ranking (the model itself is services/recommend_scoring.py).
+"""Recommendation feeds, similar items and re-ranking (the model itself is services/recommend/scoring.py).
 
 A feed reads the user's latest SIFT_RECOMMEND_HISTORY interactions (a bounded read), gathers
 candidates from three places under the caller's filters, scores them all with one blend, and
@@ -23,13 +23,13 @@ import numpy as np
 from sqlalchemy import bindparam, delete, func, select, union_all
 from sqlalchemy.orm import Session
 
-from services import interactions
-from services.classify import ActiveModels
+from services.classify.serving import ActiveModels
 from services.config import Settings
 from services.db.models import Event, Interaction, ItemPair, ItemStats
 from services.errors import Conflict, InvalidInput, NotFound
-from services.ingest import point_id_for
-from services.recommend_scoring import (
+from services.events.accept import point_id_for
+from services.recommend import interactions
+from services.recommend.scoring import (
     Candidate,
     Profile,
     Scored,

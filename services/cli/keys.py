@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_output import exit_codes
+from services.cli.output import exit_codes
 from services.config import DEFAULT_TENANT
 
 keys_app = typer.Typer(help="API keys (stored hashed) and the tenants they belong to.", no_args_is_help=True)
@@ -22,8 +22,8 @@ def keys_create(
     name: Annotated[str, typer.Option(help="what the key is for, shown by `sift keys list`")] = "",
 ) -> None:
     """Create a key and print it once (only its hash is kept); a new tenant gets its tables first."""
-    from services import tenants
     from services.runtime import get_runtime
+    from services.tenancy import tenants
 
     def create() -> tenants.NewKey:
         runtime = get_runtime()
@@ -41,8 +41,8 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(tenant: Annotated[str | None, typer.Option(help="only this tenant's keys")] = None) -> None:
     """Every key (never its secret): id, tenant, scopes, name, created, revoked."""
-    from services import tenants
     from services.runtime import get_runtime
+    from services.tenancy import tenants
 
     table = Table("id", "tenant", "scopes", "name", "created", "revoked")
     with get_runtime().control_db.session_scope() as session:
@@ -57,8 +57,8 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="only this tenant'
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, as `sift keys list` shows it")]) -> None:
     """Revoke a key: the API refuses it within SIFT_KEY_CACHE_S seconds."""
-    from services import tenants
     from services.runtime import get_runtime
+    from services.tenancy import tenants
 
     def revoke() -> str:
         runtime = get_runtime()

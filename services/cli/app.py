@@ -11,13 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_keys import keys_app
-from services.cli_output import console
-from services.cli_output import fail as _fail
-from services.cli_output import message as _message
-from services.cli_output import print_summary as _print_summary
-from services.cli_queries import feed, match
-from services.cli_status import status
+from services.cli.keys import keys_app
+from services.cli.output import console
+from services.cli.output import fail as _fail
+from services.cli.output import message as _message
+from services.cli.output import print_summary as _print_summary
+from services.cli.queries import feed, match
+from services.cli.status import status
 from services.config import QUEUES, get_settings
 from services.errors import DomainError, InvalidInput, NotFound
 
@@ -48,7 +48,7 @@ def _logging(
 
     settings = get_settings()
     if tenant is not None:
-        from services.tenants import check_tenant_id
+        from services.tenancy.tenants import check_tenant_id
 
         try:
             settings.tenant = check_tenant_id(tenant)
@@ -79,7 +79,7 @@ def db_upgrade(revision: str = "head") -> None:
 @app.command()
 def up() -> None:
     """Serve everything in one process: API, worker and beat (the embedded default)."""
-    from services.serve import serve_all
+    from services.cli.serve import serve_all
 
     try:
         get_settings().check_secrets()
@@ -138,7 +138,7 @@ def ingest(
     chunk: Annotated[int, typer.Option(min=1, max=1000, help="events per write")] = 500,
 ) -> None:
     """Load events from a file: validated, written idempotently, enqueued; progress bar and summary."""
-    from services.ingest_file import ingest_file
+    from services.cli.ingest_file import ingest_file
 
     _print_summary(lambda: ingest_file(file, default_kind=kind, chunk=chunk, console=console))
 
@@ -146,7 +146,7 @@ def ingest(
 @tasks_app.command("list")
 def tasks_list() -> None:
     """Print every task with its kind and labels."""
-    from services import classify
+    from services.classify import serving as classify
     from services.runtime import get_runtime
 
     table = Table("task", "kind", "labels", "open", "fine-tune")
@@ -166,7 +166,7 @@ def tasks_add(
     open_labels: Annotated[bool, typer.Option("--open-labels", help="learn label names from the data")] = False,
 ) -> None:
     """Add a classification task."""
-    from services import classify
+    from services.classify import serving as classify
     from services.runtime import get_runtime
 
     defs = []
@@ -188,7 +188,7 @@ def labels_import(
     label_column: Annotated[str, typer.Option(help="the column that holds the label")] = "label",
 ) -> None:
     """Import labels: the whole file is checked first; a bad line exits 2 and nothing is written."""
-    from services.labels_file import import_file
+    from services.cli.labels_file import import_file
 
     _print_summary(lambda: import_file(file, task=task, label_column=label_column, console=console))
 
@@ -199,7 +199,7 @@ def faq_import(
     chunk: Annotated[int, typer.Option(min=1, max=1000, help="entries per request")] = 200,
 ) -> None:
     """Import FAQ entries: the whole file is checked first, then sent to the API in chunks."""
-    from services.faq_file import import_file
+    from services.cli.faq_file import import_file
 
     _print_summary(lambda: import_file(file, settings=get_settings(), chunk=chunk, console=console))
 
@@ -207,7 +207,7 @@ def faq_import(
 @faq_app.command("calibrate")
 def faq_calibrate() -> None:
     """Fit match confidence and the abstain threshold on held-out labeled tickets."""
-    from services import api_client
+    from services.cli import api_client
 
     _print_summary(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match:calibrate"))
 
@@ -217,7 +217,7 @@ def watchlist_import(
     file: Annotated[Path, typer.Argument(help="JSONL or CSV: entity, name, ticker, aliases (| between them)")],
 ) -> None:
     """Import watched companies: the whole file is checked first; a bad line exits 2, nothing written."""
-    from services.watchlist_file import import_file
+    from services.cli.watchlist_file import import_file
 
     _print_summary(lambda: import_file(file))
 
@@ -229,7 +229,7 @@ def alerts_list(
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
 ) -> None:
     """Alerts in a table (open ones by default), newest first."""
-    from services import alerts
+    from services.alerts import rules as alerts
     from services.runtime import get_runtime
 
     if state not in (None, "open", "acknowledged", "cleared"):
@@ -252,9 +252,9 @@ def train(
     """Train in this process with a progress bar: snapshot, split, fine-tune, evaluate, promote if better."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from services import training
     from services.enqueue import CALIBRATE_MATCH, REINDEX, make_celery, send
     from services.runtime import get_runtime
+    from services.training import runs as training
 
     runtime = get_runtime()
     with runtime.db.session_scope() as session:
@@ -307,8 +307,8 @@ def _progress_to(progress: Any, bar: Any) -> Callable[[str, float], None]:
 @models_app.command("list")
 def models_list(task: Annotated[str | None, typer.Option()] = None) -> None:
     """Model versions, newest first, with their holdout metrics."""
-    from services import training
     from services.runtime import get_runtime
+    from services.training import runs as training
 
     table = Table("version", "task", "status", "accuracy", "macro-F1", "baseline", "labels", "created")
     with get_runtime().db.session_scope() as session:
@@ -330,9 +330,9 @@ def models_list(task: Annotated[str | None, typer.Option()] = None) -> None:
 @models_app.command("activate")
 def models_activate(version: str) -> None:
     """Make a version active (rollback); re-indexes first when it uses another encoder."""
-    from services import training
     from services.enqueue import REINDEX, make_celery, send
     from services.runtime import get_runtime
+    from services.training import runs as training
 
     runtime = get_runtime()
     try:

@@ -16,10 +16,10 @@ from typing import Any
 
 from rich.console import Console
 
-from services import tenants
 from services.config import DEFAULT_TENANT, QUEUES, Settings
 from services.db.migrate import upgrade
 from services.runtime import Runtime, get_runtime
+from services.tenancy import tenants
 
 log = logging.getLogger(__name__)
 

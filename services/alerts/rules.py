@@ -35,7 +35,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services import metrics, webhooks
+from services import metrics
+from services.alerts import webhooks
 from services.config import Settings
 from services.db.lookup import require
 from services.db.models import Alert, EntityLink, Event, SentimentBucket, WatchedEntity, as_utc

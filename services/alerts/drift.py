@@ -39,8 +39,9 @@ import numpy as np
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from services import alerts, metrics
-from services.classify import list_tasks
+from services import metrics
+from services.alerts import rules as alerts
+from services.classify.serving import list_tasks
 from services.config import Settings
 from services.db.models import Alert, Event, KindEncoder, Label, ModelVersion, as_utc
 from services.vectors.base import VectorStore

@@ -12,10 +12,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from services import api_client, faq
+from services.cli import api_client
+from services.cli.ingest_file import MAX_REPORTED, read_rows
 from services.config import Settings
 from services.errors import InvalidInput
-from services.ingest_file import MAX_REPORTED, read_rows
+from services.matching import faq
 
 LIST_COLUMNS = ("paraphrases", "tags")
 

@@ -5,7 +5,7 @@ the new version only when it beats the active one on the same holdout.
 A run is a row in training_runs; its result is a row in model_versions (the registry) and a
 folder under SIFT_DATA_DIR/models/<version> with head.npz, meta.json and, when fine-tuned, the
 encoder. Promoting a version that brings a new encoder does not activate it at once: a re-index
-job (services/reindex.py) embeds the kind's events into a new collection first and switches the
+job (services/training/reindex.py) embeds the kind's events into a new collection first and switches the
 kind's alias and the active version in one transaction at the end.
 """
 
@@ -28,13 +28,13 @@ import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from services import labels as label_repo
 from services import metrics
-from services.classify import ActiveModels, Head, describe, get_task, label_defs
+from services.classify.serving import ActiveModels, Head, describe, get_task, label_defs
 from services.config import Settings
 from services.db.models import ClassTask, Event, KindEncoder, ModelVersion, TrainingRun
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.errors import Conflict, InvalidInput, NotFound
+from services.training import labels as label_repo
 
 log = logging.getLogger(__name__)
 
@@ -905,7 +905,7 @@ def activate(session: Session, *, version: str, settings: Settings) -> int | Non
     """Make a version the active one of its task (promotion or rollback). When it needs another
     encoder than the one the kind is embedded with now, start a re-index job and return its id:
     the switch happens when the job is done. Otherwise switch now and return None."""
-    from services.reindex import current_encoder, start_job
+    from services.training.reindex import current_encoder, start_job
 
     row = session.get(ModelVersion, version)
     if row is None:

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from services import metrics
-from services.classify import ActiveModels, KindModel
+from services.classify.serving import ActiveModels, KindModel
 from services.db.events import Outcome
 from services.db.models import Event, as_utc
-from services.embedding import Encoder
+from services.embedding.encoder import Encoder
 from services.errors import Transient
 from services.vectors.base import VectorPoint, VectorStore
 

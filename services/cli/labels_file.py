@@ -10,11 +10,11 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from services import labels
+from services.cli.ingest_file import MAX_REPORTED, read_rows
 from services.enqueue import Enqueuer, make_celery
 from services.errors import BrokerUnavailable, InvalidInput
-from services.ingest_file import MAX_REPORTED, read_rows
 from services.runtime import get_runtime
+from services.training import labels
 
 
 def parse_file(path: Path, *, task: str | None, label_column: str) -> list[labels.LabelIn]:

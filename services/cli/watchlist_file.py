@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services import watchlist
+from services.alerts import watchlist
+from services.cli.ingest_file import MAX_REPORTED, read_rows
 from services.errors import InvalidInput
-from services.ingest_file import MAX_REPORTED, read_rows
 from services.runtime import get_runtime
 
 

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_output import exit_codes
+from services.cli.output import exit_codes
 from services.config import get_settings
 
 
@@ -20,7 +20,7 @@ def match(
     locale: Annotated[str | None, typer.Option(help="only entries in this locale")] = None,
 ) -> None:
     """The best FAQ answers for a text, with confidence, or an honest abstain."""
-    from services import api_client
+    from services.cli import api_client
 
     body: dict[str, Any] = {"text": text, "top_k": top_k, "filters": {"tags": tag or [], "locale": locale}}
     result = exit_codes(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match", json=body))
@@ -45,7 +45,7 @@ def feed(
     """A user's feed: items they have not seen, with a score and the reason for each."""
     from urllib.parse import quote, urlencode
 
-    from services import api_client
+    from services.cli import api_client
 
     params: dict[str, Any] = {"limit": limit, "kind": kind, "category": category or [], "meta": meta or []}
     params.update(in_stock=None if in_stock is None else str(in_stock).lower(), max_price=max_price)

@@ -1,7 +1,7 @@
 """Calibrating match confidence on labeled tickets the served models have not trained on.
 
 The examples are the `intent` labels in force whose label is an FAQ id: those in the training
-holdout (services.training.split, the same deterministic split a training run makes, so the
+holdout (services.training.runs.split, the same deterministic split a training run makes, so the
 served head never saw them), plus every `rejected` outcome (never trained on), minus any ticket
 whose text is itself an indexed paraphrase (it would match itself). Each is matched with the
 served models; a logistic regression maps (top score, margin, similarity) to P(first answer
@@ -22,12 +22,12 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sqlalchemy import select
 
-from services import labels as label_repo
-from services import training
 from services.db.models import Faq, MatchCalibration
 from services.errors import InvalidInput
-from services.faq import KIND, texts_of
-from services.match import INTENT_TASK, Calibration, Matcher, intent_version
+from services.matching.faq import KIND, texts_of
+from services.matching.matcher import INTENT_TASK, Calibration, Matcher, intent_version
+from services.training import labels as label_repo
+from services.training import runs as training
 
 log = logging.getLogger(__name__)
 

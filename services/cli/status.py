@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from services.cli_output import fail
+from services.cli.output import fail
 from services.config import get_settings
 from services.errors import DomainError
 
@@ -34,7 +34,7 @@ def status(
 
 def collect(base_url: str) -> dict[str, Any]:
     """What the API says about itself; exits 1 when no API answers."""
-    from services import api_client
+    from services.cli import api_client
 
     try:
         code, body = api_client.probe(base_url, "/readyz")

@@ -11,10 +11,10 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
-from services import ingest
 from services.db import events as repo
 from services.db.session import Database
 from services.errors import DomainError, Transient
+from services.events import accept as ingest
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from services import faq as faq_repo
-from services.classify import ActiveModels, KindModel
+from services.classify.serving import ActiveModels, KindModel
 from services.config import Settings
 from services.db.models import Event, Faq, MatchCalibration
+from services.matching import faq as faq_repo
 from services.vectors.base import Filters, Hit, VectorStore
 
 INTENT_TASK = "intent"

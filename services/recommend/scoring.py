@@ -18,7 +18,7 @@ from datetime import datetime
 
 import numpy as np
 
-from services.interactions import POSITIVE_TYPES, Touch
+from services.recommend.interactions import POSITIVE_TYPES, Touch
 
 PAST_TENSE = {"view": "viewed", "click": "clicked", "purchase": "bought", "like": "liked"}
 

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from services import ingest
 from services.enqueue import Enqueuer, make_celery
 from services.errors import BrokerUnavailable, InvalidInput
+from services.events import accept as ingest
 from services.runtime import get_runtime
 
 MAX_REPORTED = 20

@@ -1,0 +1,1 @@
+"""Sentiment alerting: the watchlist, alert rules, webhooks, and model-drift alerts."""

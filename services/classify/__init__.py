@@ -1,0 +1,1 @@
+"""Classification tasks, their heads and the models each process serves."""

@@ -1,0 +1,1 @@
+"""Accepting events, the group writer, the batch pipeline and the batch use case."""

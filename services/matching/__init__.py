@@ -1,0 +1,1 @@
+"""Answer matching: the FAQ knowledge base, the matcher and its calibration."""

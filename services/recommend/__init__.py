@@ -1,0 +1,1 @@
+"""Recommendation feeds: interactions, scoring, item filters, feeds and similar items."""
