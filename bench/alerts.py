@@ -2,8 +2,8 @@
 
     python bench/alerts.py ../shared/data/fpb/train.csv [--entities 20] [--hours 48] [--seed 0] [--frozen]
 
-Financial PhraseBank is split with Sift's own split (services.training.runs.split, holdout 0.5). The
-first part trains the sentiment classifier as a training run does (services.training.runs.fine_tuned:
+Financial PhraseBank is split with Sift's own split (services.training.dataset.split, holdout 0.5). The
+first part trains the sentiment classifier as a training run does (services.training.tuning.fine_tuned:
 fine-tuned encoder + head; --frozen: a head on the base model's embeddings, in seconds); only the
 other part's texts are replayed, so the classifier never saw them (its accuracy on them
 is printed). A synthetic stream is built in simulated time: N companies ("Company 07", entity
@@ -60,7 +60,11 @@ from services.db.models import Alert, Event, as_utc  # noqa: E402
 from services.embedding.encoder import Encoder, set_threads  # noqa: E402
 from services.events import accept as ingest  # noqa: E402
 from services.runtime import Runtime, reset_runtime  # noqa: E402
-from services.training import runs as training  # noqa: E402
+from services.training import (  # noqa: E402
+    dataset,
+    heads,
+    tuning,
+)
 
 T0 = datetime(2026, 1, 5, tzinfo=UTC)
 BASELINE_H = 24
@@ -125,29 +129,29 @@ class Stream:
     per_entity: dict[str, int] = field(default_factory=dict)
 
 
-def load(path: Path) -> list[training.Example]:
+def load(path: Path) -> list[dataset.Example]:
     with path.open(newline="", encoding="utf-8") as handle:
-        return [training.Example(r["text"], r["label"]) for r in csv.DictReader(handle) if r["text"].strip()]
+        return [dataset.Example(r["text"], r["label"]) for r in csv.DictReader(handle) if r["text"].strip()]
 
 
 def classifier(
-    examples: list[training.Example], settings: Settings, *, frozen: bool
-) -> tuple[list[training.Example], classify.Head, np.ndarray, dict[str, Any]]:
+    examples: list[dataset.Example], settings: Settings, *, frozen: bool
+) -> tuple[list[dataset.Example], classify.Head, np.ndarray, dict[str, Any]]:
     """Train on the first part as a training run does (fine-tuned encoder + head; --frozen: a head on
     the base model); the other part (the replay), its probabilities and the classifier's accuracy."""
-    train, replay = training.split(examples, holdout=0.5)
+    train, replay = dataset.split(examples, holdout=0.5)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         if frozen:
             encoder = Encoder.load(settings.model_path, device="cpu", max_seq_length=settings.max_seq_length)
-            head = training.fit_head(encoder.encode([e.text for e in train]), [e.label for e in train])
+            head = heads.fit_head(encoder.encode([e.text for e in train]), [e.label for e in train])
         else:
-            encoder, head, _ = training.fine_tuned(
+            encoder, head, _ = tuning.fine_tuned(
                 train, unlabeled=[], out_dir=Path(tmp), settings=settings, device="cpu", progress=lambda *_: None
             )
     vectors = encoder.encode([e.text for e in replay])
     gold = [e.label for e in replay]
-    result: dict[str, Any] = training.evaluate(head, vectors, gold)
+    result: dict[str, Any] = heads.evaluate(head, vectors, gold)
     predicted = head.predict(vectors)
     hits = sum(1 for g, p in zip(gold, predicted, strict=True) if g == p == "negative")
     result["negative_recall"] = round(hits / max(1, gold.count("negative")), 4)
@@ -180,7 +184,7 @@ def bursts_for(entity: str, first_id: int, args: argparse.Namespace, rng: np.ran
     return out
 
 
-def build(replay: list[training.Example], args: argparse.Namespace) -> Stream:
+def build(replay: list[dataset.Example], args: argparse.Namespace) -> Stream:
     """The stream: background for every entity, bursts for the first half, ids in time order."""
     rng = np.random.default_rng(args.seed)
     entities = [f"C{i:02d}" for i in range(args.entities)]
@@ -434,7 +438,7 @@ def alert_settings(settings: Settings) -> dict[str, Any]:
     return {k: v for k, v in settings.model_dump().items() if k.startswith("alert_")}
 
 
-def describe(stream: Stream, replay_set: list[training.Example]) -> dict[str, Any]:
+def describe(stream: Stream, replay_set: list[dataset.Example]) -> dict[str, Any]:
     labels = [replay_set[n.text].label for n in stream.news if n.burst is None]
     mix = {k: round(labels.count(k) / max(1, len(labels)), 3) for k in ("negative", "neutral", "positive")}
     return {

@@ -4,7 +4,7 @@
     SIFT_TRAIN_LEARNING_RATE=1e-4 python bench/dev_folds.py ../shared/data fpb --folds 0,1,2
     python bench/dev_folds.py ../shared/data banking77 --folds 0,1 --few 10
 
-The holdout (services.training.runs.split, as in bench/quality.py) is set aside first; fold k is then
+The holdout (services.training.dataset.split, as in bench/quality.py) is set aside first; fold k is then
 `split(train, holdout=0.14, salt=f"dev{k}")` of the rest. With --few N, N labels per class are
 drawn from the rest (numpy seed k + 1) and the other texts are the unlabeled pool, as a run with
 few labels per class reads its kind's unlabeled events. A change is a SIFT_* setting in the
@@ -36,10 +36,14 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import quality  # noqa: E402
 
-from services import training  # noqa: E402
 from services.classify import serving as classify  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.embedding.encoder import resolve_device, set_threads  # noqa: E402
+from services.training import (  # noqa: E402
+    dataset,
+    heads,
+    tuning,
+)
 
 
 def main() -> None:
@@ -54,12 +58,12 @@ def main() -> None:
     set_threads(settings.threads_for_this_process())
     device = resolve_device(args.device)
     examples = quality.load(args.data / args.dataset / "train.csv")
-    train, _holdout = training.split(examples, holdout=0.2)  # the holdout is never read below
+    train, _holdout = dataset.split(examples, holdout=0.2)  # the holdout is never read below
     descriptions = (
         quality.SENTIMENT if args.dataset == "fpb" else {x: classify.describe(x) for x in {e.label for e in examples}}
     )
     for fold in (int(k) for k in args.folds.split(",")):
-        rest, dev = training.split(train, holdout=0.14, salt=f"dev{fold}")
+        rest, dev = dataset.split(train, holdout=0.14, salt=f"dev{fold}")
         unlabeled: list[str] = []
         if args.few:
             chosen = quality.few_per_label(rest, args.few, fold + 1)
@@ -67,9 +71,9 @@ def main() -> None:
             unlabeled, rest = [e.text for e in rest if e not in picked], chosen
         with tempfile.TemporaryDirectory() as tmp:
             started = time.perf_counter()
-            labeled = training.with_label_descriptions(rest, descriptions, settings)
-            fit, val = training.fine_tune_split(labeled, settings)
-            report, classifier = training.fine_tune(
+            labeled = dataset.with_label_descriptions(rest, descriptions, settings)
+            fit, val = dataset.fine_tune_split(labeled, settings)
+            report, classifier = tuning.fine_tune(
                 settings.model_path,
                 fit,
                 out_dir=Path(tmp),
@@ -78,8 +82,8 @@ def main() -> None:
                 progress=lambda *_: None,
                 unlabeled=unlabeled,
             )
-            encoder = training.load_tuned(Path(tmp), settings=settings, device=device, backend=settings.encoder_backend)
-            head, head_report = training.head_after_fine_tune(
+            encoder = tuning.load_tuned(Path(tmp), settings=settings, device=device, backend=settings.encoder_backend)
+            head, head_report = heads.head_after_fine_tune(
                 encoder, labeled, fit=fit, val=val, unlabeled=unlabeled, settings=settings, classifier=classifier
             )
             vectors, gold = np.asarray(encoder.encode([e.text for e in dev])), [e.label for e in dev]
@@ -92,9 +96,9 @@ def main() -> None:
                 "epochs": report["epochs"],
                 "soup": report["soup"],
                 "seconds": round(time.perf_counter() - started),
-                "head": training.evaluate(head, vectors, gold)["accuracy"],
+                "head": heads.evaluate(head, vectors, gold)["accuracy"],
                 "head_c": head_report["head_c"],
-                "classifier": training.evaluate(classifier, vectors, gold)["accuracy"],
+                "classifier": heads.evaluate(classifier, vectors, gold)["accuracy"],
             }
         print(json.dumps(result), flush=True)
 

@@ -2,7 +2,7 @@
 
     python bench/match.py ../shared/data/banking77/train.csv [--skip-fine-tune] [--latency-queries 300] [--socket-only]
 
-The file is split with Sift's own deterministic stratified split (services.training.runs.split, 20%
+The file is split with Sift's own deterministic stratified split (services.training.dataset.split, 20%
 holdout, the one a training run makes). Each intent is an FAQ entry: id = the intent, question =
 its first training text, paraphrases = its other training texts. The holdout texts are the
 queries; a query is answered right when the entry ranked first is its intent (top-1), or when

@@ -4,12 +4,12 @@
                             [--backends torch,onnx-int8] [--device auto|cpu|cuda]
 
 For each dataset (Banking77 `intent`, Financial PhraseBank `sentiment`) the training file is split
-with Sift's own deterministic stratified split (services.training.runs.split, 20% holdout), then on
+with Sift's own deterministic stratified split (services.training.dataset.split, 20% holdout), then on
 the same holdout, in this run:
   ref  TF-IDF (word 1-2 grams + char 2-5 grams) + logistic regression;
   (a)  zero-shot: Sift's zero-shot head over the label descriptions;
-  (b)  a head on frozen embeddings (services.training.runs.fit_head);
-  (c)  a head after fine-tuning the encoder (services.training.runs.fine_tune, the code a run uses).
+  (b)  a head on frozen embeddings (services.training.heads.fit_head);
+  (c)  a head after fine-tuning the encoder (services.training.tuning.fine_tune, the code a run uses).
 For Banking77 also with --few labels per class: the first ones in the split's hash order, and
 --draws random draws (numpy's generator seeded 1..N); the last lines give the mean over all draws
 (a single draw of 10 per class moves a frozen-embedding head by about +-0.7 points, sd).
@@ -41,10 +41,14 @@ sys.path.insert(0, str(ROOT))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from services import training  # noqa: E402
 from services.classify import serving as classify  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.embedding.encoder import Encoder, resolve_device, set_threads  # noqa: E402
+from services.training import (  # noqa: E402
+    dataset,
+    heads,
+    tuning,
+)
 
 SENTIMENT = {
     "negative": "bad news for the company: losses, falling sales, layoffs, a lower forecast",
@@ -53,36 +57,36 @@ SENTIMENT = {
 }
 
 
-def load(path: Path) -> list[training.Example]:
+def load(path: Path) -> list[dataset.Example]:
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     column = "category" if "category" in rows[0] else "label"
-    return [training.Example(r["text"], r[column]) for r in rows if r["text"].strip()]
+    return [dataset.Example(r["text"], r[column]) for r in rows if r["text"].strip()]
 
 
-def few_per_label(train: list[training.Example], n: int, seed: int | None = None) -> list[training.Example]:
+def few_per_label(train: list[dataset.Example], n: int, seed: int | None = None) -> list[dataset.Example]:
     """n examples of each label: the first ones in the split's hash order (seed None), or a
     random draw with numpy's generator seeded with seed."""
     if seed is None:
-        out: list[training.Example] = []
+        out: list[dataset.Example] = []
         seen: dict[str, int] = defaultdict(int)
         for example in train:  # split() returns each label's examples in hash order
             if seen[example.label] < n:
                 out.append(example)
                 seen[example.label] += 1
         return out
-    by_label: dict[str, list[training.Example]] = defaultdict(list)
+    by_label: dict[str, list[dataset.Example]] = defaultdict(list)
     for example in train:
         by_label[example.label].append(example)
     rng = np.random.default_rng(seed)
-    drawn: list[training.Example] = []
+    drawn: list[dataset.Example] = []
     for label in sorted(by_label):
         group = by_label[label]
         drawn += [group[i] for i in sorted(rng.choice(len(group), size=min(n, len(group)), replace=False))]
     return drawn
 
 
-def tfidf(train: list[training.Example], test: list[training.Example]) -> dict[str, Any]:
+def tfidf(train: list[dataset.Example], test: list[dataset.Example]) -> dict[str, Any]:
     from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -105,27 +109,27 @@ def tfidf(train: list[training.Example], test: list[training.Example]) -> dict[s
     }
 
 
-def head_on(encoder: Encoder, train: list[training.Example], test: list[training.Example]) -> dict[str, Any]:
+def head_on(encoder: Encoder, train: list[dataset.Example], test: list[dataset.Example]) -> dict[str, Any]:
     started = time.perf_counter()
-    head = training.fit_head(encoder.encode([e.text for e in train]), [e.label for e in train])
+    head = heads.fit_head(encoder.encode([e.text for e in train]), [e.label for e in train])
     seconds = time.perf_counter() - started
-    result = training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])
+    result = heads.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])
     return {**result, "train_s": round(seconds, 1)}
 
 
 def zero_shot(
-    encoder: Encoder, labels: dict[str, str], test: list[training.Example], settings: Settings
+    encoder: Encoder, labels: dict[str, str], test: list[dataset.Example], settings: Settings
 ) -> dict[str, Any]:
     names = sorted(labels)
     head = classify.Head.zero_shot(
         names, encoder.encode([labels[n] for n in names]), temperature=settings.zero_shot_temperature
     )
-    return {**training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test]), "train_s": 0.0}
+    return {**heads.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test]), "train_s": 0.0}
 
 
 def tuned(
-    train: list[training.Example],
-    test: list[training.Example],
+    train: list[dataset.Example],
+    test: list[dataset.Example],
     settings: Settings,
     workdir: Path,
     unlabeled: list[str],
@@ -136,9 +140,9 @@ def tuned(
     """Fine-tune once (the code a run uses), then per backend: load the encoder on it, fit the
     head on its vectors, evaluate. Training time is the fine-tuning plus that backend's head."""
     started = time.perf_counter()
-    train = training.with_label_descriptions(train, descriptions, settings)  # as a run does
-    fit, val = training.fine_tune_split(train, settings)
-    report, classifier = training.fine_tune(
+    train = dataset.with_label_descriptions(train, descriptions, settings)  # as a run does
+    fit, val = dataset.fine_tune_split(train, settings)
+    report, classifier = tuning.fine_tune(
         settings.model_path,
         fit,
         out_dir=workdir,
@@ -151,12 +155,12 @@ def tuned(
     out: dict[str, dict[str, Any]] = {}
     for backend in backends:
         started = time.perf_counter()
-        encoder = training.load_tuned(workdir, settings=settings, device=device, backend=backend)
-        head, head_report = training.head_after_fine_tune(
+        encoder = tuning.load_tuned(workdir, settings=settings, device=device, backend=backend)
+        head, head_report = heads.head_after_fine_tune(
             encoder, train, fit=fit, val=val, unlabeled=unlabeled, settings=settings, classifier=classifier
         )
         seconds = tune_seconds + time.perf_counter() - started
-        result = training.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])
+        result = heads.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test])
         keys = ("seconds", "budget_stopped", "pseudo_labeled", "epochs", "soup", "step_s", "step_s_seen")
         out[backend] = {**result, "train_s": round(seconds, 1), **{k: report[k] for k in keys}, **head_report}
     return out
@@ -211,7 +215,7 @@ def main() -> None:
 
     for name in args.datasets.split(","):
         examples = load(args.data / name / "train.csv")
-        train, test = training.split(examples, holdout=0.2)
+        train, test = dataset.split(examples, holdout=0.2)
         labels = SENTIMENT if name == "fpb" else {x: classify.describe(x) for x in {e.label for e in examples}}
         sets = [] if (args.only_few and name == "banking77") else [(name, train)]
         if name == "banking77" and args.few:

@@ -6,7 +6,7 @@ METHOD: frozen (no fine-tuning), mnrl (MultipleNegativesRanking, one random same
 per text, batches with distinct labels), mnrlall (the same over up to PAIRS_PER_CLASS same-label
 pairs per class), softmax (sentence-transformers SoftmaxLoss over (text, text) pairs), triplet
 (BatchAllTripletLoss, label-grouped batches), bhsm (BatchHardSoftMarginTripletLoss), ce
-(cross-entropy of a linear classifier initialised from a linear probe: what services/training/runs.py
+(cross-entropy of a linear classifier initialised from a linear probe: what services/training/tuning.py
 uses). PER_CLASS 0 = every training text. The holdout: within each label, texts ordered by sha1,
 the first 20%. After training, logistic-regression heads (C = 1, 10, 100) are fit on the tuned
 embeddings and scored on the holdout; prints accuracy, macro-F1 and training wall time.

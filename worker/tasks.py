@@ -36,8 +36,7 @@ from services.events import accept as ingest
 from services.matching import calibration as match_calibration
 from services.matching import faq
 from services.runtime import Runtime, get_runtime
-from services.training import reindex
-from services.training import runs as training
+from services.training import registry, reindex
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +235,7 @@ def reindex_step(self: Task, job_id: int, tenant: str = DEFAULT_TENANT) -> str:
 
 def _kind_of_version(runtime: Runtime, version: str) -> str:
     with runtime.db.session_scope() as session:
-        return training.get_version(session, version=version).kind
+        return registry.get_version(session, version=version).kind
 
 
 @shared_task(bind=True, name=CALIBRATE_MATCH, soft_time_limit=600)
@@ -259,8 +258,8 @@ def train_check(self: Task) -> dict[str, object]:
         s, tenant = runtime.settings, runtime.tenant
         started: list[str] = []
         with runtime.db.session_scope() as session:
-            for task in training.due_tasks(session, min_new_labels=s.train_min_new_labels):
-                started.append(training.new_run(session, task=task, trigger="schedule").id)
+            for task in registry.due_tasks(session, min_new_labels=s.train_min_new_labels):
+                started.append(registry.new_run(session, task=task, trigger="schedule").id)
             running, recent = reindex.jobs_to_resume(session, now=datetime.now(UTC))
         for run_id in started:
             send(self.app, TRAIN_RUN, run_id, tenant)

@@ -254,11 +254,11 @@ def train(
 
     from services.enqueue import CALIBRATE_MATCH, REINDEX, make_celery, send
     from services.runtime import get_runtime
-    from services.training import runs as training
+    from services.training import registry
 
     runtime = get_runtime()
     with runtime.db.session_scope() as session:
-        names = [task] if task else training.due_tasks(session, min_new_labels=1)
+        names = [task] if task else registry.due_tasks(session, min_new_labels=1)
     if not names:
         console.print("no task has new labels; nothing to train")
         return
@@ -266,7 +266,7 @@ def train(
     for name in names:
         try:
             with runtime.db.session_scope() as session:
-                run_id = training.new_run(session, task=name, trigger="cli").id
+                run_id = registry.new_run(session, task=name, trigger="cli").id
             columns = (
                 TextColumn(f"{name} {{task.fields[stage]}}"),
                 BarColumn(),
@@ -308,11 +308,11 @@ def _progress_to(progress: Any, bar: Any) -> Callable[[str, float], None]:
 def models_list(task: Annotated[str | None, typer.Option()] = None) -> None:
     """Model versions, newest first, with their holdout metrics."""
     from services.runtime import get_runtime
-    from services.training import runs as training
+    from services.training import registry
 
     table = Table("version", "task", "status", "accuracy", "macro-F1", "baseline", "labels", "created")
     with get_runtime().db.session_scope() as session:
-        for v in training.list_versions(session, task=task):
+        for v in registry.list_versions(session, task=task):
             m = v.metrics
             table.add_row(
                 v.version,
@@ -332,12 +332,12 @@ def models_activate(version: str) -> None:
     """Make a version active (rollback); re-indexes first when it uses another encoder."""
     from services.enqueue import REINDEX, make_celery, send
     from services.runtime import get_runtime
-    from services.training import runs as training
+    from services.training import runs
 
     runtime = get_runtime()
     try:
         with runtime.db.session_scope() as session:
-            job = training.activate(session, version=version, settings=runtime.settings)
+            job = runs.activate(session, version=version, settings=runtime.settings)
     except DomainError as exc:
         raise _fail(_message(exc)) from exc
     if job is None:

@@ -1,7 +1,7 @@
 """Calibrating match confidence on labeled tickets the served models have not trained on.
 
 The examples are the `intent` labels in force whose label is an FAQ id: those in the training
-holdout (services.training.runs.split, the same deterministic split a training run makes, so the
+holdout (services.training.dataset.split, the same deterministic split a training run makes, so the
 served head never saw them), plus every `rejected` outcome (never trained on), minus any ticket
 whose text is itself an indexed paraphrase (it would match itself). Each is matched with the
 served models; a logistic regression maps (top score, margin, similarity) to P(first answer
@@ -26,8 +26,8 @@ from services.db.models import Faq, MatchCalibration
 from services.errors import InvalidInput
 from services.matching.faq import KIND, texts_of
 from services.matching.matcher import INTENT_TASK, Calibration, Matcher, intent_version
+from services.training import dataset
 from services.training import labels as label_repo
-from services.training import runs as training
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +106,8 @@ def calibrate(matcher: Matcher, *, now: datetime | None = None) -> MatchCalibrat
         rows = label_repo.current(session, task=INTENT_TASK, with_rejected=True)
         faqs = {f.id: texts_of(f.question, f.paraphrases) for f in session.scalars(select(Faq))}
     indexed = {t for texts in faqs.values() for t in texts}
-    accepted = [training.Example(r.text, r.label) for r in rows if r.outcome != "rejected"]
-    _, holdout = training.split(accepted, holdout=s.train_holdout, min_per_label=s.train_min_holdout_per_label)
+    accepted = [dataset.Example(r.text, r.label) for r in rows if r.outcome != "rejected"]
+    _, holdout = dataset.split(accepted, holdout=s.train_holdout, min_per_label=s.train_min_holdout_per_label)
     examples = [(e.text, e.label, True) for e in holdout if e.label in faqs and e.text.strip() not in indexed]
     examples += [(r.text, r.label, False) for r in rows if r.outcome == "rejected" and r.text.strip() not in indexed]
     if len(examples) < s.match_min_calibration_examples:

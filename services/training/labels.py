@@ -80,6 +80,24 @@ def record(
     for name, task in tasks.items():
         admit_labels(task, [x.label for x in labels if x.task == name])
 
+    subjects, new_event_ids = _subjects(
+        session, labels, tasks=tasks, events=events, max_text_chars=max_text_chars, now=now
+    )
+    written, unchanged = _write(session, subjects, source=source, now=now)
+    return Recorded(written=written, unchanged=unchanged, new_event_ids=new_event_ids)
+
+
+def _subjects(
+    session: Session,
+    labels: Sequence[LabelIn],
+    *,
+    tasks: dict[str, ClassTask],
+    events: dict[str, Event],
+    max_text_chars: int,
+    now: datetime,
+) -> tuple[list[tuple[str, str, LabelIn]], list[str]]:
+    """(event id, text, label) for every label; a label given with its text creates the event
+    (queued for processing) and returns its id among the new ones."""
     texts: list[ingest.EventIn] = []
     subjects: list[tuple[str, str, LabelIn]] = []
     for item in labels:
@@ -96,7 +114,13 @@ def record(
         unique = list({e.id: e for e in texts}.values())
         limits = ingest.Limits(max_events=len(unique), max_text_chars=max_text_chars)
         new_event_ids = ingest.accept(session, events=unique, limits=limits, now=now).queued
+    return subjects, new_event_ids
 
+
+def _write(
+    session: Session, subjects: list[tuple[str, str, LabelIn]], *, source: str, now: datetime
+) -> tuple[int, int]:
+    """Write each label that changes what is in force (superseding the old one); (written, unchanged)."""
     written = unchanged = 0
     in_force = {
         (row.event_id, row.task): row
@@ -125,7 +149,7 @@ def record(
         in_force[(event_id, item.task)] = row
         written += 1
     session.flush()
-    return Recorded(written=written, unchanged=unchanged, new_event_ids=new_event_ids)
+    return written, unchanged
 
 
 def check(

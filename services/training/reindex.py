@@ -35,6 +35,7 @@ from services.embedding.encoder import model_version
 from services.errors import NotFound
 from services.events.pipeline import event_payload, text_to_embed
 from services.matching import faq
+from services.training.registry import encoder_path, switch_active
 from services.vectors.base import VectorPoint, VectorStore
 from services.vectors.schema import collection_for, payload_indexes
 
@@ -51,7 +52,6 @@ def current_encoder(session: Session, *, kind: str, settings: Settings) -> str:
 def start_job(session: Session, *, version: ModelVersion, settings: Settings) -> int:
     """A job that moves version.kind onto version's encoder; an older running job of the kind is
     cancelled (its version goes back to candidate)."""
-    from services.training.runs import encoder_path
 
     now = datetime.now(UTC)
     for old in session.scalars(
@@ -108,7 +108,6 @@ class Reindexer:
 
     def step(self, job_id: int, *, max_seconds: float = 20.0, pages: int | None = None) -> str:
         """Embed pages until max_seconds (or `pages` pages) are spent; returns the job's status."""
-        from services.training.runs import encoder_path
 
         with self.sessions() as session:
             job = get_job(session, job_id=job_id)
@@ -152,7 +151,6 @@ class Reindexer:
 
     def catch_up(self, job_id: int) -> int:
         """Re-embed events of the kind processed since the job started with another encoder."""
-        from services.training.runs import encoder_path
 
         with self.sessions() as session:
             job = get_job(session, job_id=job_id)
@@ -227,7 +225,6 @@ class Reindexer:
             after = rows[-1].id
 
     def _switch(self, job_id: int) -> None:
-        from services.training.runs import encoder_path, switch_active
 
         with self.sessions() as session:
             job = get_job(session, job_id=job_id)

@@ -25,8 +25,7 @@ from services.errors import InvalidInput
 from services.events import accept as ingest
 from services.matching import faq
 from services.runtime import Runtime, reset_runtime
-from services.training import labels
-from services.training import runs as training
+from services.training import dataset, labels, registry, runs, tuning
 from services.training.reindex import Reindexer
 from tests.conftest import authorize, settings_for
 from worker.tasks import run_batch
@@ -80,9 +79,9 @@ def add_support_task(rt: Runtime) -> None:
         )
 
 
-def train(rt: Runtime, task: str) -> training.Outcome:
+def train(rt: Runtime, task: str) -> runs.Outcome:
     with rt.db.session_scope() as s:
-        run_id = training.new_run(s, task=task).id
+        run_id = registry.new_run(s, task=task).id
     return rt.trainer.execute(run_id)
 
 
@@ -194,7 +193,7 @@ def test_a_run_promotes_a_better_head_and_a_running_worker_reloads_it(runtime: R
     assert outcome.metrics["holdout"] >= 2 and outcome.metrics["train"] + outcome.metrics["holdout"] == 24
     assert outcome.metrics["description_examples"] == 2  # 12 labels per class are few: each name is an example too
     with runtime.db.session_scope() as s:
-        assert training.get_version(s, version=outcome.version).status == "active"
+        assert registry.get_version(s, version=outcome.version).status == "active"
 
     # The same worker process (its ActiveModels already loaded) serves the new head without a restart.
     accept(runtime, [("ticket", "my spare card never came"), ("ticket", "refund the lamp please")])
@@ -212,26 +211,26 @@ def test_a_run_that_is_not_better_is_not_promoted_and_rollback_works(runtime: Ru
     assert first.promoted and not second.promoted
     assert any("not promoted" in note for note in second.notes)
     with runtime.db.session_scope() as s:
-        assert training.get_version(s, version=second.version).status == "rejected"
-        assert training.activate(s, version=second.version, settings=runtime.settings) is None  # by hand
+        assert registry.get_version(s, version=second.version).status == "rejected"
+        assert runs.activate(s, version=second.version, settings=runtime.settings) is None  # by hand
     with runtime.db.session_scope() as s:
-        statuses = {v.version: v.status for v in training.list_versions(s, task="support")}
+        statuses = {v.version: v.status for v in registry.list_versions(s, task="support")}
     assert statuses == {first.version: "retired", second.version: "active"}
     with runtime.db.session_scope() as s:  # rollback
-        training.activate(s, version=first.version, settings=runtime.settings)
+        runs.activate(s, version=first.version, settings=runtime.settings)
     with runtime.db.session_scope() as s:
-        statuses = {v.version: v.status for v in training.list_versions(s, task="support")}
+        statuses = {v.version: v.status for v in registry.list_versions(s, task="support")}
     assert statuses == {first.version: "active", second.version: "retired"}
 
 
 def test_the_beat_check_starts_a_run_only_with_enough_new_labels(runtime: Runtime) -> None:
     add_support_task(runtime)
     with runtime.db.session_scope() as s:
-        assert training.due_tasks(s, min_new_labels=25) == []
-        assert training.due_tasks(s, min_new_labels=24) == ["support"]
+        assert registry.due_tasks(s, min_new_labels=25) == []
+        assert registry.due_tasks(s, min_new_labels=24) == ["support"]
     train(runtime, "support")
     with runtime.db.session_scope() as s:
-        assert training.due_tasks(s, min_new_labels=1) == []
+        assert registry.due_tasks(s, min_new_labels=1) == []
 
 
 def test_a_reindex_is_interrupted_resumed_and_searches_answer_throughout(runtime: Runtime, encoder: Encoder) -> None:
@@ -246,7 +245,7 @@ def test_a_reindex_is_interrupted_resumed_and_searches_answer_throughout(runtime
     shutil.copytree(outcome_path(runtime, outcome.version), artifact)
     encoder._model.save(str(artifact / "encoder"))
     with runtime.db.session_scope() as s:
-        base = training.get_version(s, version=outcome.version)
+        base = registry.get_version(s, version=outcome.version)
         s.add(
             ModelVersion(
                 version="support-tuned",
@@ -262,7 +261,7 @@ def test_a_reindex_is_interrupted_resumed_and_searches_answer_throughout(runtime
             )
         )
     with runtime.db.session_scope() as s:
-        job_id = training.activate(s, version="support-tuned", settings=runtime.settings)
+        job_id = runs.activate(s, version="support-tuned", settings=runtime.settings)
     assert job_id is not None
 
     query = encoder.encode(["ticket number 3 about my card"])[0]
@@ -282,7 +281,7 @@ def test_a_reindex_is_interrupted_resumed_and_searches_answer_throughout(runtime
         job = s.get(ReindexJob, job_id)
         assert job is not None and job.done == 8 and job.cursor
         assert s.get(KindEncoder, "ticket") is None  # not switched: readers still use the old collection
-        assert training.get_version(s, version="support-tuned").status == "reindexing"
+        assert registry.get_version(s, version="support-tuned").status == "reindexing"
     assert search()[0].payload["event_id"] == "ticket-3"
 
     # "Crash": a new reindexer (as in a restarted worker) resumes from the cursor.
@@ -295,7 +294,7 @@ def test_a_reindex_is_interrupted_resumed_and_searches_answer_throughout(runtime
         alias = s.get(KindEncoder, "ticket")
         assert job is not None and job.done == job.total == 10  # 8 before the crash, 2 after: not restarted
         assert alias is not None and alias.collection == job.collection != "sift_ticket"
-        assert training.get_version(s, version="support-tuned").status == "active"
+        assert registry.get_version(s, version="support-tuned").status == "active"
     hits = search()
     assert runtime.models.for_kind("ticket").collection == alias.collection
     assert hits[0].payload["event_id"] == "ticket-3" and hits[0].payload["model_version"] == "support-tuned"
@@ -309,7 +308,7 @@ def test_a_reindex_is_interrupted_resumed_and_searches_answer_throughout(runtime
 
 def outcome_path(rt: Runtime, version: str) -> Path:
     with rt.db.session_scope() as s:
-        return Path(training.get_version(s, version=version).artifact_path)
+        return Path(registry.get_version(s, version=version).artifact_path)
 
 
 def test_head_math() -> None:
@@ -322,9 +321,9 @@ def test_head_math() -> None:
 
 
 def fine_tune_on_cpu(
-    settings: Settings, labeled: list[training.Example], out_dir: Path, **options: Any
+    settings: Settings, labeled: list[dataset.Example], out_dir: Path, **options: Any
 ) -> tuple[dict[str, Any], classify.Head]:
-    return training.fine_tune(
+    return tuning.fine_tune(
         settings.model_path,
         labeled,
         out_dir=out_dir,
@@ -341,14 +340,14 @@ def test_self_training_fine_tunes_on_repeated_labels_and_pseudo_labels(tmp_path:
         f"I forgot the PIN code for my {w} card" for w in ("visa", "debit", "new", "credit", "metal")
     ]
     groups = {"card_arrival": CARD[:10], "refund": REFUND[:10], "pin": pin}
-    labeled = [training.Example(t, label) for label, texts in groups.items() for t in texts[:4]]
+    labeled = [dataset.Example(t, label) for label, texts in groups.items() for t in texts[:4]]
     unlabeled = [t for texts in groups.values() for t in texts[4:8]]
     report, classifier = fine_tune_on_cpu(settings, labeled, tmp_path / "run", unlabeled=unlabeled)
     # Each person's label counts SIFT_TRAIN_LABEL_REPEATS (3) times against a pseudo-label's once.
     assert (report["examples"], report["label_repeats"]) == (12, 3) and report["pseudo_labeled"] == 12
     assert report["trained_on"] == 3 * 12 + report["pseudo_labeled"]
     assert report["soup"] == 1  # self-training fine-tunes once, whatever SIFT_TRAIN_SOUP says
-    tuned = training.load_tuned(tmp_path / "run", settings=settings, device="cpu", backend="torch")
+    tuned = tuning.load_tuned(tmp_path / "run", settings=settings, device="cpu", backend="torch")
     held_out = [t for texts in groups.values() for t in texts[8:10]]
     assert classifier.predict(tuned.encode(held_out)) == [label for label in groups for _ in range(2)]
 
@@ -356,8 +355,8 @@ def test_self_training_fine_tunes_on_repeated_labels_and_pseudo_labels(tmp_path:
 def test_a_fine_tuning_short_of_time_trains_fewer_epochs_and_ends_by_its_deadline(tmp_path: Path) -> None:
     # 1,000 epochs of 24 examples wanted (about 3,000 steps: many minutes on a CPU), 25 s given.
     settings = settings_for(tmp_path, train_batch_size=8, train_min_examples_seen=24_000, train_max_epochs=1000)
-    labeled = [training.Example(t, "card_arrival") for t in CARD[:12]] + [
-        training.Example(t, "refund") for t in REFUND[:12]
+    labeled = [dataset.Example(t, "card_arrival") for t in CARD[:12]] + [
+        dataset.Example(t, "refund") for t in REFUND[:12]
     ]
     deadline = time.monotonic() + 25
     report, _ = fine_tune_on_cpu(settings, labeled, tmp_path / "run", deadline=deadline)
@@ -389,7 +388,7 @@ def test_a_run_with_enough_labels_fine_tunes_the_encoder_and_reindexes(runtime: 
     path = outcome_path(runtime, outcome.version)
     assert (path / "encoder" / "config_sentence_transformers.json").is_file() and (path / "head.npz").is_file()
     with runtime.db.session_scope() as s:
-        assert training.get_version(s, version=outcome.version).status == "reindexing"
+        assert registry.get_version(s, version=outcome.version).status == "reindexing"
     assert runtime.reindexer.step(outcome.reindex_job) == "switched"
     accept(runtime, [("ticket", "refund my lamp")])
     run_batch(["ticket-0"])

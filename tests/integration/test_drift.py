@@ -21,8 +21,7 @@ from services.db.models import Alert
 from services.embedding.encoder import Encoder
 from services.events import accept as ingest
 from services.runtime import Runtime, reset_runtime
-from services.training import labels
-from services.training import runs as training
+from services.training import labels, registry, runs
 from tests.conftest import authorize, settings_for
 from worker import tasks
 from worker.tasks import run_batch
@@ -185,11 +184,11 @@ def test_drift_against_a_trained_models_snapshot(runtime: Runtime) -> None:
         )
     assert run_batch(recorded.new_event_ids)["done"] == len(labeled)  # the labeled texts have vectors
     with runtime.db.session_scope() as s:
-        run_id = training.new_run(s, task="intent").id
+        run_id = registry.new_run(s, task="intent").id
     outcome = runtime.trainer.execute(run_id)
     if not outcome.promoted:  # a tiny holdout may not beat zero-shot: serve it anyway
         with runtime.db.session_scope() as s:
-            training.activate(s, version=outcome.version, settings=runtime.settings)
+            runs.activate(s, version=outcome.version, settings=runtime.settings)
     process(runtime, [text for text, _ in BANKING[30:50]], "same")
     calm = measure(runtime)["intent"]
     process(runtime, SHIFTED, "shift")

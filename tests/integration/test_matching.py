@@ -19,8 +19,7 @@ from services.embedding.encoder import Encoder
 from services.events import accept as ingest
 from services.matching import calibration as match_calibration
 from services.runtime import Runtime, reset_runtime
-from services.training import labels
-from services.training import runs as training
+from services.training import dataset, labels
 from tests.conftest import authorize, settings_for
 from worker.tasks import run_batch
 
@@ -219,7 +218,7 @@ def test_feedback_becomes_an_intent_label_and_a_resolved_ticket_a_paraphrase(
     manual = {"event_id": "t-9", "task": "intent", "label": "card_arrival", "outcome": "manual"}
     assert client.post("/v1/labels", json={"labels": [manual]}).status_code == 201
     with runtime.db.session_scope() as s:
-        snapshot = training.take_snapshot(s, task="intent")
+        snapshot = dataset.take_snapshot(s, task="intent")
         assert [(e.text, e.label) for e in snapshot.examples] == [
             ("the plastic thing with my name on it is missing", "card_arrival")
         ]

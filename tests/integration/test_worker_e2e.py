@@ -25,8 +25,7 @@ from services.embedding.encoder import Encoder
 from services.enqueue import Enqueuer, make_celery, queue_depths
 from services.events import accept as ingest
 from services.runtime import reset_runtime
-from services.training import labels
-from services.training import runs as training
+from services.training import labels, registry
 from services.vectors import open_store
 from services.vectors.schema import collection_for
 from tests.conftest import settings_for
@@ -176,7 +175,7 @@ def test_a_running_worker_serves_a_newly_promoted_version(
         d.wait(lambda: d.counts().get("done", 0) >= 25, 120, "the first events done")
         with d.db.session_scope() as s:
             assert s.get(Event, "before-0").predictions["support"]["zero_shot"] is True  # type: ignore[union-attr]
-            run_id = training.new_run(s, task="support").id
+            run_id = registry.new_run(s, task="support").id
         outcome = runtime.trainer.execute(run_id)
         assert outcome.promoted
         time.sleep(1.5)  # SIFT_MODEL_RELOAD_S

@@ -7,15 +7,10 @@ import random
 import numpy as np
 
 from services.config import Settings
-from services.training.runs import (
-    Example,
-    epochs_for,
-    fit_head,
-    neighbour_smoothed,
-    precision_args,
-    split,
-    with_label_descriptions,
-)
+from services.training.budget import epochs_for
+from services.training.dataset import Example, split, with_label_descriptions
+from services.training.heads import fit_head, neighbour_smoothed
+from services.training.tuning import precision_args
 
 
 def examples() -> list[Example]:
@@ -58,7 +53,7 @@ def test_small_label_sets_get_more_epochs_within_bounds() -> None:
 def test_self_training_adds_only_confident_predictions() -> None:
     import numpy as np
 
-    from services.training.runs import pseudo_label, train_head
+    from services.training.heads import pseudo_label, train_head
 
     def encode(texts: list[str]) -> np.ndarray:  # "left ..." near (1, 0), "right ..." near (0, 1), "mid" between
         return np.array(
@@ -111,7 +106,7 @@ def test_self_training_keeps_the_classifier_trained_with_the_encoder() -> None:
     from types import SimpleNamespace
 
     from services.classify.serving import Head
-    from services.training.runs import head_after_fine_tune
+    from services.training.heads import head_after_fine_tune
 
     def encode(texts: list[str]) -> np.ndarray:
         return np.array([[1.0, 0.0] if t.startswith("left") else [0.0, 1.0] for t in texts], dtype=np.float32)
@@ -147,7 +142,7 @@ def test_self_training_keeps_the_classifier_trained_with_the_encoder() -> None:
 
 
 def test_the_head_c_is_chosen_by_log_loss_on_val() -> None:
-    from services.training.runs import HEAD_CS, choose_c_on
+    from services.training.heads import HEAD_CS, choose_c_on
 
     rng = np.random.default_rng(0)
 
@@ -182,7 +177,7 @@ def test_averaged_heads_mean_their_logits() -> None:
 
 
 def test_epochs_shrink_to_the_time_left_and_never_below_one_step() -> None:
-    from services.training.runs import fit_epochs
+    from services.training.budget import fit_epochs
 
     # 1,000 examples, 2 epochs, batch 10: 200 steps of 0.5 s = 100 s.
     assert fit_epochs(2.0, examples=1000, batch_size=10, step_s=0.5, seconds=150.0) == 2.0
@@ -194,7 +189,7 @@ def test_epochs_shrink_to_the_time_left_and_never_below_one_step() -> None:
 def test_a_soup_is_the_mean_of_its_members_weights_and_keeps_integer_buffers() -> None:
     import torch
 
-    from services.training.runs import averaged_state
+    from services.training.tuning import averaged_state
 
     first = {"w": torch.tensor([[1.0, 2.0]]), "ids": torch.tensor([0, 1, 2])}
     second = {"w": torch.tensor([[3.0, -2.0]]), "ids": torch.tensor([0, 1, 2])}
@@ -205,7 +200,7 @@ def test_a_soup_is_the_mean_of_its_members_weights_and_keeps_integer_buffers() -
 
 
 def test_remembered_encodes_each_distinct_text_once_and_keeps_the_order() -> None:
-    from services.training.runs import remembered
+    from services.training.heads import remembered
 
     calls: list[list[str]] = []
 
@@ -221,7 +216,7 @@ def test_remembered_encodes_each_distinct_text_once_and_keeps_the_order() -> Non
 
 
 def test_the_timed_batch_is_padded_like_a_typical_one_not_like_the_longest_text() -> None:
-    from services.training.runs import typical_batch
+    from services.training.budget import typical_batch
 
     # 990 texts of 10 tokens and 10 of 120: a random batch of 32 holds a 120-token text about a
     # quarter of the time, so the typical batch is padded to 10 tokens, and is a real batch.

@@ -14,7 +14,7 @@ from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep
 from services.db.models import ModelVersion, ReindexJob, TrainingRun, as_utc
 from services.enqueue import REINDEX, TRAIN_RUN, send
-from services.training import runs as training
+from services.training import registry, runs
 
 router = APIRouter(prefix="/v1", tags=["training"])
 
@@ -115,7 +115,7 @@ def run_out(run: TrainingRun) -> RunOut:
 def start_run(body: RunIn, request: Request, runtime: RuntimeDep) -> RunCreated:
     """Queue a training run of a task on the train queue."""
     with runtime.db.session_scope() as session:
-        run_id = training.new_run(session, task=body.task, trigger="api").id
+        run_id = registry.new_run(session, task=body.task, trigger="api").id
     send(request.app.state.enqueuer_app, TRAIN_RUN, run_id, runtime.tenant)
     return RunCreated(run_id=run_id)
 
@@ -123,13 +123,13 @@ def start_run(body: RunIn, request: Request, runtime: RuntimeDep) -> RunCreated:
 @router.get("/training/runs/{run_id}", response_model=RunOut)
 def get_run(run_id: str, session: SessionDep) -> RunOut:
     """A run's status, stage and progress; metrics, promoted and model_version when it is done."""
-    return run_out(training.get_run(session, run_id=run_id))
+    return run_out(registry.get_run(session, run_id=run_id))
 
 
 @router.get("/models", response_model=ModelsOut)
 def list_models(session: SessionDep, task: str | None = None) -> ModelsOut:
     """Model versions with their metrics, which one is active, and re-index jobs."""
-    versions = [version_out(v) for v in training.list_versions(session, task=task)]
+    versions = [version_out(v) for v in registry.list_versions(session, task=task)]
     jobs = session.scalars(select(ReindexJob).order_by(ReindexJob.id.desc()).limit(20))
     reindex = [
         ReindexOut(
@@ -150,8 +150,8 @@ def list_models(session: SessionDep, task: str | None = None) -> ModelsOut:
 def activate(version: str, request: Request, runtime: RuntimeDep) -> Activated:
     """Make a version active (a rollback, or a candidate promoted by hand)."""
     with runtime.db.session_scope() as session:
-        job = training.activate(session, version=version, settings=runtime.settings)
-        status = training.get_version(session, version=version).status
+        job = runs.activate(session, version=version, settings=runtime.settings)
+        status = registry.get_version(session, version=version).status
     if job is not None:
         send(request.app.state.enqueuer_app, REINDEX, job, runtime.tenant)
     return Activated(version=version, status=status, reindex_job=job)
