@@ -29,8 +29,6 @@ resolves to a loopback, private or link-local address (DNS rebinding) is refused
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 import socket
@@ -48,6 +46,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services import metrics
+from services.alerts.signing import SIGNATURE_HEADER, signature_header
 from services.config import Settings
 from services.db.lookup import require
 from services.db.models import Alert, Webhook, WebhookDelivery, as_utc
@@ -56,7 +55,6 @@ from services.errors import InvalidInput, NotFound
 EventType = Literal["alert.raised", "alert.cleared"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
 NON_PUBLIC = ("unspecified", "loopback", "link_local", "multicast", "private", "reserved")  # ipaddress is_* flags
-SIGNATURE_HEADER = "X-Sift-Signature"
 MAX_BACKOFF_S = 3600.0
 MAX_ADDRESSES = 3  # resolved addresses one attempt tries to connect to
 ERROR_CHARS = 500
@@ -173,32 +171,6 @@ def delete_webhook(session: Session, *, webhook_id: str) -> None:
         .execution_options(synchronize_session=False)
     )
     session.flush()
-
-
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """Hex HMAC-SHA256 of f"{timestamp}." + body under secret."""
-    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
-def signature_header(secret: str, body: bytes, timestamp: int) -> str:
-    """The X-Sift-Signature value: t=<unix seconds>,v1=<hex>."""
-    return f"t={timestamp},v1={sign(secret, body, timestamp)}"
-
-
-def verify(secret: str, body: bytes, header: str, *, tolerance_s: float = 300, now: datetime | None = None) -> bool:
-    """True when header signs body under secret and its timestamp is within tolerance_s of now."""
-    timestamp: int | None = None
-    candidates: list[str] = []
-    for part in header.split(","):
-        key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit():
-            timestamp = int(value)
-        elif key == "v1":
-            candidates.append(value)
-    if timestamp is None or abs(_utc(now).timestamp() - timestamp) > tolerance_s:
-        return False
-    expected = sign(secret, body, timestamp)
-    return any(hmac.compare_digest(expected.encode(), c.encode()) for c in candidates)
 
 
 def queue_deliveries(session: Session, *, alert: Alert, event_type: str, now: datetime) -> list[int]:

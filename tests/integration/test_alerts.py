@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from services.alerts import rules as alerts
-from services.alerts import watchlist, webhooks
+from services.alerts import signing, watchlist, webhooks
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Alert, Event, SentimentBucket, WebhookDelivery, as_utc
@@ -295,7 +295,7 @@ def test_the_alerts_task_raises_and_delivers_once_to_a_webhook(
         keys = {headers["X-Sift-Idempotency-Key"] for headers, _ in receiver.requests}
         assert receiver.answered == [500, 200] and len(keys) == 1
         headers, payload = receiver.requests[-1]
-        assert webhooks.verify(SECRET, payload, headers["X-Sift-Signature"])
+        assert signing.verify(SECRET, payload, headers["X-Sift-Signature"])
         assert json.loads(payload)["alert"]["entity"] == "ACME"
     finally:
         receiver.close()

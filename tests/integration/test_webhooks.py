@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.alerts import webhooks
+from services.alerts import signing, webhooks
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Alert, WebhookDelivery, as_utc
@@ -185,8 +185,8 @@ def check_requests(receiver: Receiver, alert_id: int) -> None:
     keys = {headers["X-Sift-Idempotency-Key"] for headers, _ in receiver.requests}
     assert keys == {f"alert-{alert_id}-alert.raised-ops"}
     for headers, body in receiver.requests:
-        assert webhooks.verify(SECRET, body, headers["X-Sift-Signature"], now=T0)
-        assert not webhooks.verify("not-the-secret-at-all", body, headers["X-Sift-Signature"], now=T0)
+        assert signing.verify(SECRET, body, headers["X-Sift-Signature"], now=T0)
+        assert not signing.verify("not-the-secret-at-all", body, headers["X-Sift-Signature"], now=T0)
         assert headers["X-Sift-Event"] == "alert.raised" and headers["Content-Type"] == "application/json"
         assert headers["Host"] == f"127.0.0.1:{receiver.port}"
         assert json.loads(body)["idempotency_key"] == f"alert-{alert_id}-alert.raised-ops"

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from services.alerts.webhooks import WebhookIn, body_bytes, sign, signature_header, verify
+from services.alerts.signing import sign, signature_header, verify
+from services.alerts.webhooks import WebhookIn, body_bytes
 
 SECRET = "s3cret-s3cret-s3cret"
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
