@@ -43,7 +43,7 @@ bench: $(STAMP)
 
 # 10 minutes at 80% of the capacity measured first, on a fresh embedded `sift up`; exits 1 when a bar
 # fails (lost events, 5xx, RSS growth >= 10% between minute 2 and minute 10).
-soak: $(STAMP)  # constant data volume: any memory growth is not the data's (docs/benchmarks.md)
+soak: $(STAMP)  # constant data volume: any memory growth is not the data's (docs/decisions/soak-constant-volume.md)
 	$(BIN)/python bench/soak.py ../shared/data/banking77/train.csv --minutes 10 --id-space 20000
 
 # The peer of `bench/ingest.py --peer infinity`: infinity-emb in a virtual environment of its own,

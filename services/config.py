@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int = Field(0, ge=0, description="0 = the cores this process owns")
     encoder_backend: Literal["auto", "torch", "onnx-int8"] = Field(
-        "auto", description="auto = onnx-int8 on CPU (accuracy cost measured in docs/benchmarks.md), torch on a GPU"
+        "auto", description="auto = onnx-int8 on CPU (docs/decisions/int8-encoder-on-cpu.md), torch on a GPU"
     )
     onnx_dir: Path | None = Field(
         None,
@@ -124,7 +124,9 @@ class Settings(BaseSettings):
     train_soup: int = Field(
         2, ge=1, le=8, description="fine-tunings (seeds) averaged into one when time allows (not in self-training)"
     )
-    train_learning_rate: float = Field(2e-4, gt=0, description="of the encoder fine-tuning (docs/benchmarks.md)")
+    train_learning_rate: float = Field(
+        2e-4, gt=0, description="of the encoder fine-tuning (docs/decisions/fine-tuning-recipe.md)"
+    )
     train_promote_margin: float = Field(
         0.005, ge=0, description="accuracy a new version must add to replace the active one"
     )

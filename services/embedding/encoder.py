@@ -48,7 +48,7 @@ def model_kwargs_for(device: str) -> dict[str, Any]:
 
 
 def resolve_backend(requested: str, device: str) -> str:
-    """auto -> onnx-int8 on CPU (its accuracy cost is measured in docs/benchmarks.md), torch on a
+    """auto -> onnx-int8 on CPU (docs/decisions/int8-encoder-on-cpu.md: its speed and accuracy cost), torch on a
     GPU (fp16 there); onnx-int8 on a GPU is an error."""
     if requested == "auto":
         return "torch" if device.startswith("cuda") else "onnx-int8"
@@ -191,7 +191,7 @@ class Encoder:
         by one of `streams` threads on one core (ONNX Runtime and the tokenizer release the GIL).
         Independent batches side by side need no barrier between cores after every operator, as
         one batch on two threads does, and a thread the API preempts holds back only its own
-        batch: +20 % over one two-thread run on two cores (docs/benchmarks.md)."""
+        batch: +20 % over one two-thread run on two cores (docs/decisions/encode-batch-per-core.md)."""
         import torch
 
         order = np.argsort([-len(t) for t in texts], kind="stable")
