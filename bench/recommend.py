@@ -9,7 +9,7 @@ categories, each with its own products, uses and price range; metadata holds cat
 (log-uniform in the category's range), in_stock (85%), language (a market label: en 70%, de, fr,
 es 10% each; the text is English in all) and brand. The vectors are REAL MODEL EMBEDDINGS of
 those templated texts: the items go in as `product` events through services.events.accept.accept and
-are processed by Sift's own pipeline (worker.tasks.run_batch, at most 512 ids a call), which
+are processed by Sift's own pipeline (the batch use case, Runtime.batch.run, at most 512 ids a call), which
 encodes them with the packaged model (all-MiniLM-L6-v2, 384 dimensions) and upserts them into
 embedded Qdrant; nothing is synthetic about the vectors but the texts they embed. The build
 prints its rate (items/s through run_batch: encode + upsert + record) beside the reference rate
@@ -416,8 +416,6 @@ def settings_for(data_dir: Path) -> Settings:
 
 def ingest_items(rt: Runtime, cat: Catalogue) -> dict[str, Any]:
     """Every item through ingest.accept and the pipeline (run_batch), BATCH ids at a time."""
-    from worker.tasks import run_batch
-
     limits = ingest.Limits(max_events=BATCH, max_text_chars=rt.settings.max_text_chars)
     n = len(cat.events)
     sample = [e.text for e in cat.events[-REFERENCE_TEXTS:]]
@@ -437,7 +435,7 @@ def ingest_items(rt: Runtime, cat: Catalogue) -> dict[str, Any]:
         with rt.db.session_scope() as session:
             ingest.accept(session, events=chunk, limits=limits)
         t1 = time.perf_counter()
-        result = run_batch([e.id for e in chunk if e.id])
+        result = rt.batch.run([e.id for e in chunk if e.id], send=lambda *_: None)
         t2 = time.perf_counter()
         accept_s += t1 - t0
         process_s += t2 - t1

@@ -7,10 +7,11 @@ leaves the events `queued`, and the beat sweep sends them again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery
@@ -34,6 +35,16 @@ BUILD_VECTOR_INDEXES = "sift.train.build_vector_indexes"  # embedded Qdrant only
 ALERTS_PROCESS = "sift.alerts.process"
 ALERTS_SWEEP = "sift.alerts.sweep"
 WEBHOOK_DELIVER = "sift.alerts.deliver"
+
+
+# What a domain function sends its follow-up tasks through: sender(task_name, *args). Workers pass
+# one bound to their Celery app (sender_for); tests pass one that records.
+Sender = Callable[..., None]
+
+
+def sender_for(app: Celery) -> Sender:
+    """A sender that sends tasks by name through app (raises BrokerUnavailable when it is down)."""
+    return functools.partial(send, app)
 
 
 def send(app: Celery, name: str, *args: Any) -> None:

@@ -13,16 +13,23 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
+from sqlalchemy.orm import Session
+
+from services.alerts import rules as alerts
 from services.alerts.watchlist import Linker
 from services.classify.serving import ActiveModels
 from services.config import DEFAULT_TENANT, Settings, get_settings
 from services.db.migrate import upgrade_tenant
 from services.db.session import Database
 from services.embedding.encoder import Encoder, set_threads
+from services.enqueue import ALERTS_PROCESS, CALIBRATE_MATCH
 from services.errors import NotFound
+from services.events.batch import BatchProcessor, FollowUp
 from services.events.pipeline import Pipeline
+from services.matching import faq
 from services.matching.matcher import Matcher
 from services.recommend.feeds import Recommender
 from services.tenancy import tenants
@@ -225,12 +232,37 @@ class Runtime:
         )
 
     @property
+    def batch(self) -> BatchProcessor:
+        """The batch use case over this tenant's pipeline; done news is linked to watched entities
+        in the commit that records it, then evaluated for alerts."""
+        return self._once(
+            "batch",
+            lambda: BatchProcessor(
+                settings=self.settings,
+                sessions=self.db.session_scope,
+                pipeline=self.pipeline,
+                follow_ups={"news": FollowUp(record=self._record_links, then=ALERTS_PROCESS)},
+            ),
+        )
+
+    def _record_links(self, session: Session, event_ids: list[str], now: datetime) -> None:
+        alerts.record_links(session, event_ids=event_ids, settings=self.settings, now=now)
+
+    def _reembed_faqs(self, encoder: Encoder, ticket_collection: str, since: datetime | None) -> int:
+        page = self.settings.reindex_page
+        return faq.reembed(self.db.session_scope, self.store, encoder, ticket_collection, since=since, page=page)
+
+    @property
     def trainer(self) -> Trainer:
         """Executes training runs in this process (on the GPU when there is one)."""
         return self._once(
             "trainer",
             lambda: Trainer(
-                settings=self.settings, sessions=self.db.session_scope, models=self.models, device=self.encoder.device
+                settings=self.settings,
+                sessions=self.db.session_scope,
+                models=self.models,
+                device=self.encoder.device,
+                after_switch={faq.KIND: CALIBRATE_MATCH},  # a new ticket head or encoder changes match scores
             ),
         )
 
@@ -240,7 +272,12 @@ class Runtime:
         return self._once(
             "reindexer",
             lambda: Reindexer(
-                settings=self.settings, sessions=self.db.session_scope, store=self.store, models=self.models
+                settings=self.settings,
+                sessions=self.db.session_scope,
+                store=self.store,
+                models=self.models,
+                companions={faq.KIND: self._reembed_faqs},  # the FAQ base lives in the ticket encoder's space
+                after_switch={faq.KIND: CALIBRATE_MATCH},
             ),
         )
 
@@ -256,7 +293,7 @@ class Runtime:
             root._tenants.clear()
             if "base_store" in root._made:
                 root._made.pop("base_store").close()
-            for name in ("store", "pipeline", "matcher", "recommender"):
+            for name in ("store", "pipeline", "batch", "matcher", "recommender"):
                 root._made.pop(name, None)
             for db in databases:
                 db.dispose()

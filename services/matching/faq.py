@@ -311,3 +311,33 @@ def as_dict(row: Faq) -> dict[str, Any]:
 def _content_hash(item: FaqIn) -> str:
     content = [item.question, item.answer, item.paraphrases, item.tags, item.locale]
     return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode()).hexdigest()
+
+
+def reembed(
+    sessions: Callable[[], Any],
+    store: VectorStore,
+    encoder: Any,
+    ticket_collection: str,
+    *,
+    since: datetime | None,
+    page: int,
+) -> int:
+    """Embed the FAQ base (or the entries written since a moment) into the FAQ collection that goes
+    with a new ticket collection, so matching answers from the first search after a re-index switches
+    the ticket encoder; returns how many points were written."""
+    index = FaqIndex(store, faq_collection(ticket_collection), encoder.encode, encoder.dimension)
+    index.ensure()
+    if since is not None:
+        with sessions() as session:
+            rows = updated_since(session, since=since)
+            session.expunge_all()
+        return index.write(rows)
+    after, total = "", 0
+    while True:
+        with sessions() as session:
+            rows = page_after(session, after=after, limit=page)
+            session.expunge_all()
+        if not rows:
+            return total
+        total += index.write(rows)
+        after = rows[-1].id

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,9 +32,9 @@ from services.classify.serving import ActiveModels, versioned_collection
 from services.config import Settings
 from services.db.models import Event, KindEncoder, ModelVersion, ReindexJob
 from services.embedding.encoder import model_version
+from services.enqueue import REINDEX, Sender
 from services.errors import NotFound
 from services.events.pipeline import event_payload, text_to_embed
-from services.matching import faq
 from services.training.registry import encoder_path, switch_active
 from services.vectors.base import VectorPoint, VectorStore
 from services.vectors.schema import collection_for, payload_indexes
@@ -95,16 +95,47 @@ def get_job(session: Session, *, job_id: int) -> ReindexJob:
     return job
 
 
+# Data of another product that lives in a kind's vector space and moves with it to a new encoder
+# (the FAQ base with tickets): companion(encoder, kind collection, since) re-embeds it (all of it,
+# or what was written since a moment) next to the new collection and returns how many points.
+Companion = Callable[[Any, str, datetime | None], int]
+
+
 class Reindexer:
-    """Runs re-index jobs in bounded steps (a task re-sends itself until the job is done)."""
+    """Runs re-index jobs in bounded steps (a task re-sends itself until the job is done).
+
+    companions: per kind, what else is re-embedded with its events; after_switch: per kind, the
+    task sent (with the tenant) once the kind's encoder has changed (matching recalibrates)."""
 
     def __init__(
-        self, *, settings: Settings, sessions: Callable[[], Any], store: VectorStore, models: ActiveModels
+        self,
+        *,
+        settings: Settings,
+        sessions: Callable[[], Any],
+        store: VectorStore,
+        models: ActiveModels,
+        companions: Mapping[str, Companion] | None = None,
+        after_switch: Mapping[str, str] | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.store = store
         self.models = models
+        self.companions = companions or {}
+        self.after_switch = after_switch or {}
+
+    def run_step(self, job_id: int, *, send: Sender, max_seconds: float = 20.0) -> str:
+        """One step of a job, then what follows: the next step while it runs, the kind's
+        after-switch task once it switched. Returns the job's status."""
+        status = self.step(job_id, max_seconds=max_seconds)
+        if status == "running":
+            send(REINDEX, job_id, self.settings.tenant)
+        elif status == "switched":
+            with self.sessions() as session:
+                kind = get_job(session, job_id=job_id).kind
+            if kind in self.after_switch:
+                send(self.after_switch[kind], self.settings.tenant)
+        return status
 
     def step(self, job_id: int, *, max_seconds: float = 20.0, pages: int | None = None) -> str:
         """Embed pages until max_seconds (or `pages` pages) are spent; returns the job's status."""
@@ -134,8 +165,8 @@ class Reindexer:
                     )
                 )
             if not batch:
-                if kind == faq.KIND:
-                    self._embed_faqs(encoder, collection, since=None)
+                if kind in self.companions:
+                    self.companions[kind](encoder, collection, None)
                 self._switch(job_id)
                 self.catch_up(job_id)
                 return "switched"
@@ -161,7 +192,7 @@ class Reindexer:
             encoder_version = version.encoder_version
             path = encoder_path(version.artifact_path) or self.settings.model_path
         encoder = self.models.encoder(encoder_version, path)
-        total = self._embed_faqs(encoder, collection, since=started) if kind == faq.KIND else 0
+        total = self.companions[kind](encoder, collection, started) if kind in self.companions else 0
         while True:
             with self.sessions() as session:
                 batch = list(
@@ -203,26 +234,6 @@ class Reindexer:
                     .execution_options(synchronize_session=False),
                     [{"b_id": e.id} for e in events],
                 )
-
-    def _embed_faqs(self, encoder: Any, collection: str, *, since: datetime | None) -> int:
-        """Embed the FAQ base (or the entries written since a moment) into the FAQ collection that
-        goes with a new ticket collection, so matching answers from the first search after the switch."""
-        index = faq.FaqIndex(self.store, faq.faq_collection(collection), encoder.encode, encoder.dimension)
-        index.ensure()
-        if since is not None:
-            with self.sessions() as session:
-                rows = faq.updated_since(session, since=since)
-                session.expunge_all()
-            return index.write(rows)
-        after, total = "", 0
-        while True:
-            with self.sessions() as session:
-                rows = faq.page_after(session, after=after, limit=self.settings.reindex_page)
-                session.expunge_all()
-            if not rows:
-                return total
-            total += index.write(rows)
-            after = rows[-1].id
 
     def _switch(self, job_id: int) -> None:
 

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +30,7 @@ from services.classify.serving import ActiveModels, Head, get_task, label_defs
 from services.config import Settings
 from services.db.models import Event, ModelVersion, TrainingRun
 from services.embedding.encoder import Encoder
+from services.enqueue import REINDEX, Sender
 from services.errors import Conflict, InvalidInput, NotFound
 from services.training import labels as label_repo
 from services.training.dataset import (
@@ -60,6 +61,7 @@ class Outcome:
     metrics: dict[str, Any]
     reindex_job: int | None = None
     notes: list[str] = field(default_factory=list)
+    kind: str = ""
 
 
 @dataclass
@@ -87,11 +89,31 @@ class Trainer:
     """Executes runs. Needs the database, the base encoder path and the served models (to
     evaluate the active version on the new holdout)."""
 
-    def __init__(self, *, settings: Settings, sessions: Callable[[], Any], models: ActiveModels, device: str) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        sessions: Callable[[], Any],
+        models: ActiveModels,
+        device: str,
+        after_switch: Mapping[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.models = models
         self.device = device
+        self.after_switch = after_switch or {}
+
+    def run(self, run_id: str, *, send: Sender, progress: Progress | None = None) -> Outcome:
+        """Execute a run, then send what follows: the re-index of a promotion that brings its own
+        encoder, or, when a promotion switched a head at once, the kind's after-switch task
+        (a new intent head changes match scores: matching recalibrates)."""
+        outcome = self.execute(run_id, progress=progress)
+        if outcome.reindex_job is not None:
+            send(REINDEX, outcome.reindex_job, self.settings.tenant)
+        elif outcome.promoted and outcome.kind in self.after_switch:
+            send(self.after_switch[outcome.kind], self.settings.tenant)
+        return outcome
 
     def execute(self, run_id: str, *, progress: Progress | None = None) -> Outcome:
         """Run a queued run to the end; the run row says succeeded or failed (with the error).
@@ -189,7 +211,7 @@ class Trainer:
         reindex_job = self._register(version, task, kind, head, encoder, out_dir, snap, metrics, promoted)
         report("done", 1.0)
         metrics["notes"] = notes
-        return Outcome(version, promoted, metrics, reindex_job, notes)
+        return Outcome(version, promoted, metrics, reindex_job, notes, kind)
 
     def _fit(
         self,

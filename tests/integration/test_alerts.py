@@ -13,17 +13,19 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from services.alerts import flow as alert_flow
 from services.alerts import rules as alerts
 from services.alerts import signing, watchlist, webhooks
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Alert, Event, SentimentBucket, WebhookDelivery, as_utc
 from services.embedding.encoder import Encoder
+from services.enqueue import WEBHOOK_DELIVER
 from services.events import accept as ingest
 from services.runtime import Runtime, reset_runtime
 from tests.conftest import authorize, settings_for
+from tests.recording import RecordingSender, run_batch
 from worker import tasks
-from worker.tasks import run_batch
 
 T0 = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
 PROBS = {
@@ -267,24 +269,29 @@ def _new(entity: str, runtime: Runtime) -> Any:
     return alerts._new_alert(entity, _fired(), as_of=T0, settings=runtime.settings, now=T0)
 
 
-def test_the_alerts_task_raises_and_delivers_once_to_a_webhook(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def process_news(runtime: Runtime, event_ids: list[str], sender: RecordingSender) -> dict[str, object]:
+    """What the alerts task does, its deliveries recorded by sender."""
+    settings, now = runtime.settings, datetime.now(UTC)
+    return alert_flow.process_news(
+        runtime.db.session_scope, event_ids=event_ids, settings=settings, now=now, send=sender
+    )
+
+
+def test_the_alerts_task_raises_and_delivers_once_to_a_webhook(runtime: Runtime) -> None:
     from tests.integration.test_webhooks import SECRET, Receiver
 
     runtime.settings.webhook_allow_private = True
     receiver = Receiver([500, 200])
-    sent: list[tuple[str, tuple[Any, ...]]] = []
-    monkeypatch.setattr(tasks, "send", lambda app, name, *args: sent.append((name, args)))  # the broker's part
+    sender = RecordingSender()  # the broker's part
     try:
         with runtime.db.session_scope() as s:
             body = webhooks.WebhookIn(url=receiver.url, secret=SECRET)  # type: ignore[call-arg]
             webhooks.put_webhook(s, webhook_id="risk-desk", body=body, allow_private=True)
         stream = Stream(runtime)
         burst = stream.add(["negative"] * 8, start=datetime.now(UTC), every=timedelta(minutes=1))
-        assert tasks.alerts_process.run(burst)["changes"] >= 1
-        assert tasks.alerts_process.run(burst)["changes"] == 0  # re-processed: nothing new, nothing re-sent
-        deliveries = [args[0] for name, args in sent if name == tasks.WEBHOOK_DELIVER]
+        assert process_news(runtime, burst, sender)["changes"] >= 1
+        assert process_news(runtime, burst, sender)["changes"] == 0  # re-processed: nothing new, nothing re-sent
+        deliveries = [args[0] for args in sender.named(WEBHOOK_DELIVER)]
         assert len(deliveries) == len(open_alerts(runtime)) >= 1
         first = deliveries[0]
         assert tasks.webhook_deliver.run(first) == "pending"  # 500: recorded, retried later
@@ -301,14 +308,18 @@ def test_the_alerts_task_raises_and_delivers_once_to_a_webhook(
         receiver.close()
 
 
-def test_the_sweep_evaluates_news_whose_alerts_message_was_lost(
-    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(tasks, "send", lambda app, name, *args: None)
+def test_the_sweep_evaluates_news_whose_alerts_message_was_lost(runtime: Runtime) -> None:
     burst = Stream(runtime).add(["negative"] * 8, start=datetime.now(UTC), every=timedelta(minutes=1))
     with runtime.db.session_scope() as s:  # linked by the ingest batch; its alerts message never came
         alerts.record_links(s, event_ids=burst, settings=runtime.settings, now=datetime.now(UTC))
     assert open_alerts(runtime) == {}
-    assert tasks.alerts_sweep.run()["changes"] >= 1
+    sender = RecordingSender()
+    changes, sent = alert_flow.sweep(
+        runtime.db.session_scope, settings=runtime.settings, now=datetime.now(UTC), send=sender
+    )
+    assert changes >= 1 and sent == len(sender.named(WEBHOOK_DELIVER))
     assert "negative_share" in open_alerts(runtime)
-    assert tasks.alerts_sweep.run()["changes"] == 0  # evaluated again: nothing new
+    assert (
+        alert_flow.sweep(runtime.db.session_scope, settings=runtime.settings, now=datetime.now(UTC), send=sender)[0]
+        == 0
+    )

@@ -28,7 +28,7 @@ from services.runtime import Runtime, reset_runtime
 from services.training import dataset, labels, registry, runs, tuning
 from services.training.reindex import Reindexer
 from tests.conftest import authorize, settings_for
-from worker.tasks import run_batch
+from tests.recording import run_batch
 
 LIMITS = ingest.Limits(max_events=1000, max_text_chars=10_000)
 

@@ -23,8 +23,8 @@ from services.events import accept as ingest
 from services.runtime import Runtime, reset_runtime
 from services.training import labels, registry, runs
 from tests.conftest import authorize, settings_for
+from tests.recording import run_batch
 from worker import tasks
-from worker.tasks import run_batch
 
 THRESHOLD = 0.2
 BANKING = [  # (text, intent)

@@ -21,7 +21,7 @@ from services.matching import calibration as match_calibration
 from services.runtime import Runtime, reset_runtime
 from services.training import dataset, labels
 from tests.conftest import authorize, settings_for
-from worker.tasks import run_batch
+from tests.recording import run_batch
 
 FAQS: list[dict[str, Any]] = [
     {

@@ -34,8 +34,8 @@ from services.runtime import Runtime, reset_runtime
 from tests.conftest import authorize, settings_for
 from tests.integration.test_webhooks import Receiver
 from tests.integration.test_worker_e2e import Deployment
+from tests.recording import run_batch
 from worker import tasks
-from worker.tasks import run_batch
 
 TICKETS = [
     "My new card has not arrived yet",

@@ -14,11 +14,12 @@ from services.db import events as repo
 from services.db.migrate import upgrade
 from services.db.models import Event
 from services.embedding.encoder import Encoder
-from services.errors import VectorStoreUnavailable
+from services.enqueue import ALERTS_PROCESS
+from services.errors import BrokerUnavailable, VectorStoreUnavailable
 from services.events import accept as ingest
 from services.runtime import Runtime, reset_runtime
 from tests.conftest import settings_for
-from worker.tasks import run_batch
+from tests.recording import RecordingSender, run_batch
 
 LIMITS = ingest.Limits(max_events=1000, max_text_chars=10_000)
 
@@ -109,3 +110,20 @@ def test_a_store_outage_propagates_for_retry_and_the_retry_completes(runtime: Ru
     flaky.down = False
     assert run_batch(ids) == {"done": 3, "failed": 0}
     assert runtime.store.count("sift_ticket") == 3
+
+
+def test_done_news_is_followed_by_the_alerts_task_and_tickets_by_nothing(runtime: Runtime) -> None:
+    news = accept(runtime, ["ACME shares fall after the recall", "ACME beats estimates"], kind="news")
+    tickets = accept(runtime, ["where is my card"])
+    sender = RecordingSender()
+    assert run_batch(news + tickets, send=sender) == {"done": 3, "failed": 0}
+    assert sender.sent == [(ALERTS_PROCESS, (news, runtime.tenant))]
+
+
+def test_a_broker_down_after_the_batch_loses_nothing(runtime: Runtime) -> None:
+    def down(name: str, *args: Any) -> None:
+        raise BrokerUnavailable("broker unavailable: connection refused")
+
+    news = accept(runtime, ["ACME shares fall after the recall"], kind="news")
+    assert run_batch(news, send=down) == {"done": 1, "failed": 0}  # the alerts task waits for the sweep
+    assert statuses(runtime) == {news[0]: "done"}

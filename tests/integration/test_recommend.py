@@ -20,7 +20,7 @@ from services.embedding.encoder import Encoder
 from services.events import accept as ingest
 from services.runtime import Runtime, reset_runtime
 from tests.conftest import authorize, settings_for
-from worker.tasks import run_batch
+from tests.recording import run_batch
 
 NOW = datetime.now(UTC)
 PRODUCTS: list[tuple[str, str, str, float, bool]] = [  # id, text, category, price, in stock

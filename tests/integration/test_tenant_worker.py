@@ -24,6 +24,7 @@ from services.events.group_writer import GroupWriter
 from services.runtime import Runtime, reset_runtime
 from services.vectors.schema import collection_for
 from tests.conftest import settings_for
+from tests.recording import RecordingSender, run_batch
 from worker import tasks
 
 LIMITS = ingest.Limits(max_events=100, max_text_chars=1000)
@@ -73,11 +74,9 @@ def runtime(request: pytest.FixtureRequest, data_dir: Path, encoder: Encoder) ->
 
 
 @pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[Any]]]:
-    """What the tasks send by name (the alerts queue), instead of the broker."""
-    messages: list[tuple[str, list[Any]]] = []
-    monkeypatch.setattr(tasks, "send", lambda _app, name, *args: messages.append((name, list(args))))
-    return messages
+def sent() -> RecordingSender:
+    """What the batches send by name (the alerts queue), instead of the broker."""
+    return RecordingSender()
 
 
 def statuses(rt: Runtime, tenant: str) -> dict[str, str]:
@@ -90,32 +89,32 @@ def points(rt: Runtime, tenant: str, kind: str) -> int:
     return tenant_rt.store.count(collection_for(kind, prefix=tenant_rt.settings.tenant_prefix))
 
 
-def test_a_message_claims_only_its_tenants_events(runtime: Runtime, sent: list[tuple[str, list[Any]]]) -> None:
+def test_a_message_claims_only_its_tenants_events(runtime: Runtime, sent: RecordingSender) -> None:
     # The message of acme names e1 only: the batch tops up from acme's backlog, never default's.
-    result = tasks.process_events.run(["e1"], "acme")
+    result = run_batch(["e1"], tenant="acme", send=sent)
     assert result == {"done": 4, "failed": 0}
     assert set(statuses(runtime, "acme").values()) == {"done"}
     assert set(statuses(runtime, DEFAULT_TENANT).values()) == {"queued"}
     assert (points(runtime, "acme", "ticket"), points(runtime, "acme", "news")) == (3, 1)
     assert (points(runtime, DEFAULT_TENANT, "ticket"), points(runtime, DEFAULT_TENANT, "news")) == (0, 0)
-    assert sent == [(ALERTS_PROCESS, [["n1"], "acme"])]  # its news go on to acme's alerts
+    assert sent.sent == [(ALERTS_PROCESS, (["n1"], "acme"))]  # its news go on to acme's alerts
 
-    assert tasks.process_events.run(["e1", "e2"], "acme") == {"done": 0, "failed": 0}  # a duplicate: no-op
+    assert run_batch(["e1", "e2"], tenant="acme", send=sent) == {"done": 0, "failed": 0}  # a duplicate: no-op
     assert set(statuses(runtime, DEFAULT_TENANT).values()) == {"queued"}
     with runtime.db.session_scope() as s:  # nothing of default's was touched (no attempt counted)
         assert set(s.scalars(sa.select(Event.attempts))) == {0}
 
-    assert tasks.process_events.run(["e1"]) == {"done": 4, "failed": 0}  # an older message: the default tenant
+    assert run_batch(["e1"], send=sent) == {"done": 4, "failed": 0}  # an older message: the default tenant
     assert set(statuses(runtime, DEFAULT_TENANT).values()) == {"done"}
     assert points(runtime, DEFAULT_TENANT, "ticket") == 3 and points(runtime, "acme", "ticket") == 3
-    assert sent[-1] == (ALERTS_PROCESS, [["n1"], DEFAULT_TENANT])
+    assert sent.sent[-1] == (ALERTS_PROCESS, (["n1"], DEFAULT_TENANT))
     acme = runtime.for_tenant("acme")
     hit = acme.store.retrieve(collection_for("ticket", prefix=acme.settings.tenant_prefix), [ingest.point_id_for("e1")])
     assert hit[0].payload["text"] == "the frying pan handle broke"  # acme's e1, not overwritten by default's
 
 
 def test_the_sweep_resends_each_tenants_events_with_its_tenant(
-    runtime: Runtime, sent: list[tuple[str, list[Any]]], monkeypatch: pytest.MonkeyPatch
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     broker = FakeBroker()
     monkeypatch.setattr(tasks, "Enqueuer", lambda _app, batch_size: Enqueuer(broker, batch_size=batch_size))  # type: ignore[arg-type]
@@ -128,7 +127,7 @@ def test_the_sweep_resends_each_tenants_events_with_its_tenant(
 
     for name, args in broker.sent:  # what a worker does with them
         assert name == PROCESS_EVENTS
-        assert tasks.process_events.run(*args) == {"done": 4, "failed": 0}
+        assert run_batch(args[0], tenant=args[1]) == {"done": 4, "failed": 0}
     for tenant in EVENTS:
         assert set(statuses(runtime, tenant).values()) == {"done"}
     assert statuses(runtime, "globex") == {}

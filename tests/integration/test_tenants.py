@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from services.alerts import flow as alert_flow
 from services.api.app import create_app
 from services.config import DEFAULT_TENANT, EVENT_KINDS
 from services.db.migrate import upgrade
@@ -40,6 +41,7 @@ from services.runtime import Runtime, reset_runtime
 from services.vectors.schema import collection_for
 from tests.conftest import api_key, new_pg_database, settings_for
 from tests.integration.test_webhooks import SECRET, Receiver
+from tests.recording import RecordingSender
 from worker import tasks
 
 TENANTS = (DEFAULT_TENANT, "acme", "globex")
@@ -187,14 +189,25 @@ MOOD_TASKS: dict[str, dict[str, Any]] = {
 }
 WATCH = {"name": "Acme Corporation", "ticker": "ACME"}
 OWN_ENTITY = {"default": "INITECH", "acme": "HOOLI", "globex": "UMBRELLA"}
-TASKS_RUN: dict[str, Callable[..., Any]] = {
-    PROCESS_EVENTS: tasks.process_events.run,
-    ALERTS_PROCESS: tasks.alerts_process.run,
-    WEBHOOK_DELIVER: tasks.webhook_deliver.run,
-    TRAIN_RUN: tasks.train_run.run,
-    CALIBRATE_MATCH: tasks.calibrate_match.run,
-    REINDEX: tasks.reindex_step.run,
-}
+
+
+def domain_calls(rt: Runtime, send: RecordingSender) -> dict[str, Callable[..., Any]]:
+    """What each task does: the domain function its body calls, given the test's sender (tasks
+    that send nothing run their bodies)."""
+
+    def alerts_process(event_ids: list[str], tenant: str = DEFAULT_TENANT) -> object:
+        t = rt.for_tenant(tenant)
+        now = datetime.now(UTC)
+        return alert_flow.process_news(t.db.session_scope, event_ids=event_ids, settings=t.settings, now=now, send=send)
+
+    return {
+        PROCESS_EVENTS: lambda ids, tenant=DEFAULT_TENANT: rt.for_tenant(tenant).batch.run(ids, send=send),
+        ALERTS_PROCESS: alerts_process,
+        WEBHOOK_DELIVER: tasks.webhook_deliver.run,
+        TRAIN_RUN: lambda run_id, tenant=DEFAULT_TENANT: rt.for_tenant(tenant).trainer.run(run_id, send=send),
+        CALIBRATE_MATCH: tasks.calibrate_match.run,
+        REINDEX: lambda job, tenant=DEFAULT_TENANT: rt.for_tenant(tenant).reindexer.run_step(job, send=send),
+    }
 
 
 class As:
@@ -227,14 +240,15 @@ class As:
 
 class Worker:
     """Runs what the API and the tasks publish with the task bodies, as a worker would: the API's
-    messages from the on-disk broker, the tasks' own sends from memory (tasks.send is patched)."""
+    messages from the on-disk broker, the tasks' own sends from memory (a recording sender)."""
 
-    def __init__(self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.folder = rt.settings.broker_folder / "out"
         self.pending: deque[tuple[str, list[Any]]] = deque()
         self.ran: list[tuple[str, list[Any]]] = []
-        monkeypatch.setattr(tasks, "send", lambda _app, name, *args: self.pending.append((name, list(args))))
+        self.sender = RecordingSender()
+        self.calls = domain_calls(rt, self.sender)
 
     def _read_broker(self) -> None:
         for path in sorted(self.folder.glob("*.msg")):
@@ -259,10 +273,12 @@ class Worker:
         deadline = time.monotonic() + 60
         while True:
             self._read_broker()
-            while self.pending:
+            while self.pending or self.sender.sent:
+                self.pending.extend((name, list(args)) for name, args in self.sender.sent)
+                self.sender.sent.clear()
                 name, args = self.pending.popleft()
                 self.ran.append((name, args))
-                TASKS_RUN[name](*args)
+                self.calls[name](*args)
             if not self._waiting():
                 return
             assert time.monotonic() < deadline, "messages were not published in time"
@@ -324,16 +340,14 @@ def world(
     rt = reset_runtime(settings)
     rt._made["encoder"] = encoder
     receivers = {t: Receiver([200]) for t in TENANTS}
-    patch = pytest.MonkeyPatch()
     try:
         with TestClient(create_app(rt, warm_model=False)) as client:
-            w = World(backend, rt, client, Worker(rt, patch), receivers)
+            w = World(backend, rt, client, Worker(rt), receivers)
             for tenant in TENANTS:
                 w.api[tenant] = As(client, api_key(rt, tenant=tenant))
             _populate(w)
             yield w
     finally:
-        patch.undo()
         for receiver in receivers.values():
             receiver.close()
         rt.close()
