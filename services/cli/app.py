@@ -252,11 +252,12 @@ def train(
     """Train in this process with a progress bar: snapshot, split, fine-tune, evaluate, promote if better."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from services.enqueue import CALIBRATE_MATCH, REINDEX, make_celery, send
+    from services.enqueue import make_celery, sender_for
     from services.runtime import get_runtime
     from services.training import registry
 
     runtime = get_runtime()
+    send = sender_for(make_celery(runtime.settings, name="sift-cli"))  # the worker re-indexes or calibrates
     with runtime.db.session_scope() as session:
         names = [task] if task else registry.due_tasks(session, min_new_labels=1)
     if not names:
@@ -275,15 +276,11 @@ def train(
             )
             with Progress(*columns, console=console) as progress:
                 bar = progress.add_task(name, total=1.0, stage="snapshot")
-                outcome = runtime.trainer.execute(run_id, progress=_progress_to(progress, bar))
+                outcome = runtime.trainer.run(run_id, send=send, progress=_progress_to(progress, bar))
         except (InvalidInput, NotFound) as exc:  # a bad task name or too few labels: the caller's to fix
             raise _fail(_message(exc)) from exc
         except DomainError as exc:
             raise _fail(_message(exc), code=1) from exc
-        if outcome.reindex_job is not None:  # the worker calibrates matching after the switch
-            send(make_celery(runtime.settings, name="sift-cli"), REINDEX, outcome.reindex_job, runtime.tenant)
-        elif outcome.promoted and name == "intent":
-            send(make_celery(runtime.settings, name="sift-cli"), CALIBRATE_MATCH, runtime.tenant)
         results.append(
             {
                 "task": name,
