@@ -11,7 +11,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery
@@ -20,26 +20,14 @@ from kombu.exceptions import ChannelError
 
 from services.config import DEFAULT_TENANT, QUEUES, Settings
 from services.errors import BrokerUnavailable
+from services.task_names import (
+    PROCESS_EVENTS,
+    Sender,
+)
 
 log = logging.getLogger(__name__)
 
-PROCESS_EVENTS = "sift.ingest.process_events"
 FILESYSTEM_TRANSPORT = "services.broker_fs:Transport"
-SWEEP = "sift.ingest.sweep"
-TRAIN_RUN = "sift.train.run"
-TRAIN_CHECK = "sift.train.check"
-REINDEX = "sift.train.reindex"
-CALIBRATE_MATCH = "sift.train.calibrate_match"
-DRIFT_CHECK = "sift.train.drift"  # reads the model-serving worker's vector store
-BUILD_VECTOR_INDEXES = "sift.train.build_vector_indexes"  # embedded Qdrant only; a server indexes itself
-ALERTS_PROCESS = "sift.alerts.process"
-ALERTS_SWEEP = "sift.alerts.sweep"
-WEBHOOK_DELIVER = "sift.alerts.deliver"
-
-
-# What a domain function sends its follow-up tasks through: sender(task_name, *args). Workers pass
-# one bound to their Celery app (sender_for); tests pass one that records.
-Sender = Callable[..., None]
 
 
 def sender_for(app: Celery) -> Sender:

@@ -25,13 +25,13 @@ from services.config import DEFAULT_TENANT, Settings, get_settings
 from services.db.migrate import upgrade_tenant
 from services.db.session import Database
 from services.embedding.encoder import Encoder, set_threads
-from services.enqueue import ALERTS_PROCESS, CALIBRATE_MATCH
 from services.errors import NotFound
 from services.events.batch import BatchProcessor, FollowUp
 from services.events.pipeline import Pipeline
 from services.matching import faq
 from services.matching.matcher import Matcher
 from services.recommend.feeds import Recommender
+from services.task_names import ALERTS_PROCESS, CALIBRATE_MATCH
 from services.tenancy import tenants
 from services.training.reindex import Reindexer
 from services.training.runs import Trainer

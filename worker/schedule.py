@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.config import Settings
-from services.enqueue import ALERTS_SWEEP, BUILD_VECTOR_INDEXES, DRIFT_CHECK, SWEEP, TRAIN_CHECK
+from services.task_names import ALERTS_SWEEP, BUILD_VECTOR_INDEXES, DRIFT_CHECK, SWEEP, TRAIN_CHECK
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

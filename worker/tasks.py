@@ -12,7 +12,12 @@ from services import logs
 from services.alerts import drift, webhooks
 from services.alerts import flow as alert_flow
 from services.config import DEFAULT_TENANT, get_settings
-from services.enqueue import (
+from services.enqueue import Enqueuer, sender_for
+from services.errors import InvalidInput, Transient
+from services.events import accept as ingest
+from services.matching import calibration as match_calibration
+from services.runtime import Runtime, get_runtime
+from services.task_names import (
     ALERTS_PROCESS,
     ALERTS_SWEEP,
     BUILD_VECTOR_INDEXES,
@@ -24,13 +29,7 @@ from services.enqueue import (
     TRAIN_CHECK,
     TRAIN_RUN,
     WEBHOOK_DELIVER,
-    Enqueuer,
-    sender_for,
 )
-from services.errors import InvalidInput, Transient
-from services.events import accept as ingest
-from services.matching import calibration as match_calibration
-from services.runtime import Runtime, get_runtime
 from services.training import schedule as training_schedule
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from typing import Any
 
 from services.alerts import rules, webhooks
 from services.config import Settings
-from services.enqueue import WEBHOOK_DELIVER, Sender
 from services.errors import BrokerUnavailable
+from services.task_names import WEBHOOK_DELIVER, Sender
 
 log = logging.getLogger(__name__)
 

@@ -327,8 +327,9 @@ def models_list(task: Annotated[str | None, typer.Option()] = None) -> None:
 @models_app.command("activate")
 def models_activate(version: str) -> None:
     """Make a version active (rollback); re-indexes first when it uses another encoder."""
-    from services.enqueue import REINDEX, make_celery, send
+    from services.enqueue import make_celery, send
     from services.runtime import get_runtime
+    from services.task_names import REINDEX
     from services.training import runs
 
     runtime = get_runtime()

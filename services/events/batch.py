@@ -22,9 +22,9 @@ from services import metrics
 from services.config import Settings
 from services.db import events as repo
 from services.db.models import Event, as_utc
-from services.enqueue import Sender
 from services.errors import BrokerUnavailable, Transient
 from services.events.pipeline import Pipeline
+from services.task_names import Sender
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ from services.classify.serving import ActiveModels, versioned_collection
 from services.config import Settings
 from services.db.models import Event, KindEncoder, ModelVersion, ReindexJob
 from services.embedding.encoder import model_version
-from services.enqueue import REINDEX, Sender
 from services.errors import NotFound
 from services.events.pipeline import event_payload, text_to_embed
+from services.task_names import REINDEX, Sender
 from services.training.registry import encoder_path, switch_active
 from services.vectors.base import VectorPoint, VectorStore
 from services.vectors.schema import collection_for, payload_indexes

@@ -30,8 +30,8 @@ from services.classify.serving import ActiveModels, Head, get_task, label_defs
 from services.config import Settings
 from services.db.models import Event, ModelVersion, TrainingRun
 from services.embedding.encoder import Encoder
-from services.enqueue import REINDEX, Sender
 from services.errors import Conflict, InvalidInput, NotFound
+from services.task_names import REINDEX, Sender
 from services.training import labels as label_repo
 from services.training.dataset import (
     MIN_EXAMPLES_PER_LABEL,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.config import Settings
-from services.enqueue import REINDEX, TRAIN_RUN, Sender
+from services.task_names import REINDEX, TRAIN_RUN, Sender
 from services.training import registry, reindex
 
 

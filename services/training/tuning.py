@@ -1,5 +1,22 @@
 """Fine-tuning an encoder with the sentence-transformers trainer (LP-FT cross-entropy, a soup of
 seeds, a time budget), and the head fit on the fine-tuned encoder.
+
+Recipe (LP-FT): a linear probe is fit on the frozen embeddings first and initialises a linear
+classifier over the model's (normalised) sentence embedding; then encoder and classifier are
+trained together with cross-entropy (docs/decisions/fine-tuning-recipe.md). In self-training
+each label is repeated SIFT_TRAIN_LABEL_REPEATS times, for the probe that pseudo-labels as for
+the fine-tuning: a person's label outweighs a pseudo-label (docs/decisions/label-repeats.md).
+Soup: with people's labels only (no self-training), SIFT_TRAIN_SOUP fine-tunings from the same
+start, with different seeds (data order, dropout), are averaged weight by weight into one
+encoder and classifier (docs/decisions/fine-tuning-soup.md). The first gets the epochs wanted
+(or what fits, as below); each further one runs only when, at the pace the one before took, it
+ends in time; one the budget cuts off stays out.
+Time (fine_tune): the fine-tuning ends by `deadline` (time.monotonic(); default SIFT_TRAIN_BUDGET_S from
+now) less the time to encode `after_texts` texts at the rate measured on the probe's texts
+(what the run does after it: fit the head, evaluate). A training step is timed before the
+trainer starts, and on a machine too slow for the epochs wanted the epochs shrink to what the
+time allows (fit_epochs): the learning-rate schedule ends as planned instead of being cut off
+midway. Training still stops at that time if the steps turn out slower (budget_stopped).
 """
 
 from __future__ import annotations
@@ -41,24 +58,7 @@ def fine_tune(
     Returns the report and the linear classifier trained with the encoder.
 
     Stages: load the base model, fit the linear probe (and pseudo-label), plan the epochs in the
-    time left, train the members of the soup, average and save them.
-
-    Recipe (LP-FT): a linear probe is fit on the frozen embeddings first and initialises a linear
-    classifier over the model's (normalised) sentence embedding; then encoder and classifier are
-    trained together with cross-entropy (docs/decisions/fine-tuning-recipe.md). In self-training
-    each label is repeated SIFT_TRAIN_LABEL_REPEATS times, for the probe that pseudo-labels as for
-    the fine-tuning: a person's label outweighs a pseudo-label (docs/decisions/label-repeats.md).
-    Soup: with people's labels only (no self-training), SIFT_TRAIN_SOUP fine-tunings from the same
-    start, with different seeds (data order, dropout), are averaged weight by weight into one
-    encoder and classifier (docs/decisions/fine-tuning-soup.md). The first gets the epochs wanted
-    (or what fits, as below); each further one runs only when, at the pace the one before took, it
-    ends in time; one the budget cuts off stays out.
-    Time: the fine-tuning ends by `deadline` (time.monotonic(); default SIFT_TRAIN_BUDGET_S from
-    now) less the time to encode `after_texts` texts at the rate measured on the probe's texts
-    (what the run does after it: fit the head, evaluate). A training step is timed before the
-    trainer starts, and on a machine too slow for the epochs wanted the epochs shrink to what the
-    time allows (fit_epochs): the learning-rate schedule ends as planned instead of being cut off
-    midway. Training still stops at that time if the steps turn out slower (budget_stopped)."""
+    time left, train the members of the soup, average and save them."""
     started = time.monotonic()
     deadline = started + settings.train_budget_s if deadline is None else deadline
     labeled = len(train)

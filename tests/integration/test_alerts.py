@@ -20,9 +20,9 @@ from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Alert, Event, SentimentBucket, WebhookDelivery, as_utc
 from services.embedding.encoder import Encoder
-from services.enqueue import WEBHOOK_DELIVER
 from services.events import accept as ingest
 from services.runtime import Runtime, reset_runtime
+from services.task_names import WEBHOOK_DELIVER
 from tests.conftest import authorize, settings_for
 from tests.recording import RecordingSender, run_batch
 from worker import tasks

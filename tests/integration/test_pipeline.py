@@ -14,10 +14,10 @@ from services.db import events as repo
 from services.db.migrate import upgrade
 from services.db.models import Event
 from services.embedding.encoder import Encoder
-from services.enqueue import ALERTS_PROCESS
 from services.errors import BrokerUnavailable, VectorStoreUnavailable
 from services.events import accept as ingest
 from services.runtime import Runtime, reset_runtime
+from services.task_names import ALERTS_PROCESS
 from tests.conftest import settings_for
 from tests.recording import RecordingSender, run_batch
 

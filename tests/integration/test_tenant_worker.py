@@ -18,10 +18,11 @@ from services.config import DEFAULT_TENANT
 from services.db.migrate import upgrade
 from services.db.models import Event
 from services.embedding.encoder import Encoder
-from services.enqueue import ALERTS_PROCESS, PROCESS_EVENTS, Enqueuer
+from services.enqueue import Enqueuer
 from services.events import accept as ingest
 from services.events.group_writer import GroupWriter
 from services.runtime import Runtime, reset_runtime
+from services.task_names import ALERTS_PROCESS, PROCESS_EVENTS
 from services.vectors.schema import collection_for
 from tests.conftest import settings_for
 from tests.recording import RecordingSender, run_batch

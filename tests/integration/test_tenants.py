@@ -27,17 +27,10 @@ from services.config import DEFAULT_TENANT, EVENT_KINDS
 from services.db.migrate import upgrade
 from services.db.models import Event, Interaction, ItemStats
 from services.embedding.encoder import Encoder
-from services.enqueue import (
-    ALERTS_PROCESS,
-    CALIBRATE_MATCH,
-    PROCESS_EVENTS,
-    REINDEX,
-    TRAIN_RUN,
-    WEBHOOK_DELIVER,
-)
 from services.errors import NotFound
 from services.matching.faq import faq_collection
 from services.runtime import Runtime, reset_runtime
+from services.task_names import ALERTS_PROCESS, CALIBRATE_MATCH, PROCESS_EVENTS, REINDEX, TRAIN_RUN, WEBHOOK_DELIVER
 from services.vectors.schema import collection_for
 from tests.conftest import api_key, new_pg_database, settings_for
 from tests.integration.test_webhooks import SECRET, Receiver

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep
 from services.db.models import ModelVersion, ReindexJob, TrainingRun, as_utc
-from services.enqueue import REINDEX, TRAIN_RUN, send
+from services.enqueue import send
+from services.task_names import REINDEX, TRAIN_RUN
 from services.training import registry, runs
 
 router = APIRouter(prefix="/v1", tags=["training"])
