@@ -63,7 +63,7 @@ def test_no_two_modules_import_each_other_even_inside_a_function() -> None:
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state[nxt] == 1:
-                cycles.append(stack[stack.index(nxt) :] + [nxt])
+                cycles.append([*stack[stack.index(nxt) :], nxt])
             elif state[nxt] == 0:
                 visit(nxt, [*stack, nxt])
         state[node] = 2
