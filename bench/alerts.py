@@ -17,7 +17,7 @@ The stream is replayed in time order into a real in-process Sift (SQLite): each 
 news is written as processed news events, then, as the worker does, services.alerts.rules.record_links
 and services.alerts.rules.evaluate for the touched entities, with the simulated clock as `now` (so the
 cooldown runs in simulated time). Default alert settings. Twice on the same stream:
-  classifier  sentiment = the head's prediction (services.classify.serving.prediction);
+  classifier  sentiment = the head's prediction (services.classify.head.prediction);
   gold (ref)  sentiment = the gold label with one-hot probabilities, which isolates classifier
               errors from the rules' behaviour.
 Per rule and for any rule: bursts detected (an alert of the rule raised for the entity between the
@@ -53,7 +53,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from services import watchlist  # noqa: E402
 from services.alerts import rules as alerts  # noqa: E402
-from services.classify import serving as classify  # noqa: E402
+from services.classify.head import Head  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
 from services.db.models import Alert, Event, as_utc  # noqa: E402
@@ -136,7 +136,7 @@ def load(path: Path) -> list[dataset.Example]:
 
 def classifier(
     examples: list[dataset.Example], settings: Settings, *, frozen: bool
-) -> tuple[list[dataset.Example], classify.Head, np.ndarray, dict[str, Any]]:
+) -> tuple[list[dataset.Example], Head, np.ndarray, dict[str, Any]]:
     """Train on the first part as a training run does (fine-tuned encoder + head; --frozen: a head on
     the base model); the other part (the replay), its probabilities and the classifier's accuracy."""
     train, replay = dataset.split(examples, holdout=0.5)
@@ -480,7 +480,7 @@ def main() -> None:
     stream = build(replay_set, args)
     shape = describe(stream, replay_set)
     print("# stream: " + json.dumps(shape), flush=True)
-    predicted = [classify.prediction(head, p, version=VERSION, zero_shot=False) for p in probs]
+    predicted = [head.prediction(head, p, version=VERSION, zero_shot=False) for p in probs]
     gold = [gold_sentiment(e.label) for e in replay_set]
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,7 +36,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import quality  # noqa: E402
 
-from services.classify import serving as classify  # noqa: E402
+from services.classify import tasks  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.embedding.encoder import resolve_device, set_threads  # noqa: E402
 from services.training import (  # noqa: E402
@@ -60,7 +60,7 @@ def main() -> None:
     examples = quality.load(args.data / args.dataset / "train.csv")
     train, _holdout = dataset.split(examples, holdout=0.2)  # the holdout is never read below
     descriptions = (
-        quality.SENTIMENT if args.dataset == "fpb" else {x: classify.describe(x) for x in {e.label for e in examples}}
+        quality.SENTIMENT if args.dataset == "fpb" else {x: tasks.describe(x) for x in {e.label for e in examples}}
     )
     for fold in (int(k) for k in args.folds.split(",")):
         rest, dev = dataset.split(train, holdout=0.14, salt=f"dev{fold}")

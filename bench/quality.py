@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from services.classify import serving as classify  # noqa: E402
+from services.classify import tasks  # noqa: E402
+from services.classify.head import Head  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.embedding.encoder import Encoder, resolve_device, set_threads  # noqa: E402
 from services.training import (  # noqa: E402
@@ -121,9 +122,7 @@ def zero_shot(
     encoder: Encoder, labels: dict[str, str], test: list[dataset.Example], settings: Settings
 ) -> dict[str, Any]:
     names = sorted(labels)
-    head = classify.Head.zero_shot(
-        names, encoder.encode([labels[n] for n in names]), temperature=settings.zero_shot_temperature
-    )
+    head = Head.zero_shot(names, encoder.encode([labels[n] for n in names]), temperature=settings.zero_shot_temperature)
     return {**heads.evaluate(head, encoder.encode([e.text for e in test]), [e.label for e in test]), "train_s": 0.0}
 
 
@@ -216,7 +215,7 @@ def main() -> None:
     for name in args.datasets.split(","):
         examples = load(args.data / name / "train.csv")
         train, test = dataset.split(examples, holdout=0.2)
-        labels = SENTIMENT if name == "fpb" else {x: classify.describe(x) for x in {e.label for e in examples}}
+        labels = SENTIMENT if name == "fpb" else {x: tasks.describe(x) for x in {e.label for e in examples}}
         sets = [] if (args.only_few and name == "banking77") else [(name, train)]
         if name == "banking77" and args.few:
             sets.append((f"{name} {args.few}/class", few_per_label(train, args.few)))

@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from services import metrics
 from services.alerts import rules as alerts
-from services.classify.serving import list_tasks
+from services.classify.tasks import list_tasks
 from services.config import Settings
 from services.db.models import Alert, Event, KindEncoder, Label, ModelVersion, as_utc
 from services.vectors.base import VectorStore

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,197 +27,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services import metrics
+from services.classify.head import Head, prediction
+from services.classify.tasks import label_defs, list_tasks
 from services.config import EVENT_KINDS, Settings
-from services.db.models import ClassTask, KindEncoder, ModelVersion
+from services.db.models import KindEncoder, ModelVersion
 from services.embedding.encoder import Encoder
-from services.errors import Conflict, InvalidInput, NotFound
+from services.errors import NotFound
 from services.vectors.schema import collection_for
 
 log = logging.getLogger(__name__)
-
-TASK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-LABEL_NAME = re.compile(r"^[^\s\x00-\x1f][^\x00-\x1f]{0,127}$")
-
-
-# --- tasks ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LabelDef:
-    """A label of a task and the description its zero-shot head embeds."""
-
-    name: str
-    description: str
-
-
-def describe(name: str) -> str:
-    """The default description of a label: its name in words ("card_arrival" -> "card arrival")."""
-    return re.sub(r"[_\-]+", " ", name).strip()
-
-
-def label_defs(task: ClassTask) -> list[LabelDef]:
-    """A task's labels, in their stored order."""
-    return [LabelDef(item["name"], item.get("description") or describe(item["name"])) for item in task.labels]
-
-
-def list_tasks(session: Session) -> list[ClassTask]:
-    """Every task, by name."""
-    return list(session.scalars(select(ClassTask).order_by(ClassTask.name)))
-
-
-def get_task(session: Session, name: str) -> ClassTask:
-    """A task by name, or NotFound."""
-    task = session.get(ClassTask, name)
-    if task is None:
-        known = ", ".join(t.name for t in list_tasks(session)) or "none"
-        raise NotFound(f"unknown task {name!r} (known tasks: {known})")
-    return task
-
-
-def add_task(
-    session: Session,
-    *,
-    name: str,
-    kind: str,
-    labels: Sequence[LabelDef],
-    open_labels: bool,
-    fine_tune: bool = False,
-    now: datetime | None = None,
-) -> ClassTask:
-    """Create a task; the same definition again is a no-op, a different one a Conflict."""
-    if not TASK_NAME.match(name):
-        raise InvalidInput(f"task name {name!r}: use 1-64 lowercase letters, digits or _, starting with a letter")
-    if kind not in EVENT_KINDS:
-        raise InvalidInput(f"kind {kind!r}: must be one of {', '.join(EVENT_KINDS)}")
-    names = [label.name for label in labels]
-    if len(set(names)) != len(names):
-        raise InvalidInput(f"task {name!r}: label names must be unique")
-    for label in names:
-        _check_label_name(label)
-    if not labels and not open_labels:
-        raise InvalidInput(f"task {name!r}: give its labels, or set open_labels to take them from the data")
-    stored = [{"name": label.name, "description": label.description} for label in labels]
-    existing = session.get(ClassTask, name)
-    if existing is not None:
-        same = existing.kind == kind and existing.open_labels == open_labels and existing.labels == stored
-        if same:
-            return existing
-        raise Conflict(f"task {name!r} exists with another definition; choose another name")
-    if fine_tune and session.scalar(select(ClassTask).where(ClassTask.kind == kind, ClassTask.fine_tune)) is not None:
-        raise Conflict(
-            f"kind {kind!r} already has a task that fine-tunes its encoder; add this one with fine_tune false"
-        )
-    task = ClassTask(
-        name=name,
-        kind=kind,
-        labels=stored,
-        open_labels=open_labels,
-        fine_tune=fine_tune,
-        created_at=now or datetime.now(UTC),
-    )
-    session.add(task)
-    session.flush()
-    return task
-
-
-def admit_labels(task: ClassTask, names: Iterable[str]) -> None:
-    """Check label names against a task; an open task learns new names, a closed one refuses them."""
-    known = {item["name"] for item in task.labels}
-    new = []
-    for name in names:
-        _check_label_name(name)
-        if name not in known:
-            if not task.open_labels:
-                raise InvalidInput(
-                    f"label {name!r} is not one of task {task.name!r}'s labels: {', '.join(sorted(known))}"
-                )
-            known.add(name)
-            new.append({"name": name, "description": describe(name)})
-    if new:
-        task.labels = [*task.labels, *new]  # a new list, so the JSON column is written
-
-
-def _check_label_name(name: str) -> None:
-    if not isinstance(name, str) or not LABEL_NAME.match(name) or name != name.strip():
-        raise InvalidInput(f"label {name!r}: 1-128 printable characters, no leading or trailing space")
-
-
-# --- heads ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Head:
-    """softmax(x @ weights.T + bias) over labels."""
-
-    labels: tuple[str, ...]
-    weights: np.ndarray
-    bias: np.ndarray
-
-    def probs(self, vectors: np.ndarray) -> np.ndarray:
-        """Probabilities, one row per vector, one column per label."""
-        logits = vectors @ self.weights.T + self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        exp = np.exp(logits)
-        out: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
-        return out
-
-    def predict(self, vectors: np.ndarray) -> list[str]:
-        """The most probable label of each vector."""
-        return [self.labels[i] for i in self.probs(vectors).argmax(axis=1)]
-
-    @classmethod
-    def zero_shot(cls, labels: Sequence[str], description_vectors: np.ndarray, *, temperature: float) -> Head:
-        """Scaled cosine similarity to each label's description (vectors are unit length)."""
-        weights = np.asarray(description_vectors, dtype=np.float32) / temperature
-        return cls(tuple(labels), weights, np.zeros(len(labels), dtype=np.float32))
-
-    @classmethod
-    def from_logistic(cls, labels: Sequence[str], coef: np.ndarray, intercept: np.ndarray) -> Head:
-        """From a fitted multinomial logistic regression (a binary one has a single row)."""
-        coef = np.asarray(coef, dtype=np.float32)
-        intercept = np.asarray(intercept, dtype=np.float32)
-        if len(labels) == 2 and coef.shape[0] == 1:
-            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
-            intercept = np.array([-intercept[0] / 2, intercept[0] / 2], dtype=np.float32)
-        return cls(tuple(labels), coef, intercept)
-
-    def averaged_with(self, other: Head) -> Head:
-        """One linear head whose logits are the mean of both heads' logits (its probabilities are
-        the normalised geometric mean of theirs). Both must have the same labels in the same order."""
-        if self.labels != other.labels:
-            raise ValueError(f"heads over different labels: {self.labels} and {other.labels}")
-        return Head(self.labels, (self.weights + other.weights) / 2, (self.bias + other.bias) / 2)
-
-    def save(self, path: Path) -> None:
-        """Write the head as head.npz under path."""
-        path.mkdir(parents=True, exist_ok=True)
-        np.savez(path / "head.npz", labels=np.array(self.labels, dtype=object), weights=self.weights, bias=self.bias)
-
-    @classmethod
-    def load(cls, path: Path) -> Head:
-        """Read head.npz from path."""
-        with np.load(path / "head.npz", allow_pickle=True) as data:
-            return cls(tuple(str(x) for x in data["labels"]), data["weights"], data["bias"])
-
-
-def prediction(head: Head, probs: np.ndarray, *, version: str, zero_shot: bool) -> dict[str, Any]:
-    """The stored form of one prediction: label, a probability per label, version, zero_shot."""
-    best = int(probs.argmax())
-    return {
-        "label": head.labels[best],
-        "probs": {label: round(float(p), 6) for label, p in zip(head.labels, probs, strict=True)},
-        "model_version": version,
-        "zero_shot": zero_shot,
-    }
 
 
 def versioned_collection(kind: str, model_version: str, *, prefix: str) -> str:
     """The collection of a kind embedded by a fine-tuned encoder."""
     tag = hashlib.sha1(model_version.encode()).hexdigest()[:10]
     return f"{collection_for(kind, prefix=prefix)}__{tag}"
-
-
-# --- what a process serves ------------------------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -146,13 +146,13 @@ def ingest(
 @tasks_app.command("list")
 def tasks_list() -> None:
     """Print every task with its kind and labels."""
-    from services.classify import serving as classify
+    from services.classify import tasks
     from services.runtime import get_runtime
 
     table = Table("task", "kind", "labels", "open", "fine-tune")
     with get_runtime().db.session_scope() as session:
-        for task in classify.list_tasks(session):
-            names = [d.name for d in classify.label_defs(task)]
+        for task in tasks.list_tasks(session):
+            names = [d.name for d in tasks.label_defs(task)]
             shown = ", ".join(names[:8]) + (f" (+{len(names) - 8})" if len(names) > 8 else "")
             table.add_row(task.name, task.kind, shown or "-", str(task.open_labels), str(task.fine_tune))
     Console().print(table)
@@ -166,16 +166,16 @@ def tasks_add(
     open_labels: Annotated[bool, typer.Option("--open-labels", help="learn label names from the data")] = False,
 ) -> None:
     """Add a classification task."""
-    from services.classify import serving as classify
+    from services.classify import tasks
     from services.runtime import get_runtime
 
     defs = []
     for item in label or []:
         label_name, _, description = item.partition("=")
-        defs.append(classify.LabelDef(label_name.strip(), description.strip() or classify.describe(label_name)))
+        defs.append(tasks.LabelDef(label_name.strip(), description.strip() or tasks.describe(label_name)))
     try:
         with get_runtime().db.session_scope() as session:
-            classify.add_task(session, name=name, kind=kind, labels=defs, open_labels=open_labels)
+            tasks.add_task(session, name=name, kind=kind, labels=defs, open_labels=open_labels)
     except DomainError as exc:
         raise _fail(_message(exc)) from exc
     console.print(f"task {name} on {kind}: {len(defs)} label(s)")

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from services.classify.serving import describe
+from services.classify.tasks import describe
 from services.config import Settings
 from services.training import labels as label_repo
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from services.classify.serving import Head
+from services.classify.head import Head
 from services.config import Settings
 from services.embedding.encoder import Encoder
 from services.training.dataset import Example

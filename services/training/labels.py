@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from services.classify.serving import admit_labels
+from services.classify.tasks import admit_labels
 from services.db.models import ClassTask, Event, Faq, Label
 from services.errors import InvalidInput, invalid_batch
 from services.events import accept as ingest

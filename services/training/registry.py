@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from services.classify.serving import get_task
+from services.classify.tasks import get_task
 from services.db.models import ClassTask, KindEncoder, ModelVersion, TrainingRun
 from services.errors import Conflict, NotFound
 from services.training import labels as label_repo

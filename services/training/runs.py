@@ -26,7 +26,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services import metrics
-from services.classify.serving import ActiveModels, Head, get_task, label_defs
+from services.classify.head import Head
+from services.classify.serving import ActiveModels
+from services.classify.tasks import get_task, label_defs
 from services.config import Settings
 from services.db.models import Event, ModelVersion, TrainingRun
 from services.embedding.encoder import Encoder

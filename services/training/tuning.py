@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from services.classify.serving import Head
+from services.classify.head import Head
 from services.config import Settings
 from services.embedding.encoder import Encoder
 from services.training.budget import epochs_for, fit_epochs, seconds_per_step

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from services.classify import serving as classify
+from services.classify import tasks
+from services.classify.head import Head
 from services.config import Settings
 from services.db.migrate import upgrade
 from services.db.models import Event, KindEncoder, Label, ModelVersion, ReindexJob
@@ -69,7 +70,7 @@ def event(rt: Runtime, event_id: str) -> Event:
 
 def add_support_task(rt: Runtime) -> None:
     with rt.db.session_scope() as s:
-        classify.add_task(s, name="support", kind="ticket", labels=[], open_labels=True)
+        tasks.add_task(s, name="support", kind="ticket", labels=[], open_labels=True)
         labels.record(
             s,
             labels=[labels.LabelIn(text=t, task="support", label="card_arrival") for t in CARD]
@@ -313,16 +314,16 @@ def outcome_path(rt: Runtime, version: str) -> Path:
 
 def test_head_math() -> None:
     vectors = np.eye(3, dtype=np.float32)
-    head = classify.Head.zero_shot(["a", "b", "c"], vectors, temperature=0.05)
+    head = Head.zero_shot(["a", "b", "c"], vectors, temperature=0.05)
     assert head.predict(vectors) == ["a", "b", "c"]
-    binary = classify.Head.from_logistic(["x", "y"], np.array([[2.0, 0.0]]), np.array([0.0]))
+    binary = Head.from_logistic(["x", "y"], np.array([[2.0, 0.0]]), np.array([0.0]))
     p = binary.probs(np.array([[1.0, 0.0]], dtype=np.float32))[0]
     assert abs(p[1] - 1 / (1 + np.exp(-2.0))) < 1e-6
 
 
 def fine_tune_on_cpu(
     settings: Settings, labeled: list[dataset.Example], out_dir: Path, **options: Any
-) -> tuple[dict[str, Any], classify.Head]:
+) -> tuple[dict[str, Any], Head]:
     return tuning.fine_tune(
         settings.model_path,
         labeled,

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from services.alerts import drift
 from services.api.app import create_app
-from services.classify.serving import LabelDef, add_task
+from services.classify.tasks import LabelDef, add_task
 from services.db.migrate import upgrade
 from services.db.models import Alert
 from services.embedding.encoder import Encoder

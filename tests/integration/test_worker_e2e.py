@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from services.classify import serving as classify
+from services.classify import tasks
 from services.config import Settings
 from services.db import events as repo
 from services.db.migrate import upgrade
@@ -161,7 +161,7 @@ def test_a_running_worker_serves_a_newly_promoted_version(
     runtime._made["encoder"] = encoder
     try:
         with d.db.session_scope() as s:
-            classify.add_task(s, name="support", kind="ticket", labels=[], open_labels=True)
+            tasks.add_task(s, name="support", kind="ticket", labels=[], open_labels=True)
             items = [(f"my {w} card has not arrived yet", "card_arrival") for w in "abcdefghij"]
             items += [(f"please refund the {w} I sent back", "refund") for w in "abcdefghij"]
             labels.record(

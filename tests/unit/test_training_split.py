@@ -105,7 +105,7 @@ def test_label_descriptions_join_the_examples_only_with_few_labels_per_class() -
 def test_self_training_keeps_the_classifier_trained_with_the_encoder() -> None:
     from types import SimpleNamespace
 
-    from services.classify.serving import Head
+    from services.classify.head import Head
     from services.training.heads import head_after_fine_tune
 
     def encode(texts: list[str]) -> np.ndarray:
@@ -165,7 +165,7 @@ def test_the_head_c_is_chosen_by_log_loss_on_val() -> None:
 def test_averaged_heads_mean_their_logits() -> None:
     import pytest
 
-    from services.classify.serving import Head
+    from services.classify.head import Head
 
     a = Head(("x", "y"), np.array([[2.0, 0.0], [0.0, 1.0]], dtype=np.float32), np.array([0.5, 0.0], np.float32))
     b = Head(("x", "y"), np.array([[0.0, 1.0], [1.0, 0.0]], dtype=np.float32), np.array([0.0, 0.3], np.float32))

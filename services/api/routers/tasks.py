@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.api import errors
 from services.api.deps import SessionDep
-from services.classify import serving as classify
+from services.classify import tasks
 from services.db.models import ClassTask
 
 router = APIRouter(prefix="/v1/tasks", tags=["classification"])
@@ -52,7 +52,7 @@ class TaskList(BaseModel):
 
 def task_out(task: ClassTask) -> TaskOut:
     """The API form of a task."""
-    labels = [LabelDefIn(name=d.name, description=d.description) for d in classify.label_defs(task)]
+    labels = [LabelDefIn(name=d.name, description=d.description) for d in tasks.label_defs(task)]
     return TaskOut(
         name=task.name, kind=task.kind, labels=labels, open_labels=task.open_labels, fine_tune=task.fine_tune
     )
@@ -61,14 +61,14 @@ def task_out(task: ClassTask) -> TaskOut:
 @router.get("", response_model=TaskList)
 def list_tasks(session: SessionDep) -> TaskList:
     """Every task with its labels."""
-    return TaskList(tasks=[task_out(t) for t in classify.list_tasks(session)])
+    return TaskList(tasks=[task_out(t) for t in tasks.list_tasks(session)])
 
 
 @router.post("", status_code=201, response_model=TaskOut, responses=errors.responses(409))
 def add_task(body: TaskIn, session: SessionDep) -> TaskOut:
     """Add a task; sending the same definition again is a no-op."""
-    labels = [classify.LabelDef(x.name, x.description or classify.describe(x.name)) for x in body.labels]
-    task = classify.add_task(
+    labels = [tasks.LabelDef(x.name, x.description or tasks.describe(x.name)) for x in body.labels]
+    task = tasks.add_task(
         session, name=body.name, kind=body.kind, labels=labels, open_labels=body.open_labels, fine_tune=body.fine_tune
     )
     return task_out(task)
