@@ -51,8 +51,8 @@ sys.path.insert(0, str(ROOT))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from services import watchlist  # noqa: E402
 from services.alerts import rules as alerts  # noqa: E402
+from services.alerts import watchlist  # noqa: E402
 from services.classify.head import Head  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402

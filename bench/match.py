@@ -53,7 +53,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from apikey import bearer, runtime_key, saved_key  # noqa: E402  (bench/ is not a package)
 
-from services import training  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
 from services.embedding.encoder import Encoder, set_threads  # noqa: E402
@@ -61,7 +60,11 @@ from services.matching import calibration as match_calibration  # noqa: E402
 from services.matching import faq  # noqa: E402
 from services.matching.matcher import MatchResult  # noqa: E402
 from services.runtime import Runtime, reset_runtime  # noqa: E402
-from services.training import labels  # noqa: E402
+from services.training import (  # noqa: E402
+    dataset,
+    labels,
+    registry,
+)
 
 TARGET = 0.95
 LIMITS = faq.FaqLimits(max_faqs=1000, max_paraphrases=1_000_000, max_text_chars=100_000)
@@ -83,12 +86,12 @@ def phase(name: str) -> Iterator[None]:
         print(f"# phase {name}: {PHASES[name]:.1f} s", flush=True)
 
 
-def load(path: Path) -> list[training.Example]:
+def load(path: Path) -> list[dataset.Example]:
     with path.open(newline="", encoding="utf-8") as handle:
-        return [training.Example(r["text"], r["category"]) for r in csv.DictReader(handle) if r["text"].strip()]
+        return [dataset.Example(r["text"], r["category"]) for r in csv.DictReader(handle) if r["text"].strip()]
 
 
-def faq_base(examples: Sequence[training.Example]) -> list[faq.FaqIn]:
+def faq_base(examples: Sequence[dataset.Example]) -> list[faq.FaqIn]:
     """One entry per intent: the first text is the question, the others its paraphrases."""
     by_intent: dict[str, list[str]] = defaultdict(list)
     for example in examples:
@@ -99,10 +102,10 @@ def faq_base(examples: Sequence[training.Example]) -> list[faq.FaqIn]:
     ]
 
 
-def padded_base(examples: Sequence[training.Example], *, points: int) -> list[faq.FaqIn]:
+def padded_base(examples: Sequence[dataset.Example], *, points: int) -> list[faq.FaqIn]:
     """Every example as a paraphrase of its intent, plus "<text> please" variants up to `points` texts."""
     distinct = list(dict.fromkeys((e.label, e.text.strip()) for e in examples))
-    variants = [training.Example(f"{text} please", label) for label, text in distinct[: max(0, points - len(distinct))]]
+    variants = [dataset.Example(f"{text} please", label) for label, text in distinct[: max(0, points - len(distinct))]]
     return faq_base([*examples, *variants])
 
 
@@ -137,7 +140,7 @@ def ranked_accuracy(rankings: Sequence[Sequence[str]], gold: Sequence[str]) -> d
     return {"top1": round(float(top1), 4), "top3": round(float(top3), 4)}
 
 
-def reference(encoder: Encoder, faqs: Sequence[faq.FaqIn], holdout: Sequence[training.Example]) -> dict[str, Any]:
+def reference(encoder: Encoder, faqs: Sequence[faq.FaqIn], holdout: Sequence[dataset.Example]) -> dict[str, Any]:
     """Plain nearest-neighbour over the same paraphrases with the frozen base model."""
     pairs = [(f.id, text) for f in faqs for text in faq.texts_of(f.question, f.paraphrases)]
     points = encoder.encode([text for _, text in pairs])
@@ -161,7 +164,7 @@ def sift_match(rt: Runtime, texts: Sequence[str]) -> list[MatchResult]:
     return out
 
 
-def halves(holdout: Sequence[training.Example]) -> tuple[np.ndarray, np.ndarray]:
+def halves(holdout: Sequence[dataset.Example]) -> tuple[np.ndarray, np.ndarray]:
     """Two halves of the holdout: index parity after sorting by text."""
     order = sorted(range(len(holdout)), key=lambda i: (holdout[i].text, holdout[i].label))
     return np.array(order[0::2]), np.array(order[1::2])
@@ -207,7 +210,7 @@ def abstain_similarity(confidence: np.ndarray, correct: np.ndarray, parts: tuple
     return cross(answered, correct, parts)
 
 
-def score_results(results: Sequence[MatchResult], holdout: Sequence[training.Example], parts: Any) -> dict[str, Any]:
+def score_results(results: Sequence[MatchResult], holdout: Sequence[dataset.Example], parts: Any) -> dict[str, Any]:
     """Top-1/top-3 accuracy and the out-of-sample abstain figures of Sift's matches."""
     gold = [e.label for e in holdout]
     rankings = [[m.faq_id for m in r.matches] for r in results]
@@ -216,7 +219,7 @@ def score_results(results: Sequence[MatchResult], holdout: Sequence[training.Exa
     return {**ranked_accuracy(rankings, gold), "abstain_at_95": abstain_calibrated(features, correct, parts)}
 
 
-def score_reference(ref: dict[str, Any], holdout: Sequence[training.Example], parts: Any) -> dict[str, Any]:
+def score_reference(ref: dict[str, Any], holdout: Sequence[dataset.Example], parts: Any) -> dict[str, Any]:
     gold = [e.label for e in holdout]
     correct = np.array([float(r[0] == g) for r, g in zip(ref["rankings"], gold, strict=True)])
     return {
@@ -236,7 +239,7 @@ def show(name: str, result: dict[str, Any]) -> None:
     )
 
 
-def record_labels(rt: Runtime, train: Sequence[training.Example]) -> int:
+def record_labels(rt: Runtime, train: Sequence[dataset.Example]) -> int:
     """The training texts as `intent` labels (each makes a queued ticket event)."""
     written = 0
     for start in range(0, len(train), LABEL_CHUNK):
@@ -252,7 +255,7 @@ def record_labels(rt: Runtime, train: Sequence[training.Example]) -> int:
 def train_intent(rt: Runtime) -> dict[str, Any]:
     """A real training run of the `intent` task, then the re-index its promotion starts, if any."""
     with rt.db.session_scope() as session:
-        run_id = training.new_run(session, task="intent").id
+        run_id = registry.new_run(session, task="intent").id
     started = time.perf_counter()
     outcome = rt.trainer.execute(run_id)
     run_seconds = time.perf_counter() - started
@@ -386,7 +389,7 @@ def show_latency(name: str, result: dict[str, Any]) -> None:
 
 
 def matching_phases(
-    encoder: Encoder, train: list[training.Example], holdout: list[training.Example], skip_fine_tune: bool
+    encoder: Encoder, train: list[dataset.Example], holdout: list[dataset.Example], skip_fine_tune: bool
 ) -> dict[str, Any]:
     """ref, frozen and trained accuracy and abstain figures."""
     faqs, parts, texts = faq_base(train), halves(holdout), [e.text for e in holdout]
@@ -418,7 +421,7 @@ def matching_phases(
 
 
 def latency_phases(
-    encoder: Encoder, examples: list[training.Example], holdout: list[training.Example], n: int, socket_only: bool
+    encoder: Encoder, examples: list[dataset.Example], holdout: list[dataset.Example], n: int, socket_only: bool
 ) -> dict[str, Any]:
     """Latency against a base of 1 point and against every csv row as a paraphrase."""
     step = max(1, len(holdout) // max(1, n))
@@ -449,7 +452,7 @@ def main() -> None:
     with phase("load_model"):
         encoder = Encoder.load(s.model_path, device="cpu", max_seq_length=s.max_seq_length, batch_size=32)
     examples = load(args.data)
-    train, holdout = training.split(examples, holdout=0.2, min_per_label=1)
+    train, holdout = dataset.split(examples, holdout=0.2, min_per_label=1)
     print(
         f"# {args.data}: {len(examples)} texts, {len({e.label for e in examples})} intents; "
         f"{len(train)} train (FAQ paraphrases / labels), {len(holdout)} holdout (queries); "

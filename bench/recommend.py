@@ -12,7 +12,7 @@ those templated texts: the items go in as `product` events through services.even
 are processed by Sift's own pipeline (the batch use case, Runtime.batch.run, at most 512 ids a call), which
 encodes them with the packaged model (all-MiniLM-L6-v2, 384 dimensions) and upserts them into
 embedded Qdrant; nothing is synthetic about the vectors but the texts they embed. The build
-prints its rate (items/s through run_batch: encode + upsert + record) beside the reference rate
+prints its rate (items/s through the batch use case: encode + upsert + record) beside the reference rate
 of the bare encoder (Encoder.encode, same model and threads) on the last 1024 texts, in this run.
 
 Users: --users users, each with a history of about --history interactions (uniform between half
@@ -79,16 +79,16 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from apikey import bearer, saved_key  # noqa: E402  (bench/ is not a package)
 
-from services import interactions  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
 from services.events import accept as ingest  # noqa: E402
+from services.recommend import interactions  # noqa: E402
 from services.recommend.filters import item_filters  # noqa: E402
 from services.recommend.interactions import InteractionIn  # noqa: E402
 from services.runtime import Runtime, reset_runtime  # noqa: E402
 
 GENERATOR_VERSION = 1  # part of the cache key: bump when the catalogue or the histories change
-BATCH = 512  # ids per run_batch call (= SIFT_BATCH_SIZE of the build)
+BATCH = 512  # ids per batch (= SIFT_BATCH_SIZE of the build)
 INTERACTION_CHUNK = 1000
 HISTORY_DAYS = 28
 CLIENTS = 8
@@ -415,7 +415,7 @@ def settings_for(data_dir: Path) -> Settings:
 
 
 def ingest_items(rt: Runtime, cat: Catalogue) -> dict[str, Any]:
-    """Every item through ingest.accept and the pipeline (run_batch), BATCH ids at a time."""
+    """Every item through ingest.accept and the batch use case, BATCH ids at a time."""
     limits = ingest.Limits(max_events=BATCH, max_text_chars=rt.settings.max_text_chars)
     n = len(cat.events)
     sample = [e.text for e in cat.events[-REFERENCE_TEXTS:]]
@@ -446,7 +446,7 @@ def ingest_items(rt: Runtime, cat: Catalogue) -> dict[str, Any]:
             print(
                 f"#   items {done + failed:>7}/{n} processed ({failed} failed), {elapsed:6.1f} s, "
                 f"{(done + failed) / elapsed:6.1f} items/s overall, {(done + failed) / process_s:6.1f} items/s "
-                "in run_batch (encode + upsert + record)",
+                "in the batch use case (encode + upsert + record)",
                 flush=True,
             )
             next_report += step

@@ -49,13 +49,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from services import interactions  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
 from services.events import accept as ingest  # noqa: E402
+from services.recommend import interactions  # noqa: E402
 from services.recommend.scoring import Scored, Weights  # noqa: E402
 from services.runtime import Runtime, reset_runtime  # noqa: E402
-from worker.tasks import run_batch  # noqa: E402
 
 Sequences = dict[str, list[str]]
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -133,7 +132,7 @@ def build(runtime: Runtime, items: dict[str, str]) -> None:
         ingest.accept(s, events=events, limits=limits)
     ids = list(items)
     for start in range(0, len(ids), 512):
-        run_batch(ids[start : start + 512])
+        runtime.batch.run(ids[start : start + 512], send=lambda *_: None)  # no follow-up for products
 
 
 def store(runtime: Runtime, sequences: Sequences, *, upto: int) -> None:
