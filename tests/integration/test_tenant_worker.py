@@ -126,13 +126,14 @@ def test_the_sweep_resends_each_tenants_events_with_its_tenant(
         tenant: sorted(i for i, _, _ in events) for tenant, events in EVENTS.items()
     }  # globex has nothing queued: no message
 
+    sent = RecordingSender()
     for name, args in broker.sent:  # what a worker does with them
         assert name == PROCESS_EVENTS
-        assert run_batch(args[0], tenant=args[1]) == {"done": 4, "failed": 0}
+        assert run_batch(args[0], tenant=args[1], send=sent) == {"done": 4, "failed": 0}
     for tenant in EVENTS:
         assert set(statuses(runtime, tenant).values()) == {"done"}
     assert statuses(runtime, "globex") == {}
-    assert sorted(args[-1] for name, args in sent if name == ALERTS_PROCESS) == sorted(EVENTS)
+    assert sorted(args[-1] for args in sent.named(ALERTS_PROCESS)) == sorted(EVENTS)
     broker.sent.clear()
     time.sleep(0.05)
     assert tasks.sweep.run() == 0 and broker.sent == []  # all done: nothing to re-send anywhere
