@@ -46,6 +46,25 @@ def read_rows(
             yield number, record if isinstance(record, dict) else {"__error__": "each line must be a JSON object"}
 
 
+def csv_header(path: Path) -> list[str] | None:
+    """The column names of a .csv file (None for JSONL)."""
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [name.strip() for name in next(csv.reader(handle), [])]
+
+
+def require_columns(path: Path, needs: list[tuple[str, str]]) -> None:
+    """InvalidInput, once, when a CSV header lacks a column: needs holds (column, how to fix it)."""
+    header = csv_header(path)
+    if header is None:
+        return
+    missing = [f"no `{column}` column: {fix}" for column, fix in needs if column not in header]
+    if missing:
+        found = ", ".join(header) or "nothing"
+        raise InvalidInput(f"{path} line 1 (the header: {found}): " + "; ".join(missing) + "; nothing was written")
+
+
 def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
     for key in ("metadata", "entities"):
@@ -75,7 +94,12 @@ def _parse(number: int, raw: dict[str, Any], default_kind: str | None) -> tuple[
 
 def validate_file(path: Path, *, default_kind: str | None, max_text_chars: int) -> int:
     """Count the events in path; raise InvalidInput listing the bad lines (nothing is written)."""
+    needs = [("text", "each row's text goes in a column named text")]
+    if default_kind is None:
+        needs.append(("kind", "pass --kind ticket, news or product (or add a kind column)"))
+    require_columns(path, needs)
     problems: list[str] = []
+    kindless: list[int] = []
     seen: dict[str, int] = {}
     count = 0
     limits = ingest.Limits(max_events=1, max_text_chars=max_text_chars)
@@ -90,9 +114,16 @@ def validate_file(path: Path, *, default_kind: str | None, max_text_chars: int) 
             if event.id in seen:
                 problem = problem or f"line {number}: id {event.id!r} already on line {seen[event.id]}"
             seen[event.id] = number
-        if problem:
+        if problem and problem.endswith("kind: Field required"):
+            kindless.append(number)  # reported once below, with the flag that fixes it
+        elif problem:
             problems.append(problem)
         count += 1
+    if kindless:
+        shown_lines = ", ".join(map(str, kindless[:5])) + (" ..." if len(kindless) > 5 else "")
+        problems.insert(
+            0, f"{len(kindless)} record(s) have no kind (line {shown_lines}): pass --kind ticket, news or product"
+        )
     if problems:
         shown = "\n".join(problems[:MAX_REPORTED])
         more = f"\n... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
