@@ -18,6 +18,7 @@ from services.cli.output import print_summary as _print_summary
 from services.cli.queries import feed, match
 from services.cli.status import status
 from services.cli.train import train
+from services.cli.webhooks_listen import webhooks_app
 from services.config import QUEUES, get_settings
 from services.errors import DomainError, InvalidInput
 
@@ -35,6 +36,7 @@ app.add_typer(watchlist_app, name="watchlist")
 models_app = typer.Typer(help="The model registry: versions, metrics, rollback.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+app.add_typer(webhooks_app, name="webhooks")
 
 
 SERVERS = ("up", "api", "worker", "beat")
