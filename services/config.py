@@ -149,6 +149,8 @@ class Settings(BaseSettings):
         0.5, ge=0, le=1, description="threshold on the raw score until a calibration exists"
     )
     match_min_calibration_examples: int = Field(30, ge=2)
+    suggestion_refresh_s: float = Field(604_800, ge=0, description="re-match tickets this recent when FAQs change")
+    suggestion_refresh_max: int = Field(5000, ge=0, description="most tickets (newest first) such a refresh reads")
     max_faqs_per_request: int = Field(1000, ge=1)
     max_paraphrases_per_faq: int = Field(500, ge=1)
 

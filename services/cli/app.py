@@ -16,6 +16,7 @@ from services.cli.output import fail as _fail
 from services.cli.output import message as _message
 from services.cli.output import print_summary as _print_summary
 from services.cli.queries import feed, match
+from services.cli.reprocess import reprocess
 from services.cli.status import status
 from services.cli.train import train
 from services.cli.webhooks_listen import webhooks_app
@@ -324,6 +325,7 @@ def models_activate(version: str) -> None:
 
 
 app.command()(train)
+app.command()(reprocess)
 app.command()(match)
 app.command()(feed)
 app.command()(status)
