@@ -145,8 +145,12 @@ class Settings(BaseSettings):
     match_abstain_below: float | None = Field(
         None, ge=0, le=1, description="a fixed confidence threshold; overrides the calibrated one when set"
     )
-    match_uncalibrated_threshold: float = Field(
-        0.5, ge=0, le=1, description="threshold on the raw score until a calibration exists"
+    match_uncalibrated_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="threshold on the raw similarity until a calibration exists; unset: derived "
+        "from the FAQ base (leave-one-out over its paraphrases, docs/matching.md)",
     )
     match_min_calibration_examples: int = Field(30, ge=2)
     suggestion_refresh_s: float = Field(604_800, ge=0, description="re-match tickets this recent when FAQs change")

@@ -239,11 +239,13 @@ def faq_import(
 
 
 @faq_app.command("calibrate")
-def faq_calibrate() -> None:
-    """Fit match confidence and the abstain threshold on held-out labeled tickets."""
+def faq_calibrate(as_json: JsonOpt = False) -> None:
+    """Fit match confidence and the abstain threshold on held-out labeled tickets: tickets labeled
+    (task `intent`) with the id of the FAQ entry that answers them. Until then the threshold is
+    derived from the FAQ base's own paraphrases."""
     from services.cli import api_client
 
-    _print_summary(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match:calibrate"))
+    _print_summary(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match:calibrate"), as_json=as_json)
 
 
 @watchlist_app.command("import")

@@ -1,6 +1,6 @@
 """Nothing goes stale behind the user's back: tickets processed before their FAQ entries existed
 get suggestions once the base changes, without being sent again; `POST /v1/events:reprocess`
-re-runs processing idempotently."""
+re-runs processing idempotently; an unrelated text abstains on a fresh base before any calibration."""
 
 from __future__ import annotations
 
@@ -115,3 +115,16 @@ def test_reprocess_requeues_done_events_once(client: TestClient, runtime: Runtim
     refused = client.post("/v1/events:reprocess", json={})
     assert refused.status_code == 422 and "name the events" in refused.text
     assert client.post("/v1/events:reprocess", json={"kind": "tweet"}).status_code == 422
+
+
+def test_an_unrelated_text_abstains_on_a_fresh_base_before_any_calibration(client: TestClient) -> None:
+    assert client.post("/v1/faqs:bulk", json={"faqs": FAQS}).status_code == 200
+    weather = client.post("/v1/match", json={"text": "what's the weather in Paris tomorrow"}).json()
+    assert weather["abstain"] is True and weather["calibrated"] is False
+    close = client.post("/v1/match", json={"text": "I can't remember my password"}).json()
+    assert close["abstain"] is False and close["matches"][0]["faq_id"] == "password_reset"
+    # A base without any card entry: a card question is not answered with an unrelated entry.
+    for faq_id in ("card_arrival", "karte_ankunft"):
+        assert client.delete(f"/v1/faqs/{faq_id}").status_code == 204
+    card = client.post("/v1/match", json={"text": "my card has not arrived"}).json()
+    assert card["abstain"] is True, card
