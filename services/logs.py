@@ -150,6 +150,7 @@ def setup(settings: Settings, *, stream: IO[str] | None = None, libraries: bool 
     if not libraries:
         for name in _LIBRARIES:
             logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("kombu").setLevel(logging.ERROR)  # "No hostname was supplied" for the on-disk broker
         # kombu and celery warn about the on-disk broker's defaults on every start: nothing to act on
         warnings.filterwarnings("ignore", module=r"(kombu|celery|onnxruntime|torch)(\.|$)")
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # their own handlers would bypass ours

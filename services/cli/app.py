@@ -167,12 +167,15 @@ def ingest(
     ],
     kind: Annotated[str | None, typer.Option(help="kind for rows that have none")] = None,
     chunk: Annotated[int, typer.Option(min=1, max=1000, help="events per write")] = 500,
+    wait: Annotated[bool, typer.Option("--wait", help="then follow them until processed (`sift up` runs)")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Load events from a file: validated, written idempotently, enqueued; progress bar and summary."""
     from services.cli.ingest_file import ingest_file
 
-    _print_summary(lambda: ingest_file(file, default_kind=kind, chunk=chunk, console=console), as_json=as_json)
+    _print_summary(
+        lambda: ingest_file(file, default_kind=kind, chunk=chunk, console=console, wait=wait), as_json=as_json
+    )
 
 
 @tasks_app.command("list")

@@ -133,14 +133,18 @@ def validate_file(path: Path, *, default_kind: str | None, max_text_chars: int) 
     return count
 
 
-def ingest_file(path: Path, *, default_kind: str | None, chunk: int, console: Console) -> dict[str, Any]:
-    """Validate the whole file, then write and enqueue it chunk by chunk with a progress bar."""
+def ingest_file(
+    path: Path, *, default_kind: str | None, chunk: int, console: Console, wait: bool = False
+) -> dict[str, Any]:
+    """Validate the whole file, then write and enqueue it chunk by chunk with a progress bar; with
+    wait, follow the queued events with a second bar until the worker has processed them."""
     runtime = get_runtime()
     s = runtime.settings
     total = validate_file(path, default_kind=default_kind, max_text_chars=s.max_text_chars)
     enqueuer = Enqueuer(make_celery(s, name="sift-cli"), batch_size=s.batch_size)
     limits = ingest.Limits(max_events=chunk, max_text_chars=s.max_text_chars)
-    summary = {"file": str(path), "events": total, "queued": 0, "unchanged": 0, "not_enqueued": 0}
+    summary: dict[str, Any] = {"file": str(path), "events": total, "queued": 0, "unchanged": 0, "not_enqueued": 0}
+    queued: list[str] = []
     columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("ingest", total=total)
@@ -150,18 +154,22 @@ def ingest_file(path: Path, *, default_kind: str | None, chunk: int, console: Co
             assert event is not None  # validated above
             batch.append(event)
             if len(batch) == chunk:
-                _write(batch, runtime, enqueuer, limits, summary)
+                queued += _write(batch, runtime, enqueuer, limits, summary)
                 progress.advance(bar, len(batch))
                 batch = []
         if batch:
-            _write(batch, runtime, enqueuer, limits, summary)
+            queued += _write(batch, runtime, enqueuer, limits, summary)
             progress.advance(bar, len(batch))
+    if wait and queued and not summary["not_enqueued"]:
+        from services.cli.reprocess import follow
+
+        summary.update(follow(runtime, queued, label="process"))
     return summary
 
 
 def _write(
     batch: list[ingest.EventIn], runtime: Any, enqueuer: Enqueuer, limits: ingest.Limits, summary: dict[str, Any]
-) -> None:
+) -> list[str]:
     with runtime.db.session_scope() as session:
         accepted = ingest.accept(session, events=batch, limits=limits, now=datetime.now(UTC))
     summary["queued"] += len(accepted.queued)
@@ -171,3 +179,4 @@ def _write(
     except BrokerUnavailable:
         # Committed as queued: the beat sweep sends them once the broker is back.
         summary["not_enqueued"] += len(accepted.queued)
+    return list(accepted.queued)

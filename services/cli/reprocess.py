@@ -56,16 +56,17 @@ def _run(selection: Any, *, wait: bool) -> dict[str, Any]:
         summary["not_enqueued"] = len(done.queued)
         return summary
     if wait and done.queued:
-        summary.update(exit_codes(lambda: _follow(runtime, done.queued)))
+        summary.update(exit_codes(lambda: follow(runtime, done.queued)))
     return summary
 
 
-def _follow(runtime: Any, ids: list[str], timeout_s: float = 3600) -> dict[str, int]:
-    """Poll the events' statuses with a bar until none is queued or processing."""
+def follow(runtime: Any, ids: list[str], *, label: str = "reprocess", timeout_s: float = 3600) -> dict[str, int]:
+    """Poll the events' statuses with a bar until none is queued or processing (a worker must run:
+    `sift up`); the counts of done and failed."""
     from services.db.models import Event
 
     columns = (
-        TextColumn("reprocess"),
+        TextColumn(label),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -74,7 +75,7 @@ def _follow(runtime: Any, ids: list[str], timeout_s: float = 3600) -> dict[str, 
     )
     deadline = time.monotonic() + timeout_s
     with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("reprocess", total=len(ids))
+        bar = progress.add_task(label, total=len(ids))
         while True:
             counts: dict[str, int] = {}
             with runtime.db.session_scope() as session:

@@ -4,6 +4,7 @@ short summary at the end."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -26,6 +27,10 @@ def train(
     from services.runtime import get_runtime
     from services.training import registry
 
+    if logging.getLogger().level > logging.INFO:  # --verbose shows the libraries' own bars too
+        from services.embedding.encoder import hide_progress_bars
+
+        hide_progress_bars()
     runtime = get_runtime()
     send = sender_for(make_celery(runtime.settings, name="sift-cli"))  # the worker re-indexes or calibrates
     with runtime.db.session_scope() as session:
