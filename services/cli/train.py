@@ -78,7 +78,8 @@ def train(
 def summary_line(result: dict[str, Any]) -> str:
     """`intent: version v3 promoted (accuracy 0.912, macro-F1 0.905 on 80 held-out; baseline 0.850)`."""
     m = result["metrics"] or {}
-    figures = [f"{k} {m[k]:.3f}" for k in ("accuracy", "macro_f1") if isinstance(m.get(k), int | float)]
+    names = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
+    figures = [f"{name} {m[k]:.3f}" for k, name in names.items() if isinstance(m.get(k), int | float)]
     held = f" on {m['holdout']} held-out" if m.get("holdout") else ""
     base = m.get("baseline", {}).get("accuracy") if isinstance(m.get("baseline"), dict) else None
     baseline = f"; active before: accuracy {base:.3f}" if isinstance(base, int | float) else ""
@@ -89,8 +90,26 @@ def summary_line(result: dict[str, Any]) -> str:
     return line
 
 
+# Where each stage of a run sits on the one bar: the fine-tuning takes most of the time, and the
+# bar only moves forward (the ETA needs that) and is full only when the run is done (the elapsed
+# time stops there).
+STAGES = {"snapshot": 0.0, "split": 0.05, "linear probe": 0.1, "fine-tune": 0.1, "head": 0.9, "evaluate": 0.95}
+
+
 def _progress_to(progress: Any, bar: Any) -> Callable[[str, float], None]:
+    shown = [0.0]
+
     def update(stage: str, fraction: float) -> None:
-        progress.update(bar, completed=fraction, stage=stage)
+        if stage == "done":
+            progress.update(bar, completed=1.0, stage=stage)
+            return
+        at = STAGES.get(stage)
+        if at is None:
+            progress.update(bar, stage=stage)
+            return
+        if stage == "fine-tune":
+            at += 0.8 * min(max(fraction, 0.0), 1.0)
+        shown[0] = max(shown[0], min(at, 0.99))
+        progress.update(bar, completed=shown[0], stage=stage)
 
     return update
