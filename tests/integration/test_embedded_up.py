@@ -116,3 +116,21 @@ def use_the_faq_commands(data_dir: Path, env: dict[str, str]) -> None:
     assert sift(env, "match", " ").returncode == 2
     nobody = sift({**env, "SIFT_API_URL": f"http://127.0.0.1:{free_port()}"}, "match", "card")
     assert nobody.returncode == 1 and "no Sift API" in nobody.stderr, nobody.stderr
+
+
+def test_a_port_in_use_names_the_flag_and_setting_that_change_it(data_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIFT_")}
+        env.update(SIFT_DATA_DIR=str(data_dir))
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli.app", "up", "--port", str(port)],
+            env={**env, "COLUMNS": "300"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert done.returncode == 1 and f"127.0.0.1:{port}" in done.stderr, done.stderr
+    assert "--port" in done.stderr and "SIFT_PORT" in done.stderr, done.stderr
