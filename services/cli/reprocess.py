@@ -29,14 +29,10 @@ def reprocess(
     from services.events.reprocess import Selection
 
     try:
-        selection = Selection(ids=ids or [], kind=kind, since=_utc(since), until=_utc(until), limit=limit)
+        selection = Selection(ids=ids or [], kind=kind, since=since, until=until, limit=limit)
     except ValidationError as exc:
         raise fail(exc.errors()[0]["msg"].removeprefix("Value error, ")) from exc
     print_summary(lambda: _run(selection, wait=wait), as_json=as_json)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _run(selection: Any, *, wait: bool) -> dict[str, Any]:

@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from services.config import EVENT_KINDS
 from services.db.models import Event
+from services.timestamps import Timestamp
 
 MAX_EVENTS = 100_000
 
@@ -26,9 +27,14 @@ class Selection(BaseModel):
 
     ids: list[str] = Field(default_factory=list, max_length=MAX_EVENTS)
     kind: str | None = Field(None, description="ticket, news or product")
-    since: AwareDatetime | None = Field(None, description="received at or after (ISO 8601 with a zone)")
-    until: AwareDatetime | None = Field(None, description="received before (ISO 8601 with a zone)")
+    since: Timestamp | None = Field(None, description="received at or after")
+    until: Timestamp | None = Field(None, description="received before")
     limit: int = Field(10_000, ge=1, le=MAX_EVENTS, description="most events one call re-queues (oldest first)")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
     @model_validator(mode="after")
     def _names_some(self) -> Selection:
