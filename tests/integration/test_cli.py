@@ -172,3 +172,15 @@ def test_a_command_prints_no_library_lines_unless_asked(data_dir: Path) -> None:
     assert quiet.returncode == 0 and "alembic" not in quiet.stderr and "INFO" not in quiet.stderr, quiet.stderr
     loud = subprocess.run([*run, "--verbose", "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120)
     assert loud.returncode == 0 and "alembic" in loud.stderr  # asked for: the migration steps are shown
+
+
+def test_reprocess_names_what_it_needs_and_leaves_queued_events_alone(data_dir: Path, tmp_path: Path) -> None:
+    assert sift(data_dir, "db", "upgrade").returncode == 0
+    events = tmp_path / "tickets.jsonl"
+    events.write_text("\n".join(json.dumps({"id": f"t{i}", "kind": "ticket", "text": f"card {i}"}) for i in range(3)))
+    assert sift(data_dir, "ingest", str(events)).returncode == 0
+    nothing = sift(data_dir, "reprocess")
+    assert nothing.returncode == 2 and "name the events" in nothing.stderr, nothing.stderr
+    queued = sift(data_dir, "reprocess", "--kind", "ticket", "--no-wait", "--json")
+    assert queued.returncode == 0, queued.stderr
+    assert json.loads(queued.stdout) == {"matched": 3, "queued": 0, "in_flight": 3}  # already on their way
