@@ -59,10 +59,14 @@ def require_columns(path: Path, needs: list[tuple[str, str]]) -> None:
     header = csv_header(path)
     if header is None:
         return
-    missing = [f"no `{column}` column: {fix}" for column, fix in needs if column not in header]
-    if missing:
+    fixes: dict[str, list[str]] = {}  # each fix said once, with the columns it is about
+    for column, fix in needs:
+        if column not in header:
+            fixes.setdefault(fix, []).append(f"`{column}`")
+    if fixes:
         found = ", ".join(header) or "nothing"
-        raise InvalidInput(f"{path} line 1 (the header: {found}): " + "; ".join(missing) + "; nothing was written")
+        said = "; ".join(f"no {' or '.join(columns)} column: {fix}" for fix, columns in fixes.items())
+        raise InvalidInput(f"{path} line 1 (the header: {found}): {said}; nothing was written")
 
 
 def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
