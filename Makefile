@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# One machine: webhooks may go to a receiver on it (`sift webhooks listen`); a server started otherwise refuses them.
 run: $(STAMP)
-	$(BIN)/sift up
+	SIFT_WEBHOOK_ALLOW_PRIVATE=$${SIFT_WEBHOOK_ALLOW_PRIVATE:-true} $(BIN)/sift up
 
 lint: $(STAMP)
 	$(BIN)/ruff check services worker tests bench migrations

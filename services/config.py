@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_url: str | None = Field(
-        None, description="where CLI commands that need the running API find it (default http://HOST:PORT)"
+        None, description="where CLI commands that need the API find it (default http://HOST:PORT)"
     )
 
     database_url: str | None = None
@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     )
     onnx_dir: Path | None = Field(
         None,
-        description="where int8 ONNX files are cached; default: the user's cache (~/.cache/sift/onnx)",
+        description="where int8 ONNX files are cached; default: cache/onnx in the data dir",
     )
     max_seq_length: int = Field(256, ge=8, le=512)
     encode_batch_size: int = Field(0, ge=0, le=4096, description="texts per forward pass; 0 = 32 on CPU, 256 on a GPU")
@@ -145,10 +145,16 @@ class Settings(BaseSettings):
     match_abstain_below: float | None = Field(
         None, ge=0, le=1, description="a fixed confidence threshold; overrides the calibrated one when set"
     )
-    match_uncalibrated_threshold: float = Field(
-        0.5, ge=0, le=1, description="threshold on the raw score until a calibration exists"
+    match_uncalibrated_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="threshold on the raw similarity until a calibration exists; unset: derived "
+        "from the FAQ base (leave-one-out over its paraphrases, docs/matching.md)",
     )
     match_min_calibration_examples: int = Field(30, ge=2)
+    suggestion_refresh_s: float = Field(604_800, ge=0, description="re-match tickets this recent when FAQs change")
+    suggestion_refresh_max: int = Field(5000, ge=0, description="most tickets (newest first) such a refresh reads")
     max_faqs_per_request: int = Field(1000, ge=1)
     max_paraphrases_per_faq: int = Field(500, ge=1)
 
@@ -162,9 +168,7 @@ class Settings(BaseSettings):
     alert_drop: float = Field(0.7, gt=0, le=2, description="rule sentiment_drop: fall of the mean score vs baseline")
     alert_sweep_interval_s: float = Field(60.0, gt=0, description="beat: re-evaluate open alerts, retry deliveries")
     alert_cooldown_s: int = Field(3600, ge=0, description="after an alert closes, the same rule waits this long")
-    webhook_allow_private: bool = Field(
-        False, description="allow webhook URLs on loopback, private or link-local addresses (tests, one host)"
-    )
+    webhook_allow_private: bool = Field(False, description="allow webhook URLs on loopback, private, link-local hosts")
     webhook_timeout_s: float = Field(5.0, gt=0)
     webhook_max_attempts: int = Field(8, ge=1)
     webhook_backoff_s: float = Field(2.0, gt=0, description="first retry delay; doubles per attempt, capped at 1 h")
@@ -284,11 +288,11 @@ class Settings(BaseSettings):
 
     @property
     def onnx_cache_dir(self) -> Path:
-        """Where the int8 ONNX files of the encoders are cached: made once per model and machine,
-        shared by every process and data dir (files are keyed by the model directory's contents)."""
+        """Where the int8 ONNX files of the encoders are cached: under the data dir, like everything
+        Sift writes, unless SIFT_ONNX_DIR shares one cache between data dirs (keyed by the model's files)."""
         if self.onnx_dir:
             return self.onnx_dir
-        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sift" / "onnx"
+        return self.data_dir / "cache" / "onnx"
 
     @property
     def models_dir(self) -> Path:
@@ -343,30 +347,43 @@ class Settings(BaseSettings):
             raise ValueError("SIFT_ENV=production needs SIFT_BROKER_URL (the on-disk broker is for one machine)")
 
     def masked(self) -> dict[str, object]:
-        """Effective settings as SIFT_* names, secrets masked, for `sift config`."""
+        """Effective settings as SIFT_* names, secrets masked wherever they appear (a URL's password,
+        a sensitive query parameter, a key), for `sift config`."""
         out: dict[str, object] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = "********" if value.get_secret_value() else ""
-            elif name.endswith("_url") and isinstance(value, str):
-                value = _mask_url_password(value)
-            out[f"SIFT_{name.upper()}"] = value if value is not None else ""
-        out["(database)"] = _mask_url_password(self.sqlalchemy_url)
-        out["(broker)"] = _mask_url_password(self.celery_broker_url)
-        out["(vectors)"] = self.qdrant_url or f"qdrant-edge:{self.vectors_dir}"
+            out[f"SIFT_{name.upper()}"] = mask_secrets(value) if value is not None else ""
+        out["(database)"] = mask_secrets(self.sqlalchemy_url)
+        out["(broker)"] = mask_secrets(self.celery_broker_url)
+        out["(vectors)"] = mask_secrets(self.qdrant_url or f"qdrant-edge:{self.vectors_dir}")
         out["(model)"] = self.model_path
         return out
 
 
-def _mask_url_password(url: str) -> str:
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
+# Query parameters whose value is a secret (matched as a part of the name: db_password, x-api-key).
+_SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|api[-_]?key|apikey|key|auth|credential|signature|sig", re.I)
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"']+")
+
+
+def mask_secrets(value: object) -> object:
+    """value with every URL's password and secret query parameters masked (strings, lists, dicts)."""
+    if isinstance(value, str):
+        return _URL.sub(lambda m: _mask_url(m.group(0)), value)
+    if isinstance(value, dict):
+        return {k: "********" if _SECRET_PARAMS.search(str(k)) else mask_secrets(v) for k, v in value.items()}
+    return [mask_secrets(v) for v in value] if isinstance(value, list | tuple) else value
+
+
+def _mask_url(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    creds = authority.rsplit("@", 1)[0] if "@" in authority else ""
     if ":" in creds:
-        creds = creds.split(":", 1)[0] + ":********"
-    return f"{scheme}://{creds}@{host}"
+        rest = rest.replace(f"{creds}@", f"{creds.split(':', 1)[0]}:********@", 1)
+    hide = lambda m: f"{m[1]}{m[2]}=********" if _SECRET_PARAMS.search(m[2]) and m[3] else m[0]  # noqa: E731
+    return f"{scheme}://" + re.sub(r"([?&;])([^=&#]+)=([^&#;]*)", hide, rest)
 
 
 @lru_cache(maxsize=1)

@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import sys
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -28,6 +29,24 @@ _context: ContextVar[Mapping[str, Any] | None] = ContextVar("sift_log_context", 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 # Libraries that log every HTTP call at INFO (the Qdrant client, webhook deliveries).
 _CHATTY = ("httpx", "httpx2", "httpcore")
+# Libraries whose INFO lines say nothing a person acts on (each migration step, broker chatter, ONNX
+# export and quantization steps): hidden below WARNING unless a person asks (--verbose, SIFT_LOG_LEVEL).
+_LIBRARIES = (
+    "alembic",
+    "kombu",
+    "celery",
+    "amqp",
+    "onnx",
+    "onnxruntime",
+    "root.onnx",
+    "sentence_transformers",
+    "transformers",
+    "torch",
+    "optimum",
+    "urllib3",
+    "filelock",
+    "huggingface_hub",
+)
 
 
 def bind(**fields: Any) -> Token[Mapping[str, Any] | None]:
@@ -99,13 +118,27 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-def setup(settings: Settings, *, stream: IO[str] | None = None) -> logging.Handler:
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time: a progress bar that redirects stderr prints
+    the line above itself instead of being broken mid-line."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        pass
+
+
+def setup(settings: Settings, *, stream: IO[str] | None = None, libraries: bool = True) -> logging.Handler:
     """Send every logger's lines to stderr (or stream) as SIFT_LOG_FORMAT says, at SIFT_LOG_LEVEL;
-    calling it again replaces the handler it installed before. Returns the handler."""
+    libraries=False keeps third-party lines below WARNING (and their Python warnings) out.
+    Calling it again replaces the handler it installed before. Returns the handler."""
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "sift", False)]:
         root.removeHandler(old)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream is not None else _CurrentStderr()
     handler.setFormatter(JsonFormatter() if settings.log_json else TextFormatter())
     handler.sift = True  # type: ignore[attr-defined]
     root.addHandler(handler)
@@ -114,6 +147,12 @@ def setup(settings: Settings, *, stream: IO[str] | None = None) -> logging.Handl
     if root.level > logging.DEBUG:
         for name in _CHATTY:
             logging.getLogger(name).setLevel(logging.WARNING)
+    if not libraries:
+        for name in _LIBRARIES:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("kombu").setLevel(logging.ERROR)  # "No hostname was supplied" for the on-disk broker
+        # kombu and celery warn about the on-disk broker's defaults on every start: nothing to act on
+        warnings.filterwarnings("ignore", module=r"(kombu|celery|onnxruntime|torch)(\.|$)")
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # their own handlers would bypass ours
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True

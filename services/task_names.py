@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 PROCESS_EVENTS = "sift.ingest.process_events"
 SWEEP = "sift.ingest.sweep"
+REFRESH_SUGGESTIONS = "sift.ingest.refresh_suggestions"  # after the FAQ base or the ticket kind's models change
 TRAIN_RUN = "sift.train.run"
 TRAIN_CHECK = "sift.train.check"
 REINDEX = "sift.train.reindex"

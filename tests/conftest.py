@@ -20,6 +20,8 @@ from services.embedding.encoder import Encoder
 from services.runtime import Runtime
 from services.tenancy import tenants
 
+# The int8 ONNX file is made once per model (seconds); tests share one cache instead of a new one per data dir.
+os.environ.setdefault("SIFT_ONNX_DIR", str(Path.home() / ".cache" / "sift" / "onnx"))
 PG_ADMIN_URL = os.environ.get("SIFT_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("SIFT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 

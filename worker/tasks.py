@@ -13,9 +13,10 @@ from services.alerts import drift, webhooks
 from services.alerts import flow as alert_flow
 from services.config import DEFAULT_TENANT, get_settings
 from services.enqueue import Enqueuer, sender_for
-from services.errors import InvalidInput, Transient
+from services.errors import BrokerUnavailable, InvalidInput, Transient
 from services.events import accept as ingest
 from services.matching import calibration as match_calibration
+from services.matching.refresh import refresh_suggestions
 from services.runtime import Runtime, get_runtime
 from services.task_names import (
     ALERTS_PROCESS,
@@ -24,6 +25,7 @@ from services.task_names import (
     CALIBRATE_MATCH,
     DRIFT_CHECK,
     PROCESS_EVENTS,
+    REFRESH_SUGGESTIONS,
     REINDEX,
     SWEEP,
     TRAIN_CHECK,
@@ -128,7 +130,32 @@ def calibrate_match(self: Task, tenant: str = DEFAULT_TENANT) -> dict[str, objec
     except InvalidInput as exc:
         log.info("match calibration skipped: %s", exc.message)
         return {"calibrated": False, "reason": exc.message}
+    finally:  # new models or a new threshold: stored suggestions are matched again
+        _refresh_later(self, tenant)
     return {"calibrated": True, "id": row.id, **row.metrics}
+
+
+def _refresh_later(task: Task, tenant: str) -> None:
+    try:
+        sender_for(task.app)(REFRESH_SUGGESTIONS, tenant)
+    except BrokerUnavailable:  # the next FAQ write or calibration asks again
+        log.warning("suggestions not refreshed: broker unavailable")
+
+
+@shared_task(bind=True, name=REFRESH_SUGGESTIONS, soft_time_limit=600)
+def refresh_ticket_suggestions(self: Task, tenant: str = DEFAULT_TENANT) -> dict[str, int]:
+    """Match a tenant's recent tickets again after its FAQ base or models changed (idempotent)."""
+    runtime = get_runtime().for_tenant(tenant)
+    s = runtime.settings
+    if s.suggestion_refresh_s <= 0 or s.suggestion_refresh_max <= 0:
+        return {"tickets": 0, "changed": 0}
+    return refresh_suggestions(
+        matcher=runtime.matcher,
+        sessions=runtime.db.session_scope,
+        window_s=s.suggestion_refresh_s,
+        limit=s.suggestion_refresh_max,
+        now=datetime.now(UTC),
+    )
 
 
 @shared_task(bind=True, name=TRAIN_CHECK, soft_time_limit=120)

@@ -6,12 +6,15 @@ What a receiver gets, per alert event and webhook::
     Content-Type: application/json
     X-Sift-Event: alert.raised | alert.cleared
     X-Sift-Idempotency-Key: alert-<alert id>-<event type>-<webhook id>
-    X-Sift-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>
+    webhook-id: the idempotency key again (Standard Webhooks' message id)
+    webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>." + body)>
 
     {"alert": {...}, "event_type": ..., "idempotency_key": ...}   (compact, sorted keys)
 
-The timestamp is part of the signed content, so a captured request cannot be replayed later
-than the receiver's tolerance; `verify` is the reference check (constant-time).
+Signed as the Standard Webhooks specification says (services/alerts/signing.py): the id and the
+timestamp are part of the signed content, so a captured request cannot be replayed later than the
+receiver's tolerance; a receiver verifies with the `standardwebhooks` library of its language.
 
 Guarantee: at-least-once sending, exactly-once acceptance by a receiver that dedupes on the
 idempotency key. A delivery row is queued once per key (a unique constraint, inserted with
@@ -46,7 +49,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services import metrics
-from services.alerts.signing import SIGNATURE_HEADER, signature_header
+from services.alerts.signing import key_of, signed_headers
 from services.config import Settings
 from services.db.lookup import require
 from services.db.models import Alert, Webhook, WebhookDelivery, as_utc
@@ -72,7 +75,12 @@ class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: str = Field(max_length=2000, description="http or https; private and loopback hosts are refused")
-    secret: str = Field(min_length=16, max_length=256, description="signs every body (HMAC-SHA256)")
+    secret: str = Field(
+        min_length=16,
+        max_length=256,
+        description="signs every delivery (Standard Webhooks): a whsec_<base64> secret, or a plain one whose "
+        "UTF-8 bytes are the key (the same as whsec_ + base64 of it)",
+    )
     event_types: list[EventType] = Field(default_factory=_default_event_types, min_length=1)
 
     @field_validator("url")
@@ -82,6 +90,13 @@ class WebhookIn(BaseModel):
         if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
         return value.strip()
+
+    @field_validator("secret")
+    @classmethod
+    def _usable_key(cls, value: str) -> str:
+        if len(key_of(value)) < 16:  # raises ValueError for a whsec_ secret that is not base64
+            raise ValueError("the key must be at least 16 bytes")
+        return value
 
     @field_validator("event_types")
     @classmethod
@@ -297,7 +312,7 @@ def _send(attempt: _Attempt, *, settings: Settings, client: httpx.Client, now: d
         "User-Agent": "Sift-Webhooks/1",
         "X-Sift-Event": attempt.event_type,
         "X-Sift-Idempotency-Key": attempt.key,
-        SIGNATURE_HEADER: signature_header(attempt.secret, body, int(now.timestamp())),
+        **signed_headers(attempt.secret, body, message_id=attempt.key, timestamp=int(now.timestamp())),
     }
     url = httpx.URL(attempt.url)
     headers["Host"] = url.netloc.decode("ascii")  # the name, while the connection goes to the checked address

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.api import errors, openapi
+from services.api import docs_page, errors, openapi
 from services.api.auth import Authenticate, KeyCache, authorize
 from services.api.rate_limit import RateLimit, TokenBuckets
 from services.api.request_context import RequestContext
@@ -66,7 +66,10 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
         lifespan=lifespan,
         description="Text events in; answers, alerts and recommendations out.",
         dependencies=[Depends(authorize), Depends(refuse_unstorable_text)],
+        docs_url=None,  # served by docs_page from the installed package, not a CDN
+        redoc_url=None,
     )
+    docs_page.install(app)
     app.state.runtime = runtime
     app.state.enqueuer_app = producer
     app.state.checks = Checks()  # /readyz: at most one check per dependency in flight

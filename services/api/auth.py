@@ -31,6 +31,7 @@ NO_KEY = "this call needs an API key: send `Authorization: Bearer <key>` (`sift 
 
 ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/v1/events"): "ingest",
+    ("POST", "/v1/events:reprocess"): "ingest",
     ("POST", "/v1/interactions"): "ingest",
     ("GET", "/v1/events/{event_id}"): "read",
     ("GET", "/v1/stats"): "read",

@@ -81,14 +81,35 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
             error_body("invalid_json", f"the request body is not valid JSON: {detail}".strip()), status_code=400
         )
     details = [
-        {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "problem": e.get("msg", "")}
-        for e in errors
+        {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "problem": _problem(e)} for e in errors
     ]
     first = details[0] if details else {"field": "", "problem": "invalid"}
     message = f"{first['field'] or 'body'}: {first['problem']}"
     if len(details) > 1:
         message += f" (and {len(details) - 1} more problem(s), see details)"
     return JSONResponse(error_body("invalid_input", message, details), status_code=422)
+
+
+def _problem(error: Any) -> str:
+    """Pydantic's message; for an unknown field, the fields that are known there (a guessed `ts` on
+    an event is told `occurred_at`)."""
+    if error.get("type") != "extra_forbidden":
+        return str(error.get("msg", ""))
+    from services.events.accept import EventIn
+    from services.matching.faq import FaqIn
+    from services.recommend.interactions import InteractionIn
+    from services.training.labels import LabelIn
+
+    items: dict[str, type[BaseModel]] = {
+        "events": EventIn,
+        "faqs": FaqIn,
+        "interactions": InteractionIn,
+        "labels": LabelIn,
+    }
+    loc = [p for p in error.get("loc", ()) if p != "body"]
+    model = items.get(str(loc[0])) if len(loc) == 3 else None  # e.g. events.0.ts
+    hint = f"the fields are {', '.join(model.model_fields)}" if model else "the OpenAPI schema (/docs) lists the fields"
+    return f"unknown field {loc[-1]!r}; {hint}" if loc else f"unknown field; {hint}"
 
 
 async def _http(_: Request, exc: Exception) -> JSONResponse:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,9 +16,12 @@ from services.cli.output import fail as _fail
 from services.cli.output import message as _message
 from services.cli.output import print_summary as _print_summary
 from services.cli.queries import feed, match
+from services.cli.reprocess import reprocess
 from services.cli.status import status
+from services.cli.train import train
+from services.cli.webhooks_listen import webhooks_app
 from services.config import QUEUES, get_settings
-from services.errors import DomainError, InvalidInput, NotFound
+from services.errors import DomainError, InvalidInput
 
 app = typer.Typer(help="Sift: text events in; answers, alerts and recommendations out.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -35,15 +37,25 @@ app.add_typer(watchlist_app, name="watchlist")
 models_app = typer.Typer(help="The model registry: versions, metrics, rollback.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+app.add_typer(webhooks_app, name="webhooks")
+
+
+SERVERS = ("up", "api", "worker", "beat")
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as JSON instead of a line for people")]
 
 
 @app.callback()
 def _logging(
+    ctx: typer.Context,
     tenant: Annotated[
         str | None, typer.Option(help="the tenant commands on the database act for (default SIFT_TENANT)")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="also print INFO lines, the libraries' included")
+    ] = False,
 ) -> None:
-    # Every command logs the same way (SIFT_LOG_FORMAT, SIFT_LOG_LEVEL) to stderr.
+    # Every command logs the same way (SIFT_LOG_FORMAT, SIFT_LOG_LEVEL) to stderr. A command a person
+    # runs prints only warnings unless asked (--verbose or SIFT_LOG_LEVEL); servers keep Sift's INFO lines.
     from services import logs
 
     settings = get_settings()
@@ -54,7 +66,12 @@ def _logging(
             settings.tenant = check_tenant_id(tenant)
         except InvalidInput as exc:
             raise _fail(exc.message) from exc
-    logs.setup(settings)
+    explicit = "log_level" in settings.model_fields_set
+    if verbose and not explicit:
+        settings.log_level = "INFO"
+    elif not explicit and ctx.invoked_subcommand not in SERVERS:
+        settings.log_level = "WARNING"
+    logs.setup(settings, libraries=verbose or explicit)
 
 
 @app.command()
@@ -76,11 +93,24 @@ def db_upgrade(revision: str = "head") -> None:
     console.print(f"database at {settings.masked()['(database)']} is at {revision}")
 
 
+HostOpt = Annotated[str | None, typer.Option(help="address the API listens on (default SIFT_HOST, 127.0.0.1)")]
+PortOpt = Annotated[int | None, typer.Option(min=1, max=65535, help="port of the API (default SIFT_PORT, 8000)")]
+
+
+def _listen_on(host: str | None, port: int | None) -> None:
+    settings = get_settings()
+    if host is not None:
+        settings.host = host
+    if port is not None:
+        settings.port = port
+
+
 @app.command()
-def up() -> None:
+def up(host: HostOpt = None, port: PortOpt = None) -> None:
     """Serve everything in one process: API, worker and beat (the embedded default)."""
     from services.cli.serve import serve_all
 
+    _listen_on(host, port)
     try:
         get_settings().check_secrets()
     except ValueError as exc:
@@ -89,12 +119,13 @@ def up() -> None:
 
 
 @app.command()
-def api() -> None:
+def api(host: HostOpt = None, port: PortOpt = None) -> None:
     """Serve the HTTP API only (production: API replicas beside separate workers)."""
     import uvicorn
 
     from services.api.app import create_app
 
+    _listen_on(host, port)
     settings = get_settings()
     uvicorn.run(create_app(), host=settings.host, port=settings.port, log_level="warning", log_config=None)
 
@@ -136,11 +167,15 @@ def ingest(
     ],
     kind: Annotated[str | None, typer.Option(help="kind for rows that have none")] = None,
     chunk: Annotated[int, typer.Option(min=1, max=1000, help="events per write")] = 500,
+    wait: Annotated[bool, typer.Option("--wait", help="then follow them until processed (`sift up` runs)")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Load events from a file: validated, written idempotently, enqueued; progress bar and summary."""
     from services.cli.ingest_file import ingest_file
 
-    _print_summary(lambda: ingest_file(file, default_kind=kind, chunk=chunk, console=console))
+    _print_summary(
+        lambda: ingest_file(file, default_kind=kind, chunk=chunk, console=console, wait=wait), as_json=as_json
+    )
 
 
 @tasks_app.command("list")
@@ -186,40 +221,45 @@ def labels_import(
     file: Annotated[Path, typer.Argument(help="CSV or JSONL with text or event_id, task, label")],
     task: Annotated[str | None, typer.Option(help="task for rows that have none")] = None,
     label_column: Annotated[str, typer.Option(help="the column that holds the label")] = "label",
+    as_json: JsonOpt = False,
 ) -> None:
     """Import labels: the whole file is checked first; a bad line exits 2 and nothing is written."""
     from services.cli.labels_file import import_file
 
-    _print_summary(lambda: import_file(file, task=task, label_column=label_column, console=console))
+    _print_summary(lambda: import_file(file, task=task, label_column=label_column, console=console), as_json=as_json)
 
 
 @faq_app.command("import")
 def faq_import(
     file: Annotated[Path, typer.Argument(help="JSONL or CSV: id, question, answer, paraphrases, tags, locale")],
     chunk: Annotated[int, typer.Option(min=1, max=1000, help="entries per request")] = 200,
+    as_json: JsonOpt = False,
 ) -> None:
     """Import FAQ entries: the whole file is checked first, then sent to the API in chunks."""
     from services.cli.faq_file import import_file
 
-    _print_summary(lambda: import_file(file, settings=get_settings(), chunk=chunk, console=console))
+    _print_summary(lambda: import_file(file, settings=get_settings(), chunk=chunk, console=console), as_json=as_json)
 
 
 @faq_app.command("calibrate")
-def faq_calibrate() -> None:
-    """Fit match confidence and the abstain threshold on held-out labeled tickets."""
+def faq_calibrate(as_json: JsonOpt = False) -> None:
+    """Fit match confidence and the abstain threshold on held-out labeled tickets: tickets labeled
+    (task `intent`) with the id of the FAQ entry that answers them. Until then the threshold is
+    derived from the FAQ base's own paraphrases."""
     from services.cli import api_client
 
-    _print_summary(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match:calibrate"))
+    _print_summary(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match:calibrate"), as_json=as_json)
 
 
 @watchlist_app.command("import")
 def watchlist_import(
     file: Annotated[Path, typer.Argument(help="JSONL or CSV: entity, name, ticker, aliases (| between them)")],
+    as_json: JsonOpt = False,
 ) -> None:
     """Import watched companies: the whole file is checked first; a bad line exits 2, nothing written."""
     from services.cli.watchlist_file import import_file
 
-    _print_summary(lambda: import_file(file))
+    _print_summary(lambda: import_file(file), as_json=as_json)
 
 
 @app.command("alerts")
@@ -243,62 +283,6 @@ def alerts_list(
             )
             table.add_row(str(a.id), a.entity, a.rule, a.severity, a.state, window, shown, str(len(a.event_ids)))
     Console().print(table)
-
-
-@app.command()
-def train(
-    task: Annotated[str | None, typer.Option(help="the task to train (default: every task with new labels)")] = None,
-) -> None:
-    """Train in this process with a progress bar: snapshot, split, fine-tune, evaluate, promote if better."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from services.enqueue import make_celery, sender_for
-    from services.runtime import get_runtime
-    from services.training import registry
-
-    runtime = get_runtime()
-    send = sender_for(make_celery(runtime.settings, name="sift-cli"))  # the worker re-indexes or calibrates
-    with runtime.db.session_scope() as session:
-        names = [task] if task else registry.due_tasks(session, min_new_labels=1)
-    if not names:
-        console.print("no task has new labels; nothing to train")
-        return
-    results = []
-    for name in names:
-        try:
-            with runtime.db.session_scope() as session:
-                run_id = registry.new_run(session, task=name, trigger="cli").id
-            columns = (
-                TextColumn(f"{name} {{task.fields[stage]}}"),
-                BarColumn(),
-                TextColumn("{task.percentage:>3.0f}%"),
-                TimeElapsedColumn(),
-            )
-            with Progress(*columns, console=console) as progress:
-                bar = progress.add_task(name, total=1.0, stage="snapshot")
-                outcome = runtime.trainer.run(run_id, send=send, progress=_progress_to(progress, bar))
-        except (InvalidInput, NotFound) as exc:  # a bad task name or too few labels: the caller's to fix
-            raise _fail(_message(exc)) from exc
-        except DomainError as exc:
-            raise _fail(_message(exc), code=1) from exc
-        results.append(
-            {
-                "task": name,
-                "run_id": run_id,
-                "version": outcome.version,
-                "promoted": outcome.promoted,
-                "reindex_job": outcome.reindex_job,
-                "metrics": outcome.metrics,
-            }
-        )
-    Console().print_json(json.dumps(results, default=str))
-
-
-def _progress_to(progress: Any, bar: Any) -> Callable[[str, float], None]:
-    def update(stage: str, fraction: float) -> None:
-        progress.update(bar, completed=fraction, stage=stage)
-
-    return update
 
 
 @models_app.command("list")
@@ -345,6 +329,8 @@ def models_activate(version: str) -> None:
     console.print(f"{version} needs its own encoder: re-index job {job} queued; it becomes active when the job is done")
 
 
+app.command()(train)
+app.command()(reprocess)
 app.command()(match)
 app.command()(feed)
 app.command()(status)

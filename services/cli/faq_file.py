@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from services.cli import api_client
-from services.cli.ingest_file import MAX_REPORTED, read_rows
+from services.cli.ingest_file import MAX_REPORTED, read_rows, require_columns
 from services.config import Settings
 from services.errors import InvalidInput
 from services.matching import faq
@@ -31,6 +31,8 @@ def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def parse_file(path: Path, *, limits: faq.FaqLimits) -> list[faq.FaqIn]:
     """Every entry in the file; InvalidInput naming the bad lines (nothing is sent)."""
+    fix = "the columns are id, question, answer, paraphrases, tags, locale"
+    require_columns(path, [(c, fix) for c in ("id", "question", "answer")])
     parsed: list[faq.FaqIn] = []
     problems: list[str] = []
     lines: dict[str, int] = {}

@@ -46,6 +46,29 @@ def read_rows(
             yield number, record if isinstance(record, dict) else {"__error__": "each line must be a JSON object"}
 
 
+def csv_header(path: Path) -> list[str] | None:
+    """The column names of a .csv file (None for JSONL)."""
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [name.strip() for name in next(csv.reader(handle), [])]
+
+
+def require_columns(path: Path, needs: list[tuple[str, str]]) -> None:
+    """InvalidInput, once, when a CSV header lacks a column: needs holds (column, how to fix it)."""
+    header = csv_header(path)
+    if header is None:
+        return
+    fixes: dict[str, list[str]] = {}  # each fix said once, with the columns it is about
+    for column, fix in needs:
+        if column not in header:
+            fixes.setdefault(fix, []).append(f"`{column}`")
+    if fixes:
+        found = ", ".join(header) or "nothing"
+        said = "; ".join(f"no {' or '.join(columns)} column: {fix}" for fix, columns in fixes.items())
+        raise InvalidInput(f"{path} line 1 (the header: {found}): {said}; nothing was written")
+
+
 def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
     for key in ("metadata", "entities"):
@@ -75,7 +98,12 @@ def _parse(number: int, raw: dict[str, Any], default_kind: str | None) -> tuple[
 
 def validate_file(path: Path, *, default_kind: str | None, max_text_chars: int) -> int:
     """Count the events in path; raise InvalidInput listing the bad lines (nothing is written)."""
+    needs = [("text", "each row's text goes in a column named text")]
+    if default_kind is None:
+        needs.append(("kind", "pass --kind ticket, news or product (or add a kind column)"))
+    require_columns(path, needs)
     problems: list[str] = []
+    kindless: list[int] = []
     seen: dict[str, int] = {}
     count = 0
     limits = ingest.Limits(max_events=1, max_text_chars=max_text_chars)
@@ -90,9 +118,16 @@ def validate_file(path: Path, *, default_kind: str | None, max_text_chars: int) 
             if event.id in seen:
                 problem = problem or f"line {number}: id {event.id!r} already on line {seen[event.id]}"
             seen[event.id] = number
-        if problem:
+        if problem and problem.endswith("kind: Field required"):
+            kindless.append(number)  # reported once below, with the flag that fixes it
+        elif problem:
             problems.append(problem)
         count += 1
+    if kindless:
+        shown_lines = ", ".join(map(str, kindless[:5])) + (" ..." if len(kindless) > 5 else "")
+        problems.insert(
+            0, f"{len(kindless)} record(s) have no kind (line {shown_lines}): pass --kind ticket, news or product"
+        )
     if problems:
         shown = "\n".join(problems[:MAX_REPORTED])
         more = f"\n... and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
@@ -102,14 +137,18 @@ def validate_file(path: Path, *, default_kind: str | None, max_text_chars: int) 
     return count
 
 
-def ingest_file(path: Path, *, default_kind: str | None, chunk: int, console: Console) -> dict[str, Any]:
-    """Validate the whole file, then write and enqueue it chunk by chunk with a progress bar."""
+def ingest_file(
+    path: Path, *, default_kind: str | None, chunk: int, console: Console, wait: bool = False
+) -> dict[str, Any]:
+    """Validate the whole file, then write and enqueue it chunk by chunk with a progress bar; with
+    wait, follow the queued events with a second bar until the worker has processed them."""
     runtime = get_runtime()
     s = runtime.settings
     total = validate_file(path, default_kind=default_kind, max_text_chars=s.max_text_chars)
     enqueuer = Enqueuer(make_celery(s, name="sift-cli"), batch_size=s.batch_size)
     limits = ingest.Limits(max_events=chunk, max_text_chars=s.max_text_chars)
-    summary = {"file": str(path), "events": total, "queued": 0, "unchanged": 0, "not_enqueued": 0}
+    summary: dict[str, Any] = {"file": str(path), "events": total, "queued": 0, "unchanged": 0, "not_enqueued": 0}
+    queued: list[str] = []
     columns = (TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("ingest", total=total)
@@ -119,18 +158,22 @@ def ingest_file(path: Path, *, default_kind: str | None, chunk: int, console: Co
             assert event is not None  # validated above
             batch.append(event)
             if len(batch) == chunk:
-                _write(batch, runtime, enqueuer, limits, summary)
+                queued += _write(batch, runtime, enqueuer, limits, summary)
                 progress.advance(bar, len(batch))
                 batch = []
         if batch:
-            _write(batch, runtime, enqueuer, limits, summary)
+            queued += _write(batch, runtime, enqueuer, limits, summary)
             progress.advance(bar, len(batch))
+    if wait and queued and not summary["not_enqueued"]:
+        from services.cli.reprocess import follow
+
+        summary.update(follow(runtime, queued, label="process"))
     return summary
 
 
 def _write(
     batch: list[ingest.EventIn], runtime: Any, enqueuer: Enqueuer, limits: ingest.Limits, summary: dict[str, Any]
-) -> None:
+) -> list[str]:
     with runtime.db.session_scope() as session:
         accepted = ingest.accept(session, events=batch, limits=limits, now=datetime.now(UTC))
     summary["queued"] += len(accepted.queued)
@@ -140,3 +183,4 @@ def _write(
     except BrokerUnavailable:
         # Committed as queued: the beat sweep sends them once the broker is back.
         summary["not_enqueued"] += len(accepted.queued)
+    return list(accepted.queued)

@@ -10,16 +10,24 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from services.cli.ingest_file import MAX_REPORTED, read_rows
+from services.cli.ingest_file import MAX_REPORTED, csv_header, read_rows, require_columns
 from services.enqueue import Enqueuer, make_celery
 from services.errors import BrokerUnavailable, InvalidInput
 from services.runtime import get_runtime
 from services.training import labels
 
 
-def parse_file(path: Path, *, task: str | None, label_column: str) -> list[labels.LabelIn]:
-    """Every label in the file; InvalidInput naming the bad lines (nothing is written)."""
+def parse_file(path: Path, *, task: str | None, label_column: str) -> tuple[list[labels.LabelIn], list[int]]:
+    """Every label in the file and its line number; InvalidInput naming the bad lines (nothing is written)."""
+    needs = [(label_column, "name the column that holds the label with --label-column")]
+    if task is None:
+        needs.append(("task", "pass --task NAME (`sift tasks list` shows them) or add a task column"))
+    header = csv_header(path)
+    if header is not None and "event_id" not in header:
+        needs.append(("text", "each row's text goes in a column named text (or event_id names an event)"))
+    require_columns(path, needs)
     parsed: list[labels.LabelIn] = []
+    numbers: list[int] = []
     problems: list[str] = []
     for number, raw in _records(path, task=task, label_column=label_column):
         if "__error__" in raw:
@@ -27,6 +35,7 @@ def parse_file(path: Path, *, task: str | None, label_column: str) -> list[label
             continue
         try:
             parsed.append(labels.LabelIn.model_validate(raw))
+            numbers.append(number)
         except ValidationError as exc:
             first = exc.errors()[0]
             field = ".".join(str(p) for p in first["loc"]) or "record"
@@ -34,7 +43,7 @@ def parse_file(path: Path, *, task: str | None, label_column: str) -> list[label
     _raise(path, problems)
     if not parsed:
         raise InvalidInput(f"{path} holds no labels")
-    return parsed
+    return parsed, numbers
 
 
 def _records(path: Path, *, task: str | None, label_column: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -51,6 +60,10 @@ def _records(path: Path, *, task: str | None, label_column: str) -> Iterator[tup
         yield number, raw
 
 
+def _lines(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers[:5])) + (f" and {len(numbers) - 5} more" if len(numbers) > 5 else "")
+
+
 def _raise(path: Path, problems: list[str]) -> None:
     if problems:
         shown = "\n".join(problems[:MAX_REPORTED])
@@ -62,12 +75,15 @@ def import_file(path: Path, *, task: str | None, label_column: str, console: Con
     """Validate the whole file against the tasks and events, then write it in chunks (progress bar)."""
     runtime = get_runtime()
     s = runtime.settings
-    items = parse_file(path, task=task, label_column=label_column)
+    items, numbers = parse_file(path, task=task, label_column=label_column)
     with runtime.db.session_scope() as session:
         try:
             labels.check(session, labels=items, max_text_chars=s.max_text_chars)
         except InvalidInput as exc:
-            problems = [f"record {p['index'] + 1}: {p['field']}: {p['problem']}" for p in (exc.details or [])]
+            lines: dict[str, list[int]] = {}  # the same problem on many lines (an unknown task) is said once
+            for p in exc.details or []:
+                lines.setdefault(f"{p['field']}: {p['problem']}", []).append(numbers[p["index"]])
+            problems = [f"line {_lines(found)}: {problem}" for problem, found in lines.items()]
             _raise(path, problems)
     enqueuer = Enqueuer(make_celery(s, name="sift-cli"), batch_size=s.batch_size)
     summary: dict[str, Any] = {

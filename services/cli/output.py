@@ -21,9 +21,36 @@ def fail(text: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def print_summary(run: Callable[[], dict[str, Any]]) -> None:
-    """Run a file command and print its JSON summary: bad input exits 2, a service problem 1."""
-    Console().print_json(json.dumps(exit_codes(run)))
+def print_summary(run: Callable[[], dict[str, Any]], *, as_json: bool = False) -> None:
+    """Run a file command and print its summary, a line for people or JSON (as_json): bad input
+    exits 2, a service problem 1."""
+    result = exit_codes(run)
+    if as_json:
+        Console().print_json(json.dumps(result, default=str))
+    else:
+        Console(soft_wrap=True).print(escape(human(result)), highlight=False)
+
+
+def human(result: Any) -> str:
+    """A short line for people: `file: 30 events, 28 queued, 2 unchanged` (zero counts left out
+    unless all are zero; nested objects shown as key=value)."""
+    if not isinstance(result, dict):
+        return str(result)
+    head = str(result["file"]) + ": " if "file" in result else ""
+    counts = [(k, v) for k, v in result.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    shown = [(k, v) for k, v in counts if v] or counts[:1]
+    parts = [f"{v:g} {k.replace('_', ' ')}" if isinstance(v, float) else f"{v} {k.replace('_', ' ')}" for k, v in shown]
+    for key, value in result.items():
+        if key == "file" or (key, value) in counts:
+            continue
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k}={v}" for k, v in value.items() if not isinstance(v, dict | list))
+            parts.append(f"{key.replace('_', ' ')}: {inner}" if inner else "")
+        elif isinstance(value, list):
+            parts.append(f"{key.replace('_', ' ')}: {', '.join(map(str, value[:10]))}")
+        elif value is not None:
+            parts.append(f"{key.replace('_', ' ')}: {value}")
+    return head + ", ".join(p for p in parts if p)
 
 
 def exit_codes(run: Callable[[], Any]) -> Any:

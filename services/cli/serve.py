@@ -51,7 +51,11 @@ def serve_all(settings: Settings) -> int:
     api_thread = threading.Thread(target=server.run, name="sift-api", daemon=True)
     api_thread.start()
     if not _wait_started(server, api_thread):
-        console.print(f"[red]error:[/red] the API could not listen on {settings.host}:{settings.port} (port in use?)")
+        console.print(
+            f"[red]error:[/red] the API could not listen on {settings.host}:{settings.port}: the port is in use "
+            f"or the address is not this machine's. Choose another with `sift up --port N` (or SIFT_PORT=N; "
+            f"the address: --host / SIFT_HOST)."
+        )
         return 1
     console.print(f"Sift API listening on http://{settings.host}:{settings.port}  (OpenAPI: /docs, ready: /readyz)")
     beat = EmbeddedService(celery_app, thread=True, schedule_filename=str(settings.data_dir / "celerybeat-schedule"))

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from services.alerts import watchlist
-from services.cli.ingest_file import MAX_REPORTED, read_rows
+from services.cli.ingest_file import MAX_REPORTED, read_rows, require_columns
 from services.errors import InvalidInput
 from services.runtime import get_runtime
 
@@ -23,6 +23,7 @@ def _csv_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def parse_file(path: Path) -> list[tuple[str, watchlist.WatchIn]]:
     """(entity, entry) for every line; InvalidInput naming the bad lines."""
+    require_columns(path, [(c, "the columns are entity, name, ticker, aliases") for c in ("entity", "name")])
     parsed: list[tuple[str, watchlist.WatchIn]] = []
     problems: list[str] = []
     for number, raw in read_rows(path, csv_row=_csv_row):

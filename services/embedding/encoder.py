@@ -69,6 +69,13 @@ def set_threads(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
+def hide_progress_bars() -> None:
+    """No tqdm bars from transformers while a command shows its own (loading weights, for one)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
 class Encoder:
     """A loaded model: encode(texts) -> L2-normalised float32 vectors, one forward pass per call."""
 

@@ -12,9 +12,9 @@ need optimum-onnx, whose only release (0.1.0) requires transformers<4.58, and se
 done here, in the two calls those helpers would make.
 
 The quantized file is made once per model (about 4 s for all-MiniLM-L6-v2) and cached under
-SIFT_DATA_DIR/onnx, keyed by the model directory's path and its files' sizes and times, so a
-fine-tuned encoder gets its own. Several processes may make it at once: each writes a temporary
-file and renames it into place, so a reader never sees half a file.
+SIFT_ONNX_DIR (default SIFT_DATA_DIR/cache/onnx), keyed by the model directory's path and its
+files' sizes and times, so a fine-tuned encoder gets its own. Several processes may make it at
+once: each writes a temporary file and renames it into place, so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -101,16 +101,26 @@ def _quantize(fp32: Path, int8: Path) -> None:
     (per-tensor scales cost 3 points of cosine on this model: 0.969 against 0.994)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        quantize_dynamic(
-            str(fp32),
-            str(int8),
-            weight_type=QuantType.QInt8,
-            op_types_to_quantize=["MatMul"],
-            per_channel=True,
-            extra_options={"MatMulConstBOnly": True},
-        )
+    root = logging.getLogger()
+    root.addFilter(_quantizer_lines)  # it logs a line per tensor on the root logger: nothing to act on
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(
+                str(fp32),
+                str(int8),
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul"],
+                per_channel=True,
+                extra_options={"MatMulConstBOnly": True},
+            )
+    finally:
+        root.removeFilter(_quantizer_lines)
+
+
+def _quantizer_lines(record: logging.LogRecord) -> bool:
+    """False for the quantizer's own lines (logged on the root logger from onnxruntime's modules)."""
+    return "onnxruntime" not in record.pathname
 
 
 def session(file: Path, *, threads: int) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,25 @@ from services.events.pipeline import Pipeline
 from services.task_names import Sender
 
 log = logging.getLogger(__name__)
+# Told, in this process, of each kind's newly done events once their commit is in (weakly held: a
+# listener goes with its owner). The recommender drops its cached trending and newest items, so a new
+# item is in feeds at once instead of after SIFT_RECOMMEND_CACHE_S.
+_done_listeners: list[weakref.WeakMethod[Callable[[str, list[str]], None]]] = []
+
+
+def on_done(listener: Callable[[str, list[str]], None]) -> None:
+    """Call the bound method listener(kind, ids) after each batch's done events of a kind are recorded."""
+    _done_listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+
+
+def _tell_listeners(done_by_kind: dict[str, list[str]]) -> None:
+    for ref in list(_done_listeners):
+        listener = ref()
+        if listener is None:
+            _done_listeners.remove(ref)
+            continue
+        for kind, ids in done_by_kind.items():
+            listener(kind, ids)
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,7 @@ class BatchProcessor:
             raise
         processed = time.perf_counter()
         done_by_kind = self._record(batch, outcomes, now=now)
+        _tell_listeners(done_by_kind)
         self._notify(done_by_kind, send)
         _log_recorded(outcomes, started, claimed, processed)
         done = sum(o.ok for o in outcomes)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -97,6 +99,19 @@ def wilson_lower(hits: np.ndarray, n: np.ndarray, z: float) -> np.ndarray:
     return lower
 
 
+def _too_few(found: int, accepted: list[dataset.Example], faqs: Mapping[str, Any], need: int, holdout: float) -> str:
+    """What calibration needs, what it found, and how to make the labels it reads."""
+    others = sorted({e.label for e in accepted if e.label not in faqs})
+    wrong = f"; {len(others)} intent label(s) are not FAQ ids (e.g. {others[0]!r})" if others else ""
+    return (
+        f"calibration needs {need} held-out labeled tickets whose `intent` label is an FAQ id; it found {found} "
+        f"(of {len(accepted)} intent labels{wrong}). Label tickets with the id of the FAQ entry that answers "
+        f"them: `sift labels import FILE --task intent` with columns text,label (examples/labeled-tickets.csv), "
+        f'or POST /v1/labels {{"labels": [{{"text": ..., "task": "intent", "label": FAQ_ID}}]}}. A share of '
+        f"{holdout:g} of them is held out (SIFT_TRAIN_HOLDOUT): about {math.ceil(need / holdout)} labels give {need}."
+    )
+
+
 def calibrate(matcher: Matcher, *, now: datetime | None = None) -> MatchCalibration:
     """Fit and store a calibration for the served ticket encoder and intent head."""
     s = matcher.settings
@@ -111,10 +126,7 @@ def calibrate(matcher: Matcher, *, now: datetime | None = None) -> MatchCalibrat
     examples = [(e.text, e.label, True) for e in holdout if e.label in faqs and e.text.strip() not in indexed]
     examples += [(r.text, r.label, False) for r in rows if r.outcome == "rejected" and r.text.strip() not in indexed]
     if len(examples) < s.match_min_calibration_examples:
-        raise InvalidInput(
-            f"calibration needs {s.match_min_calibration_examples} held-out labeled tickets whose intent label "
-            f"is an FAQ id; there are {len(examples)}: label more tickets (POST /v1/labels, task 'intent')"
-        )
+        raise InvalidInput(_too_few(len(examples), accepted, faqs, s.match_min_calibration_examples, s.train_holdout))
     vectors = model.encoder.encode([text for text, _, _ in examples])
     intents = [p.get(INTENT_TASK) for p in model.predict(vectors)]
     raw = Calibration(None, 0.0)

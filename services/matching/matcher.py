@@ -19,7 +19,8 @@ A match of a text (its vector v, made by the ticket kind's served encoder) goes 
    far ahead of the others). `calibrate` fits a..d on held-out labeled tickets and picks the
    lowest threshold at which the answered share reaches SIFT_MATCH_TARGET_PRECISION; abstain =
    confidence < threshold. Until a calibration for the served models exists, confidence is the
-   similarity and the threshold SIFT_MATCH_UNCALIBRATED_THRESHOLD; SIFT_MATCH_ABSTAIN_BELOW
+   similarity and the threshold SIFT_MATCH_UNCALIBRATED_THRESHOLD, or, unset, one derived from the
+   FAQ base itself (`base_threshold`: leave-one-out over the paraphrases); SIFT_MATCH_ABSTAIN_BELOW
    overrides the threshold always.
 """
 
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from services.classify.serving import ActiveModels, KindModel
 from services.config import Settings
@@ -151,6 +152,7 @@ class Matcher:
         self.models = models
         self.sessions = sessions
         self._ensured: set[str] = set()
+        self._derived: tuple[tuple[Any, ...], float] | None = None  # (encoder, base fingerprint), threshold
 
     def index(self, model: KindModel | None = None) -> faq_repo.FaqIndex:
         """Where FAQ writes go now: the FAQ collection of the ticket kind's served encoder."""
@@ -219,9 +221,26 @@ class Matcher:
             .limit(1)
         )
         if row is None:
-            return Calibration(None, self.settings.match_uncalibrated_threshold if fixed is None else fixed)
+            raw = self.settings.match_uncalibrated_threshold
+            return Calibration(
+                None, fixed if fixed is not None else raw if raw is not None else self.derived(session, model)
+            )
         a, b, c, d = (float(x) for x in row.coef)
         return Calibration((a, b, c, d), row.threshold if fixed is None else fixed)
+
+    def derived(self, session: Any, model: KindModel) -> float:
+        """The uncalibrated threshold derived from the FAQ base (computed again when the base or the
+        encoder changes)."""
+        count, latest = session.execute(select(func.count(Faq.id), func.max(Faq.updated_at))).one()
+        key = (model.encoder.version, int(count or 0), str(latest))
+        if self._derived is None or self._derived[0] != key:
+            rows = session.scalars(select(Faq).order_by(Faq.id).limit(DERIVE_MAX_ENTRIES)).all()
+            entries = [faq_repo.texts_of(r.question, r.paraphrases)[:DERIVE_MAX_TEXTS] for r in rows]
+            flat = [t for texts in entries for t in texts]
+            vectors = model.encoder.encode(flat) if flat else np.zeros((0, 1), dtype=np.float32)
+            owners = np.repeat(np.arange(len(entries)), [len(t) for t in entries])
+            self._derived = (key, base_threshold(vectors, owners))
+        return self._derived[1]
 
     def step(
         self, model: KindModel, events: Sequence[Event], vectors: np.ndarray, predictions: Sequence[dict[str, Any]]
@@ -232,6 +251,37 @@ class Matcher:
         filters = [ticket_filters(event.meta or {}) for event in events]
         results = self.match_vectors(model, vectors, intents, top_k=self.settings.match_top_k, filters=filters)
         return [r.suggestions() for r in results]
+
+
+# A base this large gives a stable threshold; more would only cost encoding time.
+DERIVE_MAX_ENTRIES, DERIVE_MAX_TEXTS = 500, 20
+DERIVED_FALLBACK, DERIVED_RANGE = 0.5, (0.3, 0.9)
+
+
+def base_threshold(vectors: np.ndarray, owners: np.ndarray) -> float:
+    """Leave-one-out over the FAQ base: each text of an entry with other texts is a question whose
+    answer exists (its best cosine to its own entry's other texts: an answer to give) and, were its
+    entry missing, one whose answer does not (its best cosine to any other entry: an answer to
+    refuse). The threshold is the one with the fewest errors, each side weighted equally, between
+    the two; 0.5 for a base too small to tell."""
+    if len(set(owners.tolist())) < 2:
+        return DERIVED_FALLBACK
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    sims = unit @ unit.T
+    np.fill_diagonal(sims, -np.inf)
+    same = owners[:, None] == owners[None, :]
+    right = np.where(same, sims, -np.inf).max(axis=1)
+    wrong = np.where(same, -np.inf, sims).max(axis=1)
+    keep = np.isfinite(right)  # texts whose entry has another text
+    right, wrong = right[keep], wrong[keep]
+    if len(right) == 0:
+        return DERIVED_FALLBACK
+    candidates = np.unique(np.concatenate([right, wrong]))
+    errors = [(right < t).mean() + (wrong >= t).mean() for t in candidates]
+    best = float(candidates[int(np.argmin(errors))])
+    below = wrong[wrong < best]  # halfway to the closest refused similarity under it
+    threshold = (best + float(below.max())) / 2 if len(below) else best
+    return float(np.clip(threshold, *DERIVED_RANGE))
 
 
 def ticket_filters(metadata: Mapping[str, Any]) -> dict[str, Any] | None:

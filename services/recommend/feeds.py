@@ -27,6 +27,7 @@ from services.classify.serving import ActiveModels
 from services.config import Settings
 from services.db.models import Event, Interaction, ItemPair, ItemStats
 from services.errors import Conflict, InvalidInput, NotFound
+from services.events import batch
 from services.events.accept import point_id_for
 from services.recommend import interactions
 from services.recommend.scoring import (
@@ -88,6 +89,7 @@ class Recommender:
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._cache_lock = threading.Lock()
         self._refreshing: set[tuple[str, str]] = set()
+        batch.on_done(self.forget_cached)  # a done item is recommendable at once, not after the cache's age
 
     def feed(
         self, *, user_id: str, limit: int, kind: str | None = None, filters: Filters | None = None
@@ -256,6 +258,12 @@ class Recommender:
         now = datetime.now(UTC)
         scored = score_all(candidates, profile=profile, vectors=vectors, signals=signals, weights=self.weights, now=now)
         return scored, signals
+
+    def forget_cached(self, kind: str, _ids: list[str]) -> None:
+        """Drop the cached trending and newest items of kind (its new items were just recorded done)."""
+        with self._cache_lock:
+            for key in (("trending", kind), ("newest", kind)):
+                self._cache.pop(key, None)
 
     def _cached(self, key: tuple[str, str], read: Callable[[Session], Any]) -> Any:
         """read(session)'s value, reused for SIFT_RECOMMEND_CACHE_S; once stale, it is still

@@ -162,7 +162,8 @@ def check(
     for start in range(0, len(event_ids), 1000):
         chunk = event_ids[start : start + 1000]
         events.update((e.id, e) for e in session.scalars(select(Event).where(Event.id.in_(chunk))))
-    problems = _problems(labels, tasks, events, max_text_chars)
+    known = ", ".join(sorted(session.scalars(select(ClassTask.name))))
+    problems = _problems(labels, tasks, events, max_text_chars, known)
     problems += _outcome_problems(session, labels)
     if problems:
         raise invalid_batch("label", problems, field="labels")
@@ -174,17 +175,20 @@ def text_of(event: Event) -> str:
     return f"{event.title}. {event.text}" if event.title else event.text
 
 
+def _unknown_task(name: str, known: str) -> str:
+    if known:
+        return f"unknown task {name!r} (the tasks: {known}; `sift tasks add` makes one)"
+    return f"unknown task {name!r} (no task exists yet; `sift tasks add` makes one)"
+
+
 def _problems(
-    labels: Sequence[LabelIn], tasks: dict[str, ClassTask], events: dict[str, Event], max_text_chars: int
+    labels: Sequence[LabelIn], tasks: dict[str, ClassTask], events: dict[str, Event], max_text_chars: int, known: str
 ) -> list[dict[str, object]]:
     problems: list[dict[str, object]] = []
-    known = ", ".join(sorted(tasks)) or "none of the given"
     for index, item in enumerate(labels):
         task = tasks.get(item.task)
         if task is None:
-            problems.append(
-                {"index": index, "field": "task", "problem": f"unknown task {item.task!r} (found: {known})"}
-            )
+            problems.append({"index": index, "field": "task", "problem": _unknown_task(item.task, known)})
             continue
         if item.event_id is not None:
             event = events.get(item.event_id)

@@ -127,3 +127,10 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert ready.status_code == 503  # warm_model=False: the model is not loaded in this app
     checks = ready.json()["checks"]
     assert checks["database"] == "ok" and checks["broker"] == "ok" and "model still loading" in checks["model"]
+
+
+def test_an_unknown_field_is_named_with_the_fields_that_exist(client: TestClient) -> None:
+    response = client.post("/v1/events", json={"events": [ticket(0, ts="2026-11-30T09:10:00Z")]})
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert "unknown field 'ts'" in message and "occurred_at" in message, message

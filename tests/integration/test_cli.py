@@ -34,7 +34,7 @@ def test_ingest_jsonl_and_csv_with_a_summary(data_dir: Path, tmp_path: Path) -> 
     jsonl.write_text(
         "\n".join(json.dumps({"id": f"j{i}", "kind": "news", "text": f"shares up {i}%"}) for i in range(30))
     )
-    done = sift(data_dir, "ingest", str(jsonl))
+    done = sift(data_dir, "ingest", str(jsonl), "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
         "file": str(jsonl),
@@ -45,11 +45,13 @@ def test_ingest_jsonl_and_csv_with_a_summary(data_dir: Path, tmp_path: Path) -> 
     }
     csv_file = tmp_path / "tickets.csv"
     csv_file.write_text("text,category\nmy card is lost,lost_card\nwhere is my refund,refund\n")
+    kindless = sift(data_dir, "ingest", str(csv_file))
+    assert kindless.returncode == 2 and kindless.stderr.count("--kind") == 1, kindless.stderr  # said once
     done = sift(data_dir, "ingest", str(csv_file), "--kind", "ticket")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["queued"] == 2
+    assert done.stdout.strip() == f"{csv_file}: 2 events, 2 queued"  # a line for people
     assert rows(data_dir) == {"queued": 32}
-    again = sift(data_dir, "ingest", str(jsonl))  # idempotent: nothing new
+    again = sift(data_dir, "ingest", str(jsonl), "--json")  # idempotent: nothing new
     assert json.loads(again.stdout)["unchanged"] == 30 and rows(data_dir) == {"queued": 32}
 
 
@@ -78,9 +80,16 @@ def test_a_bad_file_exits_2_names_the_lines_and_writes_nothing(data_dir: Path, t
 
 
 def test_config_masks_secrets(data_dir: Path) -> None:
-    shown = sift(data_dir, "config", SIFT_DATABASE_URL="postgresql://u:s3cret@db/x", SIFT_API_KEYS="key-123")
+    shown = sift(
+        data_dir,
+        "config",
+        SIFT_DATABASE_URL="postgresql://u:s3cret@db/x",
+        SIFT_API_KEYS="key-123",
+        SIFT_QDRANT_URL="https://u:qpass@q:6333/?api_key=qkey",
+        COLUMNS="300",
+    )
     assert shown.returncode == 0
-    assert "s3cret" not in shown.stdout and "key-123" not in shown.stdout
+    assert not any(s in shown.stdout for s in ("s3cret", "key-123", "qpass", "qkey")), shown.stdout
     assert "SIFT_BATCH_SIZE" in shown.stdout and "********" in shown.stdout
 
 
@@ -110,13 +119,21 @@ def test_labels_import_train_and_rollback_from_the_command_line(data_dir: Path, 
     lines = [f"my card {w} has not arrived,card_arrival" for w in "abcdefgh"]
     lines += [f"refund the {w} I sent back,refund" for w in "abcdefgh"]
     good.write_text("text,category\n" + "\n".join(lines) + "\n")
-    done = sift(data_dir, "labels", "import", str(good), "--task", "intent", "--label-column", "category")
+    no_column = sift(data_dir, "labels", "import", str(good), "--task", "intent")
+    assert no_column.returncode == 2 and no_column.stderr.count("--label-column") == 1, no_column.stderr
+    done = sift(data_dir, "labels", "import", str(good), "--task", "intent", "--label-column", "category", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["written"] == 16
 
     # With fine-tuning (tiny: a few steps), so stdout must still hold nothing but the JSON result.
     trained = sift(
-        data_dir, "train", "--task", "intent", SIFT_TRAIN_FINE_TUNE_MIN_LABELS="4", SIFT_TRAIN_MIN_EXAMPLES_SEEN="40"
+        data_dir,
+        "train",
+        "--task",
+        "intent",
+        "--json",
+        SIFT_TRAIN_FINE_TUNE_MIN_LABELS="4",
+        SIFT_TRAIN_MIN_EXAMPLES_SEEN="40",
     )
     assert trained.returncode == 0, trained.stderr
     result = json.loads(trained.stdout)[0]
@@ -132,7 +149,7 @@ def test_watchlist_import_and_alerts_from_the_command_line(data_dir: Path, tmp_p
     assert sift(data_dir, "db", "upgrade").returncode == 0
     good = tmp_path / "watch.csv"
     good.write_text("entity,name,ticker,aliases\nACME,Acme Corporation,ACME,Acme|Acme Corp\nNOK,Nokia,NOK,\n")
-    done = sift(data_dir, "watchlist", "import", str(good))
+    done = sift(data_dir, "watchlist", "import", str(good), "--json")
     assert done.returncode == 0 and json.loads(done.stdout) == {"file": str(good), "entities": 2}, done.stderr
     bad = tmp_path / "watch.jsonl"
     bad.write_text('{"entity": "X", "name": "X", "rules": {"nope": {}}}\n{"name": ""}\n')
@@ -145,3 +162,25 @@ def test_watchlist_import_and_alerts_from_the_command_line(data_dir: Path, tmp_p
     shown = sift(data_dir, "alerts")
     assert shown.returncode == 0 and "entity" in shown.stdout
     assert sift(data_dir, "alerts", "--state", "bogus").returncode == 2
+
+
+def test_a_command_prints_no_library_lines_unless_asked(data_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIFT_")}
+    env.update(SIFT_DATA_DIR=str(data_dir))
+    run = [sys.executable, "-m", "services.cli.app"]
+    quiet = subprocess.run([*run, "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 0 and "alembic" not in quiet.stderr and "INFO" not in quiet.stderr, quiet.stderr
+    loud = subprocess.run([*run, "--verbose", "db", "upgrade"], env=env, capture_output=True, text=True, timeout=120)
+    assert loud.returncode == 0 and "alembic" in loud.stderr  # asked for: the migration steps are shown
+
+
+def test_reprocess_names_what_it_needs_and_leaves_queued_events_alone(data_dir: Path, tmp_path: Path) -> None:
+    assert sift(data_dir, "db", "upgrade").returncode == 0
+    events = tmp_path / "tickets.jsonl"
+    events.write_text("\n".join(json.dumps({"id": f"t{i}", "kind": "ticket", "text": f"card {i}"}) for i in range(3)))
+    assert sift(data_dir, "ingest", str(events)).returncode == 0
+    nothing = sift(data_dir, "reprocess")
+    assert nothing.returncode == 2 and "name the events" in nothing.stderr, nothing.stderr
+    queued = sift(data_dir, "reprocess", "--kind", "ticket", "--no-wait", "--json")
+    assert queued.returncode == 0, queued.stderr
+    assert json.loads(queued.stdout) == {"matched": 3, "queued": 0, "in_flight": 3}  # already on their way

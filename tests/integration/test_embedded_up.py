@@ -105,7 +105,7 @@ def use_the_faq_commands(data_dir: Path, env: dict[str, str]) -> None:
         "refund,How do I get a refund?,Send the item back.,I want my money back,payments|orders\n"
     )
     imported = sift(env, "faq", "import", str(faqs))
-    assert imported.returncode == 0 and '"created": 2' in imported.stdout, imported.stderr
+    assert imported.returncode == 0 and "2 faqs, 2 created" in imported.stdout, imported.stdout + imported.stderr
     matched = sift(env, "match", "my card never arrived", "--top-k", "1")
     assert matched.returncode == 0 and "card_arrival" in matched.stdout and "refund" not in matched.stdout
     assert "confidence" in matched.stdout, matched.stdout
@@ -116,3 +116,21 @@ def use_the_faq_commands(data_dir: Path, env: dict[str, str]) -> None:
     assert sift(env, "match", " ").returncode == 2
     nobody = sift({**env, "SIFT_API_URL": f"http://127.0.0.1:{free_port()}"}, "match", "card")
     assert nobody.returncode == 1 and "no Sift API" in nobody.stderr, nobody.stderr
+
+
+def test_a_port_in_use_names_the_flag_and_setting_that_change_it(data_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SIFT_")}
+        env.update(SIFT_DATA_DIR=str(data_dir))
+        done = subprocess.run(
+            [sys.executable, "-m", "services.cli.app", "up", "--port", str(port)],
+            env={**env, "COLUMNS": "300"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+    assert done.returncode == 1 and f"127.0.0.1:{port}" in done.stderr, done.stderr
+    assert "--port" in done.stderr and "SIFT_PORT" in done.stderr, done.stderr

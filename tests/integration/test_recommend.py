@@ -351,3 +351,13 @@ def test_a_stale_trending_list_is_served_while_it_is_refreshed_in_the_background
     while ids(feed(client, "nobody", limit=1)) != ["phones"] and time.monotonic() < deadline:
         time.sleep(0.05)  # the first requests get the stale list, never an error or a wait
     assert ids(feed(client, "nobody", limit=1)) == ["phones"]
+
+
+def test_a_new_item_is_in_feeds_as_soon_as_it_is_done(client: TestClient, runtime: Runtime) -> None:
+    runtime.settings.recommend_cache_s = 3600  # a cache that would otherwise serve the old answer for an hour
+    assert "lamp" not in ids(feed(client, "newcomer", kind="product", limit=50))
+    lamp = ingest.EventIn(id="lamp", kind="product", text="reading lamp with a warm light", metadata={"price": 35.0})
+    with runtime.db.session_scope() as s:
+        ingest.accept(s, events=[lamp], limits=ingest.Limits(max_events=1, max_text_chars=1000))
+    assert run_batch(["lamp"])["done"] == 1
+    assert "lamp" in ids(feed(client, "newcomer", kind="product", limit=50))

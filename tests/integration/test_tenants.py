@@ -30,7 +30,15 @@ from services.embedding.encoder import Encoder
 from services.errors import NotFound
 from services.matching.faq import faq_collection
 from services.runtime import Runtime, reset_runtime
-from services.task_names import ALERTS_PROCESS, CALIBRATE_MATCH, PROCESS_EVENTS, REINDEX, TRAIN_RUN, WEBHOOK_DELIVER
+from services.task_names import (
+    ALERTS_PROCESS,
+    CALIBRATE_MATCH,
+    PROCESS_EVENTS,
+    REFRESH_SUGGESTIONS,
+    REINDEX,
+    TRAIN_RUN,
+    WEBHOOK_DELIVER,
+)
 from services.vectors.schema import collection_for
 from tests.conftest import api_key, new_pg_database, settings_for
 from tests.integration.test_webhooks import SECRET, Receiver
@@ -199,6 +207,7 @@ def domain_calls(rt: Runtime, send: RecordingSender) -> dict[str, Callable[..., 
         WEBHOOK_DELIVER: tasks.webhook_deliver.run,
         TRAIN_RUN: lambda run_id, tenant=DEFAULT_TENANT: rt.for_tenant(tenant).trainer.run(run_id, send=send),
         CALIBRATE_MATCH: tasks.calibrate_match.run,
+        REFRESH_SUGGESTIONS: tasks.refresh_ticket_suggestions.run,
         REINDEX: lambda job, tenant=DEFAULT_TENANT: rt.for_tenant(tenant).reindexer.run_step(job, send=send),
     }
 

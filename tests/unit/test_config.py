@@ -34,6 +34,23 @@ def test_masked_hides_secrets_and_passwords(tmp_path: Path) -> None:
     assert shown["SIFT_DATABASE_URL"] == "postgresql://user:********@db/sift"
 
 
+def test_masked_hides_a_secret_wherever_it_appears(tmp_path: Path) -> None:
+    s = Settings(
+        data_dir=tmp_path,
+        database_url="postgresql://sift:pw1@db/sift?sslmode=require&password=pw2",
+        broker_url="redis://:pw3@redis:6379/0",
+        qdrant_url="https://reader:pw4@qdrant:6333/?api_key=pw5&timeout=5",
+        api_url="http://127.0.0.1:8000/?token=pw6",
+    )
+    shown = s.masked()
+    for secret in ("pw1", "pw2", "pw3", "pw4", "pw5", "pw6"):
+        assert secret not in str(shown), secret
+    assert shown["(vectors)"] == "https://reader:********@qdrant:6333/?api_key=********&timeout=5"
+    assert shown["(database)"] == "postgresql://sift:********@db/sift?sslmode=require&password=********"
+    assert shown["(broker)"] == "redis://:********@redis:6379/0"
+    assert Settings(data_dir=tmp_path).masked()["(database)"] == f"sqlite:///{tmp_path / 'sift.db'}"
+
+
 def test_production_refuses_development_defaults(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="SIFT_DATABASE_URL"):
         Settings(data_dir=tmp_path, env="production").check_secrets()

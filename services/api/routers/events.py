@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from services import metrics
@@ -15,8 +15,10 @@ from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep, WriterDep
 from services.db import events as repo
 from services.db.models import as_utc
-from services.errors import NotFound
+from services.enqueue import Enqueuer
+from services.errors import BrokerUnavailable, NotFound
 from services.events import accept as ingest
+from services.events import reprocess
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 log = logging.getLogger(__name__)
@@ -84,4 +86,31 @@ def get_event(event_id: str, session: SessionDep) -> EventOut:
         attempts=event.attempts,
         received_at=as_utc(event.received_at),
         processed_at=as_utc(event.processed_at) if event.processed_at else None,
+    )
+
+
+class Reprocessed(BaseModel):
+    """What a reprocess call found and queued."""
+
+    matched: int = Field(description="events the selection found (at most its limit)")
+    queued: int = Field(description="done or failed events put back in the queue")
+    in_flight: int = Field(description="events already queued or processing (left alone)")
+    not_enqueued: int = Field(0, description="queued but not sent (broker down): the sweep sends them")
+
+
+@router.post(":reprocess", response_model=Reprocessed)
+def post_reprocess(body: reprocess.Selection, runtime: RuntimeDep, request: Request) -> Reprocessed:
+    """Run processing again for chosen events (ids, kind, received since/until); idempotent."""
+    with runtime.db.session_scope() as session:
+        done = reprocess.requeue(session, selection=body, now=datetime.now(UTC))
+    not_enqueued = 0
+    try:
+        Enqueuer(request.app.state.enqueuer_app, batch_size=runtime.settings.batch_size).send(
+            done.queued, tenant=runtime.tenant
+        )
+    except BrokerUnavailable:  # committed as queued: the beat sweep sends them once the broker is back
+        not_enqueued = len(done.queued)
+    log.info("reprocess: %d matched, %d queued", done.matched, len(done.queued), extra={"event_ids": done.queued})
+    return Reprocessed(
+        matched=done.matched, queued=len(done.queued), in_flight=done.in_flight, not_enqueued=not_enqueued
     )

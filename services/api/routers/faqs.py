@@ -3,17 +3,21 @@ POST /v1/faqs/{id}/paraphrases. Writes are in matching as soon as they return.""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.api.deps import SQL_INT_MAX, RuntimeDep, SessionDep
-from services.errors import InvalidInput
+from services.enqueue import send
+from services.errors import BrokerUnavailable, InvalidInput
 from services.matching import faq
 from services.runtime import Runtime
+from services.task_names import REFRESH_SUGGESTIONS
 
 router = APIRouter(prefix="/v1", tags=["faq"])
+log = logging.getLogger(__name__)
 
 
 class FaqBody(BaseModel):
@@ -86,12 +90,20 @@ def _out(row: Any) -> FaqOut:
     return FaqOut(**faq.as_dict(row))
 
 
+def _refresh(request: Request, runtime: Runtime) -> None:
+    """The base changed: recent tickets' stored suggestions are matched again in the background."""
+    try:
+        send(request.app.state.enqueuer_app, REFRESH_SUGGESTIONS, runtime.tenant)
+    except BrokerUnavailable as exc:  # the write stands; the next change or calibration refreshes them
+        log.warning("FAQ base changed, suggestions not refreshed: %s", exc)
+
+
 # Writes resolve the FAQ index (which may read the serving state) before opening their own
 # transaction: on SQLite a process holds one session at a time.
 
 
 @router.put("/faqs/{faq_id}", response_model=FaqOut)
-def put_faq(faq_id: str, body: FaqBody, runtime: RuntimeDep) -> FaqOut:
+def put_faq(faq_id: str, body: FaqBody, runtime: RuntimeDep, request: Request) -> FaqOut:
     """Create or replace one entry."""
     try:
         item = faq.FaqIn(id=faq_id, **body.model_dump())
@@ -99,16 +111,21 @@ def put_faq(faq_id: str, body: FaqBody, runtime: RuntimeDep) -> FaqOut:
         raise InvalidInput(f"bad FAQ: {exc}") from exc
     index = runtime.matcher.index()
     with runtime.db.session_scope() as session:
-        faq.upsert(session, faqs=[item], index=index, limits=_limits(runtime))
-        return _out(faq.get(session, faq_id=faq_id))
+        written = faq.upsert(session, faqs=[item], index=index, limits=_limits(runtime))
+        out = _out(faq.get(session, faq_id=faq_id))
+    if not written.unchanged:
+        _refresh(request, runtime)
+    return out
 
 
 @router.post("/faqs:bulk", response_model=BulkWritten)
-def post_faqs_bulk(body: FaqsIn, runtime: RuntimeDep) -> BulkWritten:
+def post_faqs_bulk(body: FaqsIn, runtime: RuntimeDep, request: Request) -> BulkWritten:
     """Create or replace many entries in one call; any bad entry writes nothing."""
     index = runtime.matcher.index()
     with runtime.db.session_scope() as session:
         written = faq.upsert(session, faqs=body.faqs, index=index, limits=_limits(runtime))
+    if written.created or written.updated:
+        _refresh(request, runtime)
     return BulkWritten(created=written.created, updated=written.updated, unchanged=written.unchanged)
 
 
@@ -132,19 +149,23 @@ def get_faq(faq_id: str, session: SessionDep) -> FaqOut:
 
 
 @router.delete("/faqs/{faq_id}", status_code=204)
-def delete_faq(faq_id: str, runtime: RuntimeDep) -> None:
+def delete_faq(faq_id: str, runtime: RuntimeDep, request: Request) -> None:
     """Remove an entry from the base and from matching."""
     index = runtime.matcher.index()
     with runtime.db.session_scope() as session:
         faq.delete(session, faq_id=faq_id, index=index)
+    _refresh(request, runtime)
 
 
 @router.post("/faqs/{faq_id}/paraphrases", response_model=ParaphrasesAdded)
-def add_paraphrases(faq_id: str, body: ParaphrasesIn, runtime: RuntimeDep) -> ParaphrasesAdded:
+def add_paraphrases(faq_id: str, body: ParaphrasesIn, runtime: RuntimeDep, request: Request) -> ParaphrasesAdded:
     """Add paraphrases to an entry, e.g. the texts of tickets it resolved."""
     index = runtime.matcher.index()
     with runtime.db.session_scope() as session:
         row, added = faq.add_paraphrases(
             session, faq_id=faq_id, texts=body.texts, event_ids=body.event_ids, index=index, limits=_limits(runtime)
         )
-        return ParaphrasesAdded(faq=_out(row), added=added)
+        out = ParaphrasesAdded(faq=_out(row), added=added)
+    if added:
+        _refresh(request, runtime)
+    return out
