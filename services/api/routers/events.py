@@ -1,20 +1,21 @@
-"""POST /v1/events and GET /v1/events/{id}."""
+"""POST /v1/events, GET /v1/events (the latest) and GET /v1/events/{id}."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from services import metrics
 from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep, WriterDep
+from services.db import browse
 from services.db import events as repo
-from services.db.models import as_utc
+from services.db.models import Event, as_utc
 from services.errors import NotFound
 from services.events import accept as ingest
 
@@ -51,6 +52,22 @@ class EventOut(BaseModel):
     processed_at: datetime | None
 
 
+class EventListed(EventOut):
+    """An event of a listing, with its text cut to SNIPPET_CHARS."""
+
+    title: str | None
+    text: str
+
+
+class EventList(BaseModel):
+    """The latest events, unfinished ones first, then finished ones newest first."""
+
+    events: list[EventListed]
+
+
+SNIPPET_CHARS = 300
+
+
 @router.post("", status_code=202, response_model=EventsAccepted, responses=errors.responses(409))
 async def post_events(body: EventsIn, runtime: RuntimeDep, writer: WriterDep) -> EventsAccepted:
     """Accept events: rows are committed (with other requests' in one transaction), then their
@@ -71,6 +88,25 @@ def get_event(event_id: str, session: SessionDep) -> EventOut:
     event = repo.get(session, event_id=event_id)
     if event is None:
         raise NotFound(f"no event with id {event_id!r}")
+    return event_out(event)
+
+
+@router.get("", response_model=EventList)
+def list_events(
+    session: SessionDep,
+    kind: Literal["ticket", "news", "product"] | None = None,
+    status: Literal["queued", "processing", "done", "failed"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> EventList:
+    """The latest events, optionally of one kind or status."""
+    rows = browse.latest_events(session, kind=kind, status=status, limit=limit)
+    return EventList(
+        events=[EventListed(**event_out(e).model_dump(), title=e.title, text=e.text[:SNIPPET_CHARS]) for e in rows]
+    )
+
+
+def event_out(event: Event) -> EventOut:
+    """The API form of an event."""
     predictions = dict(event.predictions or {})
     return EventOut(
         id=event.id,
