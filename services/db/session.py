@@ -99,19 +99,22 @@ class Database:
         return Database(self.url, tenant=tenant, engine=shared)
 
     @contextmanager
-    def session_scope(self) -> Iterator[Session]:
+    def session_scope(self, *, guard: bool = True) -> Iterator[Session]:
         """One transaction: commit on success, roll back on error; a lost connection
-        surfaces as DatabaseUnavailable so callers can retry."""
+        surfaces as DatabaseUnavailable so callers can retry. guard=False for a scope that is
+        entered and left as a dependency (the entering thread returns at once, so a scope nested
+        in its call stack cannot happen, and another request may rightly reuse that thread)."""
         if self._turns is None:
             with self._transaction() as session:
                 yield session
             return
-        me = threading.get_ident()
-        if me in self._inside:
+        me = threading.get_ident() if guard else None
+        if me is not None and me in self._inside:
             # The turn lock is not re-entrant: a second scope in the same thread would wait forever.
             raise RuntimeError("a session_scope inside another in the same thread: open it before, or pass the session")
         with self._turns:
-            self._inside.add(me)
+            if me is not None:
+                self._inside.add(me)
             try:
                 with self._transaction() as session:
                     yield session
