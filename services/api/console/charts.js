@@ -3,7 +3,7 @@
 
 const Charts = (() => {
   const NS = "http://www.w3.org/2000/svg";
-  const W = 720, H = 220, PAD = { l: 48, r: 12, t: 14, b: 26 };
+  const W = 1100, H = 250, PAD = { l: 48, r: 16, t: 18, b: 26 };
 
   function svg(tag, attrs, text) {
     const node = document.createElementNS(NS, tag);
@@ -38,7 +38,8 @@ const Charts = (() => {
     }
     for (let i = 0; i <= 4; i++) {
       const v = x0 + ((x1 - x0) * i) / 4;
-      root.append(svg("text", { x: x(v), y: H - 6, class: "tick", "text-anchor": "middle" }, niceTime(v, x1 - x0)));
+      const anchor = i === 0 ? "start" : i === 4 ? "end" : "middle";
+      root.append(svg("text", { x: x(v), y: H - 6, class: "tick", "text-anchor": anchor }, niceTime(v, x1 - x0)));
     }
   }
 
@@ -85,9 +86,21 @@ const Charts = (() => {
     }
     const xMin = Math.min(buckets[0].start, ...alerts.map((a) => a.start));
     const xMax = Math.max(buckets[buckets.length - 1].start + widthMs, ...alerts.map((a) => a.end));
-    const yMax = Math.max(1, ...buckets.map((b) => b.negative + b.neutral + b.positive)) * 1.15;
+    const yMax = Math.ceil((Math.max(1, ...buckets.map((b) => b.negative + b.neutral + b.positive)) * 1.15) / 4) * 4;
     const x = scale(xMin, xMax, PAD.l, W - PAD.r), y = scale(0, yMax, H - PAD.b, PAD.t);
     axes(root, x, y, [xMin, xMax], [0, yMax], (v) => v.toFixed(0));
+    const bw = Math.max(2, x(xMin + widthMs) - x(xMin) - 2);
+    buckets.forEach((b) => {
+      let base = 0;
+      for (const part of ["negative", "neutral", "positive"]) {
+        if (!b[part]) continue;
+        const bar = svg("rect", { x: x(b.start) + 1, y: y(base + b[part]), width: bw, height: y(base) - y(base + b[part]), class: `bar ${part}` });
+        bar.append(svg("title", {}, `${new Date(b.start).toLocaleString()}: ${b[part]} ${part}, mean score ${b.mean_score ?? "–"}`));
+        root.append(bar);
+        base += b[part];
+      }
+    });
+    // drawn over the bars: anywhere in an alert's window opens it
     alerts.forEach((a) => {
       const band = svg("rect", {
         x: x(a.start), y: PAD.t, width: Math.max(3, x(a.end) - x(a.start)), height: H - PAD.t - PAD.b,
@@ -100,30 +113,9 @@ const Charts = (() => {
       flag.addEventListener("click", () => onAlert(a.id));
       root.append(flag);
     });
-    const bw = Math.max(2, x(xMin + widthMs) - x(xMin) - 2);
-    buckets.forEach((b) => {
-      let base = 0;
-      for (const part of ["negative", "neutral", "positive"]) {
-        if (!b[part]) continue;
-        const bar = svg("rect", { x: x(b.start) + 1, y: y(base + b[part]), width: bw, height: y(base) - y(base + b[part]), class: `bar ${part}` });
-        bar.append(svg("title", {}, `${new Date(b.start).toLocaleString()}: ${b[part]} ${part}, mean score ${b.mean_score ?? "–"}`));
-        root.append(bar);
-        base += b[part];
-      }
-    });
     legend(root, [{ name: "negative", cls: "negative" }, { name: "neutral", cls: "neutral" }, { name: "positive", cls: "positive" }, { name: "alert window", cls: "alert" }]);
     return root;
   }
 
-  // A small line without axes, for a live figure.
-  function spark(values, cls) {
-    const root = svg("svg", { viewBox: "0 0 200 40", class: "spark", preserveAspectRatio: "none" });
-    if (values.length < 2) return root;
-    const max = Math.max(1e-9, ...values);
-    const d = values.map((v, i) => `${i ? "L" : "M"}${((i / (values.length - 1)) * 200).toFixed(1)},${(38 - (v / max) * 36).toFixed(1)}`).join("");
-    root.append(svg("path", { d, class: `line ${cls || ""}` }));
-    return root;
-  }
-
-  return { line, sentiment, spark };
+  return { line, sentiment };
 })();
