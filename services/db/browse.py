@@ -36,7 +36,7 @@ def latest_events(session: Session, *, kind: str | None, status: str | None, lim
     return found[:limit]
 
 
-def _of_kind(query: Select[tuple[Event]], kind: str | None) -> Select[tuple[Event]]:
+def _of_kind(query: Select[Event], kind: str | None) -> Select[Event]:
     # `kind || ''`: a filter, never the index the plan starts from (that would sort every event of the kind)
     return query.where(Event.kind.concat("") == kind) if kind else query
 

@@ -41,6 +41,8 @@ class EventOut(BaseModel):
 
     id: str
     kind: str
+    title: str | None
+    text: str
     status: str
     error: str | None
     predictions: dict[str, Any]
@@ -52,17 +54,10 @@ class EventOut(BaseModel):
     processed_at: datetime | None
 
 
-class EventListed(EventOut):
-    """An event of a listing, with its text cut to SNIPPET_CHARS."""
-
-    title: str | None
-    text: str
-
-
 class EventList(BaseModel):
-    """The latest events, unfinished ones first, then finished ones newest first."""
+    """The latest events, unfinished ones first, then finished ones newest first; texts cut to SNIPPET_CHARS."""
 
-    events: list[EventListed]
+    events: list[EventOut]
 
 
 SNIPPET_CHARS = 300
@@ -100,17 +95,17 @@ def list_events(
 ) -> EventList:
     """The latest events, optionally of one kind or status."""
     rows = browse.latest_events(session, kind=kind, status=status, limit=limit)
-    return EventList(
-        events=[EventListed(**event_out(e).model_dump(), title=e.title, text=e.text[:SNIPPET_CHARS]) for e in rows]
-    )
+    return EventList(events=[event_out(e, max_text_chars=SNIPPET_CHARS) for e in rows])
 
 
-def event_out(event: Event) -> EventOut:
-    """The API form of an event."""
+def event_out(event: Event, *, max_text_chars: int | None = None) -> EventOut:
+    """The API form of an event (its text cut to max_text_chars when given)."""
     predictions = dict(event.predictions or {})
     return EventOut(
         id=event.id,
         kind=event.kind,
+        title=event.title,
+        text=event.text[:max_text_chars] if max_text_chars else event.text,
         status=event.status,
         error=event.error,
         predictions={k: v for k, v in predictions.items() if k not in ("suggestions", "abstain")},
