@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit integration fuzz bench soak peer clean
+.PHONY: run test lint unit integration fuzz bench soak peer console-shots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ integration: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/pytest tests
+
+# The console's screenshots in docs/console/, taken by its browser test against a real `sift up`
+# (needs Debian's chromium and chromium-driver, as .ci/run installs them).
+console-shots: $(STAMP)
+	SIFT_CONSOLE_SHOTS=docs/console $(BIN)/pytest tests/integration/test_console.py -p no:cacheprovider
 
 # The schema fuzz of `make test` with many more examples per operation, on a new seed each run
 # (a failure prints its seed: SIFT_FUZZ_SEED=<seed> replays it).

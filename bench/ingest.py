@@ -34,8 +34,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -234,12 +235,56 @@ def proc_status_kib(pid: int, fields: dict[str, str]) -> dict[str, int]:
     return {name: int(status[field].split()[0]) for name, field in fields.items()}
 
 
+@contextmanager
+def console_page(server: Server) -> Iterator[Callable[[], dict[str, float]]]:
+    """A headless Chromium (tests/browser.py) signed in on the console's Pipeline page, which polls
+    while the run goes; yields a function reading the server's count of those polls and the seconds
+    it spent answering them (its two routes: GET /v1/pipeline, GET /v1/events)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.browser import chromium
+
+    with chromium() as driver:
+        driver.get(f"{server.base}/console/")
+        WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "key").is_displayed())
+        driver.find_element(By.ID, "key").send_keys(server.key)
+        driver.find_element(By.CSS_SELECTOR, "#signin button[type=submit]").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#pipeline-tiles .tile"))
+        yield lambda: console_load(server)
+
+
+def console_load(server: Server) -> dict[str, float]:
+    """Requests to the Pipeline page's two routes and the seconds spent answering them, from /metrics."""
+    found = {"polls": 0.0, "seconds": 0.0}
+    for line in httpx.get(f"{server.base}/metrics").text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if (
+            not any(f'route="{route}"' in name for route in ("/v1/pipeline", "/v1/events"))
+            or 'method="GET"' not in name
+        ):
+            continue
+        if name.startswith("sift_http_request_duration_seconds_count"):
+            found["polls"] += float(value)
+        elif name.startswith("sift_http_request_duration_seconds_sum"):
+            found["seconds"] += float(value)
+    return found
+
+
 def run_style(
-    texts: list[str], mode: str, per_request: int, clients: int, env: dict[str, str], rounds: int
+    texts: list[str], mode: str, per_request: int, clients: int, env: dict[str, str], rounds: int, console: bool = False
 ) -> dict[str, Any]:
     """`rounds` consecutive runs of every text (new ids each round) through one server: events/s
-    per round (the median is the result) and the server's memory after each round."""
+    per round (the median is the result) and the server's memory after each round; with console,
+    while the console's Pipeline page is open in a headless browser."""
     server = Server(mode, env)
+    with console_page(server) if console else nullcontext(lambda: {"polls": 0.0, "seconds": 0.0}) as load:
+        result = _rounds(server, texts, per_request, clients, rounds)
+        result["console"] = load()
+    return {**result, **server.stop()}
+
+
+def _rounds(server: Server, texts: list[str], per_request: int, clients: int, rounds: int) -> dict[str, Any]:
     per_round = []
     for n in range(rounds):
         start = time.perf_counter()
@@ -255,13 +300,11 @@ def run_style(
                 **memory_mib(server.proc.pid),
             }
         )
-    counts = server.stop()
     return {
         "per_request": per_request,
         "clients": clients,
         "events_per_s": statistics.median(r["events_per_s"] for r in per_round),
         "rounds": per_round,
-        **counts,
     }
 
 
@@ -381,6 +424,12 @@ def main() -> None:
     parser.add_argument("--styles", default="100,1", help="events per request, comma-separated")
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients for single-event requests")
     parser.add_argument("--raw-repeats", type=int, default=3)
+    parser.add_argument(
+        "--console",
+        choices=["off", "on", "both"],
+        default="off",
+        help="keep the console's Pipeline page open in headless Chromium during each run (both: without, then with)",
+    )
     parser.add_argument("--env", action="append", default=[], help="extra SIFT_X=value for the server")
     parser.add_argument(
         "--rounds", type=int, default=1, help="consecutive runs of the texts per server (memory growth across runs)"
@@ -399,9 +448,16 @@ def main() -> None:
     print(f"texts: {len(texts)} from {args.dataset}; mode: {args.mode}; cores: {threads}")
     print(f"raw SentenceTransformer.encode (batch 32): {raw['median']:.1f} sentences/s (median of {args.raw_repeats})")
     results = []
-    for style in styles:
+    consoles = {"off": [False], "on": [True], "both": [False, True]}[args.console]
+    for style, console in ((style, console) for style in styles for console in consoles):
         clients = args.clients if style == 1 else 2
-        result = run_style(texts, args.mode, style, clients, env, args.rounds)
+        result = run_style(texts, args.mode, style, clients, env, args.rounds, console=console)
+        if console:
+            busy = result["console"]["seconds"] / sum(r["seconds"] for r in result["rounds"])
+            print(
+                f"console Pipeline page open: {result['console']['polls']:.0f} requests answered in"
+                f" {result['console']['seconds']:.2f} s = {busy:.2%} of the run's wall time"
+            )
         result["ratio_to_raw"] = result["events_per_s"] / raw["median"]
         results.append(result)
         rounds = "; ".join(

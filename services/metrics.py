@@ -144,6 +144,25 @@ def set_served_models(tenant: str, rows: Iterable[tuple[str, str, str, str]]) ->
             MODEL_INFO.labels(*labels).set(1)
 
 
+def served_models(tenant: str) -> list[tuple[str, str, str, str]]:
+    """The (task, kind, version, encoder) rows this process serves a tenant with (none in a process
+    that serves no model, e.g. an API replica in production)."""
+    with _models_lock:
+        return [(task, kind, version, encoder) for _, task, kind, version, encoder in _served.get(tenant, [])]
+
+
+def histogram_totals(histogram: Histogram) -> tuple[float, float]:
+    """(observations, sum of the observed values) of a histogram, over all its label sets."""
+    count = total = 0.0
+    for family in histogram.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_count"):
+                count += sample.value
+            elif sample.name.endswith("_sum"):
+                total += sample.value
+    return count, total
+
+
 def set_drift(
     tenant: str,
     task: str,

@@ -146,6 +146,17 @@ def buckets(session: Session, *, entity: str, width_s: int, since: datetime, unt
     return list(session.scalars(stmt))
 
 
+def latest_buckets(session: Session, *, entity: str, width_s: int, limit: int) -> list[SentimentBucket]:
+    """An entity's latest `limit` buckets of one width, oldest first."""
+    stmt = (
+        select(SentimentBucket)
+        .where(SentimentBucket.entity == entity, SentimentBucket.width_s == width_s)
+        .order_by(SentimentBucket.start.desc())
+        .limit(limit)
+    )
+    return list(reversed(session.scalars(stmt).all()))
+
+
 def rule_settings(rule: str, watched: WatchedEntity | None, settings: Settings) -> dict[str, Any]:
     """A rule's parameters for an entity: the defaults, then the entity's overrides."""
     threshold = {

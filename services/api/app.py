@@ -18,6 +18,7 @@ from services.api.rate_limit import RateLimit, TokenBuckets
 from services.api.request_context import RequestContext
 from services.api.routers import (
     alerts,
+    console,
     drift,
     events,
     faqs,
@@ -29,6 +30,7 @@ from services.api.routers import (
     stats,
     tasks,
     training,
+    users,
     webhooks,
 )
 from services.api.unstorable_text import refuse_unstorable_text
@@ -88,8 +90,9 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
     # sift_queue_depth, read from the broker at scrape time the same way as GET /v1/stats
     watch_queues(lambda: {q: n for q, n in queue_depths(producer, QUEUES).items() if n is not None})
     routers = (health, metrics, events, stats, tasks, labels, training, faqs, match, alerts, webhooks, recommend, drift)
-    for module in routers:
+    for module in (*routers, users, console):
         app.include_router(module.router)
+    console.mount(app)
     return app
 
 

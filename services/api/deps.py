@@ -40,7 +40,9 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime_dep)]
 
 def get_session(runtime: RuntimeDep) -> Iterator[Session]:
     """One transaction per request, committed when the handler returns."""
-    with runtime.db.session_scope() as session:
+    # FastAPI enters and leaves this in whichever pool threads are free: a pool thread may take the
+    # next request's session while this one is open, so the nested-scope guard does not apply.
+    with runtime.db.session_scope(guard=False) as session:
         yield session
 
 

@@ -87,7 +87,7 @@ class Database:
         # SQLite has one writer at a time and its busy handler sleeps in steps of up to 100 ms;
         # taking turns in-process instead keeps concurrent requests from sleeping on each other.
         self._turns: threading.Lock | None = threading.Lock() if url.startswith("sqlite") else None
-        self._inside = threading.local()
+        self._inside: set[int] = set()  # the threads inside a session_scope (SQLite)
 
     def for_tenant(self, tenant: str) -> Database:
         """The database of a tenant (sharing this engine's pool on PostgreSQL)."""
@@ -99,23 +99,29 @@ class Database:
         return Database(self.url, tenant=tenant, engine=shared)
 
     @contextmanager
-    def session_scope(self) -> Iterator[Session]:
+    def session_scope(self, *, guard: bool = True) -> Iterator[Session]:
         """One transaction: commit on success, roll back on error; a lost connection
-        surfaces as DatabaseUnavailable so callers can retry."""
+        surfaces as DatabaseUnavailable so callers can retry. guard=False for a scope that is
+        entered and left as a dependency (the entering thread returns at once, so a scope nested
+        in its call stack cannot happen, and another request may rightly reuse that thread)."""
         if self._turns is None:
             with self._transaction() as session:
                 yield session
             return
-        if getattr(self._inside, "active", False):
+        me = threading.get_ident() if guard else None
+        if me is not None and me in self._inside:
             # The turn lock is not re-entrant: a second scope in the same thread would wait forever.
             raise RuntimeError("a session_scope inside another in the same thread: open it before, or pass the session")
         with self._turns:
-            self._inside.active = True
+            if me is not None:
+                self._inside.add(me)
             try:
                 with self._transaction() as session:
                     yield session
             finally:
-                self._inside.active = False
+                # by thread id, not a thread-local: FastAPI may close a request's session in another
+                # pool thread than the one that opened it, and that thread's mark must go all the same
+                self._inside.discard(me)
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:

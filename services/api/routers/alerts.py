@@ -1,5 +1,6 @@
 """The watchlist (`PUT/GET/DELETE /v1/watchlist/{entity}`, `GET /v1/watchlist`) and alerts
-(`GET /v1/alerts`, `POST /v1/alerts/{id}/ack`)."""
+(`GET /v1/alerts`, `POST /v1/alerts/{id}/ack`), and an entity's sentiment over time
+(`GET /v1/watchlist/{entity}/sentiment`)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from pydantic import BaseModel
 from services.alerts import rules as alerts
 from services.alerts import watchlist
 from services.api import errors
-from services.api.deps import SQL_INT_MAX, SessionDep
-from services.db.models import Alert, as_utc
+from services.api.deps import SQL_INT_MAX, RuntimeDep, SessionDep
+from services.db.models import Alert, SentimentBucket, as_utc
+from services.errors import InvalidInput
 from services.timestamps import Timestamp
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
@@ -57,6 +59,25 @@ class AlertList(BaseModel):
     alerts: list[AlertOut]
 
 
+class BucketOut(BaseModel):
+    """One time bucket of an entity's linked news: counts by sentiment and the mean score."""
+
+    start: datetime
+    negative: int
+    neutral: int
+    positive: int
+    mean_score: float | None
+
+
+class Sentiment(BaseModel):
+    """An entity's latest buckets of one width, oldest first."""
+
+    entity: str
+    width_s: int
+    widths_s: list[int]
+    buckets: list[BucketOut]
+
+
 @router.put("/watchlist/{entity}", response_model=WatchOut)
 def put_watch(entity: str, body: watchlist.WatchIn, session: SessionDep) -> WatchOut:
     """Watch a company (create or replace); news is linked to it from now on."""
@@ -79,6 +100,31 @@ def get_watch(entity: str, session: SessionDep) -> WatchOut:
 def delete_watch(entity: str, session: SessionDep) -> None:
     """Stop watching an entity."""
     watchlist.delete(session, entity=entity)
+
+
+@router.get("/watchlist/{entity}/sentiment", response_model=Sentiment)
+def get_sentiment(
+    entity: str,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    width_s: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 48,
+) -> Sentiment:
+    """The entity's sentiment over time: its latest buckets of one width (default the narrowest)."""
+    widths = sorted(runtime.settings.alert_bucket_widths_s)
+    width = width_s if width_s is not None else widths[0]
+    if width not in widths:
+        raise InvalidInput(f"width_s {width}: buckets are kept for {widths} seconds (SIFT_ALERT_BUCKET_WIDTHS_S)")
+    rows = alerts.latest_buckets(session, entity=entity, width_s=width, limit=limit)
+    return Sentiment(entity=entity, width_s=width, widths_s=widths, buckets=[_bucket(b) for b in rows])
+
+
+def _bucket(row: SentimentBucket) -> BucketOut:
+    n = row.negative + row.neutral + row.positive
+    mean = round(row.score_sum / n, 4) if n else None
+    return BucketOut(
+        start=as_utc(row.start), negative=row.negative, neutral=row.neutral, positive=row.positive, mean_score=mean
+    )
 
 
 @router.get("/alerts", response_model=AlertList)

@@ -1,20 +1,21 @@
-"""POST /v1/events and GET /v1/events/{id}."""
+"""POST /v1/events, GET /v1/events (the latest) and GET /v1/events/{id}."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from services import metrics
 from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep, WriterDep
+from services.db import browse
 from services.db import events as repo
-from services.db.models import as_utc
+from services.db.models import Event, as_utc
 from services.enqueue import Enqueuer
 from services.errors import BrokerUnavailable, NotFound
 from services.events import accept as ingest
@@ -42,6 +43,8 @@ class EventOut(BaseModel):
 
     id: str
     kind: str
+    title: str | None
+    text: str
     status: str
     error: str | None
     predictions: dict[str, Any]
@@ -51,6 +54,15 @@ class EventOut(BaseModel):
     attempts: int
     received_at: datetime
     processed_at: datetime | None
+
+
+class EventList(BaseModel):
+    """The latest events, unfinished ones first, then finished ones newest first; texts cut to SNIPPET_CHARS."""
+
+    events: list[EventOut]
+
+
+SNIPPET_CHARS = 300
 
 
 @router.post("", status_code=202, response_model=EventsAccepted, responses=errors.responses(409))
@@ -73,10 +85,29 @@ def get_event(event_id: str, session: SessionDep) -> EventOut:
     event = repo.get(session, event_id=event_id)
     if event is None:
         raise NotFound(f"no event with id {event_id!r}")
+    return event_out(event)
+
+
+@router.get("", response_model=EventList)
+def list_events(
+    session: SessionDep,
+    kind: Literal["ticket", "news", "product"] | None = None,
+    status: Literal["queued", "processing", "done", "failed"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> EventList:
+    """The latest events, optionally of one kind or status."""
+    rows = browse.latest_events(session, kind=kind, status=status, limit=limit)
+    return EventList(events=[event_out(e, max_text_chars=SNIPPET_CHARS) for e in rows])
+
+
+def event_out(event: Event, *, max_text_chars: int | None = None) -> EventOut:
+    """The API form of an event (its text cut to max_text_chars when given)."""
     predictions = dict(event.predictions or {})
     return EventOut(
         id=event.id,
         kind=event.kind,
+        title=event.title,
+        text=event.text[:max_text_chars] if max_text_chars else event.text,
         status=event.status,
         error=event.error,
         predictions={k: v for k, v in predictions.items() if k not in ("suggestions", "abstain")},

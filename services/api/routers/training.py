@@ -4,14 +4,15 @@ POST /v1/models/{version}/activate (rollback)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from services.api import errors
 from services.api.deps import RuntimeDep, SessionDep
+from services.db import browse
 from services.db.models import ModelVersion, ReindexJob, TrainingRun, as_utc
 from services.enqueue import send
 from services.task_names import REINDEX, TRAIN_RUN
@@ -49,6 +50,12 @@ class RunOut(BaseModel):
     label_count: int
     created_at: datetime
     finished_at: datetime | None
+
+
+class RunList(BaseModel):
+    """Training runs, newest first."""
+
+    runs: list[RunOut]
 
 
 class VersionOut(BaseModel):
@@ -119,6 +126,13 @@ def start_run(body: RunIn, request: Request, runtime: RuntimeDep) -> RunCreated:
         run_id = registry.new_run(session, task=body.task, trigger="api").id
     send(request.app.state.enqueuer_app, TRAIN_RUN, run_id, runtime.tenant)
     return RunCreated(run_id=run_id)
+
+
+@router.get("/training/runs", response_model=RunList)
+def list_runs(session: SessionDep, task: str | None = None, limit: Annotated[int, Query(ge=1, le=200)] = 20) -> RunList:
+    """The latest training runs, of one task or all, with their stage and progress."""
+    rows = browse.training_runs(session, tasks=[task] if task else [], limit=limit)
+    return RunList(runs=[run_out(r) for r in rows])
 
 
 @router.get("/training/runs/{run_id}", response_model=RunOut)
