@@ -79,23 +79,30 @@ def db_upgrade(revision: str = "head") -> None:
 @app.command()
 def up() -> None:
     """Serve everything in one process: API, worker and beat (the embedded default)."""
+    from services.cli.ownership import claim_data_dir
     from services.cli.serve import serve_all
 
     try:
         get_settings().check_secrets()
     except ValueError as exc:
         raise _fail(str(exc)) from exc
+    if (code := claim_data_dir(get_settings(), command="up")) is not None:
+        raise typer.Exit(code)
     raise typer.Exit(serve_all(get_settings()))
 
 
 @app.command()
 def api() -> None:
     """Serve the HTTP API only (production: API replicas beside separate workers)."""
+    from services.cli.ownership import needs_vector_server
+
+    settings = get_settings()
+    if (code := needs_vector_server(settings, command="api")) is not None:
+        raise typer.Exit(code)
     import uvicorn
 
     from services.api.app import create_app
 
-    settings = get_settings()
     uvicorn.run(create_app(), host=settings.host, port=settings.port, log_level="warning", log_config=None)
 
 
@@ -105,11 +112,27 @@ def worker(
     pool: Annotated[str, typer.Option(help="solo (one process per GPU) or prefork")] = "solo",
     concurrency: Annotated[int, typer.Option(min=1)] = 1,
     beat: Annotated[bool, typer.Option("--beat", help="also run beat in this worker (one per deployment)")] = False,
+    own_store: Annotated[
+        bool,
+        typer.Option(
+            "--own-store",
+            help="without SIFT_QDRANT_URL: this worker is the one process of the embedded vector store "
+            "(one pool child; no separate API may serve vectors)",
+        ),
+    ] = False,
 ) -> None:
     """Run a Celery worker (`solo` keeps the model and any CUDA context in this one process)."""
-    from worker.app import app as celery_app
+    from services.cli.ownership import claim_data_dir, needs_vector_server
 
     settings = get_settings()
+    processes = concurrency if pool == "prefork" else 1
+    refused = needs_vector_server(settings, command="worker", own_store=own_store, processes=processes)
+    if refused is None and settings.embedded_vectors:
+        refused = claim_data_dir(settings, command="worker")
+    if refused is not None:
+        raise typer.Exit(refused)
+    from worker.app import app as celery_app
+
     if pool == "prefork":  # the children inherit these settings: each takes its share of the cores
         settings.torch_threads = settings.threads_per_process(concurrency)
     argv = ["worker", f"--queues={queues}", f"--pool={pool}", f"--concurrency={concurrency}", "--without-gossip"]
