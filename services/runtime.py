@@ -28,6 +28,7 @@ from services.embedding.encoder import Encoder, set_threads
 from services.errors import NotFound
 from services.events.batch import BatchProcessor, FollowUp
 from services.events.pipeline import Pipeline
+from services.events.reidentify import move_points
 from services.matching import faq
 from services.matching.matcher import Matcher
 from services.recommend.feeds import Recommender
@@ -166,6 +167,13 @@ class Runtime:
         store = self.root._once("base_store", self.root._open_store)
         ensure_collections(
             store, prefix=s.tenant_prefix, dimension=self.encoder.dimension, item_filter_fields=s.item_filter_fields
+        )
+        # Points whose id changed in a migration move before anything reads them by id.
+        move_points(
+            sessions=self.db.session_scope,
+            store=store,
+            collection_for_kind=lambda kind: self.models.for_kind(kind).collection,
+            page=s.reindex_page,
         )
         self._build_indexes(store)
         return store
