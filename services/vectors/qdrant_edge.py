@@ -14,7 +14,6 @@ import numpy as np
 import qdrant_edge as qe
 
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, VectorStoreUnavailable
-from services.vectors import owner
 from services.vectors.base import (
     Filters,
     Hit,
@@ -26,6 +25,8 @@ from services.vectors.base import (
     range_bounds,
     recommend_examples,
 )
+from services.vectors.owner import acquire as acquire_lock
+from services.vectors.owner import release as release_lock
 
 _SCHEMA = {
     "keyword": qe.PayloadSchemaType.Keyword,
@@ -127,7 +128,7 @@ class QdrantEdgeStore:
     def _own(self) -> None:
         """Take the owner lock unless held; the caller holds self._lock (or is the constructor)."""
         if self.lock_file is not None and not self._owning:
-            owner.acquire(self.lock_file, share_with_children=False)  # OwnedElsewhere before any shard is touched
+            acquire_lock(self.lock_file, share_with_children=False)  # OwnedElsewhere before any shard is touched
             self._owning = True
 
     def _open(self, name: str, dimension: int | None) -> qe.EdgeShard:
@@ -336,7 +337,7 @@ class QdrantEdgeStore:
                 failures.append(f"{name}: {exc}")
         with self._lock:
             if self._owning and self.lock_file is not None:
-                owner.release(self.lock_file)
+                release_lock(self.lock_file)
                 self._owning = False
         if failures:
             raise VectorStoreUnavailable("cannot close Qdrant Edge shards: " + "; ".join(failures))
