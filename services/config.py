@@ -215,6 +215,11 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="workers serve /metrics here: main process on the port, prefork child i on +i"
     )
+    metrics_token: SecretStr | None = Field(None, description="when set, the API's /metrics needs this bearer token")
+    metrics_tenant_labels: bool = Field(False, description="tenant names in metric labels (else an opaque tag)")
+    max_header_bytes: int = Field(16_384, ge=1024, description="request line plus headers; over it the API says 431")
+    max_headers: int = Field(100, ge=8, description="headers per request; over it the API says 431")
+    stale_after_s: float = Field(600.0, gt=0, description="readiness degrades when an unfinished event is older")
     drift_window: int = Field(500, ge=2, le=10_000, description="recent processed events per task that drift reads")
     drift_reference_events: int = Field(
         500, ge=2, le=10_000, description="reference events: the first processed (no trained model) or labeled ones"

@@ -7,15 +7,19 @@ hanging costs one thread per check, not one per probe (and a hung thread never h
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
+from services.errors import Transient, public_message
+
 if TYPE_CHECKING:
     from services.runtime import Runtime
 
+log = logging.getLogger(__name__)
 Check = Callable[[], None]
 
 
@@ -29,6 +33,7 @@ class Checks:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: dict[str, tuple[Future[None], float]] = {}
+        self._said: dict[str, str] = {}  # the last full failure logged per check
 
     def start(self, checks: Mapping[str, Check]) -> dict[str, Future[None]]:
         """A future per check: the run still in flight under that name, or a new one."""
@@ -54,7 +59,13 @@ class Checks:
             elif isinstance(exc, NotReady):
                 results[name] = str(exc)
             else:
-                results[name] = f"{type(exc).__name__}: {exc}"[:300]
+                # The answer names the failing dependency, never its address: driver errors name
+                # hosts and ports, so the full text goes to the log (once per change).
+                results[name] = public_message(exc) if isinstance(exc, Transient) else f"{type(exc).__name__}"
+                full = f"{type(exc).__name__}: {exc}"[:500]
+                if self._said.get(name) != full:
+                    self._said[name] = full
+                    log.warning("readiness check %s failed: %s", name, full)
         return results
 
 

@@ -11,6 +11,7 @@ come from small fixed sets (kinds, tasks, queues, route templates), never from i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -130,6 +131,23 @@ def vector_timer(operation: str) -> Any:
     return VECTOR_STORE_DURATION.labels(operation=operation).time()
 
 
+_tenant_names = False  # SIFT_METRICS_TENANT_LABELS: tenant names in labels only when opted in
+
+
+def show_tenant_names(on: bool) -> None:
+    """Label series with tenant names (on), or with an opaque stable tag per tenant (off)."""
+    global _tenant_names
+    _tenant_names = on
+
+
+def tenant_label(tenant: str) -> str:
+    """The tenant label of a series: its name when opted in (and always for the default tenant,
+    which every install has), else "t-" and 10 hex digits of its SHA-256, distinct per tenant."""
+    if _tenant_names or tenant == "default":
+        return tenant
+    return "t-" + hashlib.sha256(tenant.encode()).hexdigest()[:10]
+
+
 _models_lock = threading.Lock()
 _served: dict[str, list[tuple[str, ...]]] = {}  # per tenant, the label sets of its model info
 
@@ -139,7 +157,7 @@ def set_served_models(tenant: str, rows: Iterable[tuple[str, str, str, str]]) ->
     with _models_lock:
         for labels in _served.pop(tenant, []):
             _remove(MODEL_INFO, *labels)
-        _served[tenant] = [(tenant, *row) for row in rows]
+        _served[tenant] = [(tenant_label(tenant), *row) for row in rows]
         for labels in _served[tenant]:
             MODEL_INFO.labels(*labels).set(1)
 
@@ -154,6 +172,7 @@ def set_drift(
     at: float,
 ) -> None:
     """Export a tenant's task's drift; a component that could not be measured is removed, not zeroed."""
+    tenant = tenant_label(tenant)
     for gauge, value in ((DRIFT_SCORE, score), (DRIFT_LABELS, label_divergence), (DRIFT_EMBEDDING, embedding_distance)):
         if value is None:
             _remove(gauge, tenant, task)

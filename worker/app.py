@@ -47,6 +47,7 @@ def create_app() -> Celery:
         beat_schedule=beat_schedule(settings),
     )
     app.autodiscover_tasks(["worker"], related_name="tasks", force=True)
+    metrics.show_tenant_names(settings.metrics_tenant_labels)
     return app
 
 

@@ -108,12 +108,22 @@ def check_url(url: str, *, allow_private: bool) -> list[str]:
         for address in addresses:
             kind = _non_public(address)
             if kind:
+                # A name's address stays unsaid: the answer must not map internal names for a caller.
+                said = address if _is_literal(host) else "an address"
                 raise InvalidInput(
-                    f"webhook URL host {host!r} resolves to {address} ({kind} address); refused "
+                    f"webhook URL host {host!r} resolves to {said} ({kind} address); refused "
                     "(SIFT_WEBHOOK_ALLOW_PRIVATE=true allows it)",
-                    details={"host": host, "address": address, "problem": kind},
+                    details={"host": host, "problem": kind},
                 )
     return addresses
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
 
 
 def _non_public(address: str) -> str | None:
