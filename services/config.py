@@ -341,11 +341,10 @@ class Settings(BaseSettings):
         return self.torch_threads or max(1, usable_cores() // max(1, processes))
 
     def check_secrets(self) -> None:
-        """Refuse development-only defaults in production."""
-        if self.env == "production" and not self.database_url:
-            raise ValueError("SIFT_ENV=production needs SIFT_DATABASE_URL (SQLite is the development default)")
-        if self.env == "production" and not self.broker_url:
-            raise ValueError("SIFT_ENV=production needs SIFT_BROKER_URL (the on-disk broker is for one machine)")
+        """Refuse the embedded defaults in production, naming every missing setting in one message."""
+        missing = [f"{name} ({why})" for name, value, why in _SERVERS if not getattr(self, value)]
+        if self.env == "production" and missing:
+            raise ValueError("SIFT_ENV=production needs " + "; ".join(missing) + ". Set them, or unset SIFT_ENV")
 
     def masked(self) -> dict[str, object]:
         """Effective settings as SIFT_* names, secrets masked, for `sift config`."""
@@ -362,6 +361,13 @@ class Settings(BaseSettings):
         out["(vectors)"] = self.qdrant_url or f"qdrant-edge:{self.vectors_dir}"
         out["(model)"] = self.model_path
         return out
+
+
+_SERVERS = (  # what production needs instead of an embedded default
+    ("SIFT_DATABASE_URL", "database_url", "SQLite is the development default"),
+    ("SIFT_BROKER_URL", "broker_url", "the on-disk broker is for one machine"),
+    ("SIFT_QDRANT_URL", "qdrant_url", "the embedded vector store belongs to one process"),
+)
 
 
 def _mask_url_password(url: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import (
+    beat_init,
     setup_logging,
     task_postrun,
     task_prerun,
@@ -61,7 +62,22 @@ def _fresh_process(**_: Any) -> None:
 
 @worker_init.connect
 def _serve_main_metrics(**_: Any) -> None:
+    _refuse_embedded_defaults_in_production()
     _serve_metrics()
+
+
+@beat_init.connect
+def _beat_checks(**_: Any) -> None:
+    _refuse_embedded_defaults_in_production()
+
+
+def _refuse_embedded_defaults_in_production() -> None:
+    # `celery -A worker.app worker|beat` bypasses the sift commands' checks: the same rule here.
+    try:
+        get_settings().check_secrets()
+    except ValueError as exc:
+        log.critical("%s", exc)
+        raise SystemExit(2) from exc
 
 
 def _serve_metrics() -> None:

@@ -79,14 +79,11 @@ def db_upgrade(revision: str = "head") -> None:
 @app.command()
 def up() -> None:
     """Serve everything in one process: API, worker and beat (the embedded default)."""
-    from services.cli.ownership import claim_data_dir
+    from services.cli.ownership import claim_data_dir, production_refusal
     from services.cli.serve import serve_all
 
-    try:
-        get_settings().check_secrets()
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
-    if (code := claim_data_dir(get_settings(), command="up")) is not None:
+    code = production_refusal(get_settings(), command="up") or claim_data_dir(get_settings(), command="up")
+    if code is not None:
         raise typer.Exit(code)
     raise typer.Exit(serve_all(get_settings()))
 
@@ -94,10 +91,11 @@ def up() -> None:
 @app.command()
 def api() -> None:
     """Serve the HTTP API only (production: API replicas beside separate workers)."""
-    from services.cli.ownership import needs_vector_server
+    from services.cli.ownership import needs_vector_server, production_refusal
 
     settings = get_settings()
-    if (code := needs_vector_server(settings, command="api")) is not None:
+    code = production_refusal(settings, command="api") or needs_vector_server(settings, command="api")
+    if code is not None:
         raise typer.Exit(code)
     import uvicorn
 
@@ -122,11 +120,13 @@ def worker(
     ] = False,
 ) -> None:
     """Run a Celery worker (`solo` keeps the model and any CUDA context in this one process)."""
-    from services.cli.ownership import claim_data_dir, needs_vector_server
+    from services.cli.ownership import claim_data_dir, needs_vector_server, production_refusal
 
     settings = get_settings()
     processes = concurrency if pool == "prefork" else 1
-    refused = needs_vector_server(settings, command="worker", own_store=own_store, processes=processes)
+    refused = production_refusal(settings, command="worker") or needs_vector_server(
+        settings, command="worker", own_store=own_store, processes=processes
+    )
     if refused is None and settings.embedded_vectors:
         refused = claim_data_dir(settings, command="worker")
     if refused is not None:
@@ -145,6 +145,10 @@ def worker(
 @app.command()
 def beat() -> None:
     """Run the beat scheduler (exactly one per deployment)."""
+    from services.cli.ownership import production_refusal
+
+    if (code := production_refusal(get_settings(), command="beat")) is not None:
+        raise typer.Exit(code)
     from worker.app import app as celery_app
 
     schedule = get_settings().data_dir / "celerybeat-schedule"

@@ -15,6 +15,19 @@ IN_USE = 1  # exit code: another process owns the data dir (retrying later may w
 REFUSED = 2  # exit code: a configuration that cannot work (fix the settings)
 
 
+def production_refusal(settings: Settings, *, command: str) -> int | None:
+    """REFUSED (with one message naming every missing setting) when SIFT_ENV=production meets an
+    embedded default; None when the process may start."""
+    try:
+        settings.check_secrets()
+    except ValueError as exc:
+        Console(stderr=True).print(
+            f"[red]error:[/red] `sift {command}` cannot start: {exc}", highlight=False, soft_wrap=True
+        )
+        return REFUSED
+    return None
+
+
 def claim_data_dir(settings: Settings, *, command: str) -> int | None:
     """Hold the data dir's owner lock for this process's life; an exit code (and a message on
     stderr) when another process holds it, else None."""

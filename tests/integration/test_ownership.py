@@ -108,3 +108,28 @@ def test_a_second_worker_on_one_embedded_store_exits_within_10_s_and_the_first_k
         d.stop_workers()
         d.db.dispose()
     assert d.points() == 200
+
+
+@pytest.mark.parametrize("command", [["up"], ["api"], ["worker"], ["worker", "--own-store"], ["beat"]])
+def test_every_process_refuses_the_embedded_defaults_in_production_naming_each_setting(
+    data_dir: Path, command: list[str]
+) -> None:
+    refused = sift(plain_env(data_dir, SIFT_ENV="production", SIFT_BROKER_URL="redis://127.0.0.1:9/0"), *command)
+    assert refused.returncode == 2, refused.stderr
+    message = " ".join(refused.stderr.split())
+    assert "SIFT_DATABASE_URL" in message and "SIFT_QDRANT_URL" in message, message
+    assert "SIFT_BROKER_URL" not in message  # set: only what is missing is named
+    assert not (data_dir / "sift.db").exists()
+
+
+def test_celery_started_directly_refuses_the_embedded_defaults_in_production(data_dir: Path) -> None:
+    env = plain_env(data_dir, SIFT_ENV="production")
+    refused = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.app", "worker", "--pool=solo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0
+    assert "SIFT_DATABASE_URL" in refused.stdout + refused.stderr
