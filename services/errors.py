@@ -82,6 +82,8 @@ def public_message(exc: Transient) -> str:
     for cls, name in ((DatabaseUnavailable, "database"), (BrokerUnavailable, "broker")):
         if isinstance(exc, cls):
             return f"{name} unavailable; retry later"
+    if exc.code == "vector_store_owned_elsewhere":  # services.vectors.owner.OwnedElsewhere
+        return "this process does not own the embedded vector store: another process holds it (see the log)"
     if isinstance(exc, VectorStoreUnavailable):
         return "vector store unavailable; retry later"
     return "a dependency is unavailable; retry later"

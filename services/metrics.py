@@ -232,6 +232,40 @@ def watch_queues(read: Callable[[], Mapping[str, int]]) -> None:
         REGISTRY.register(_queue_collector)
 
 
+class OldestUnfinished:
+    """A collector: `sift_oldest_unfinished_event_age_seconds`, read from SQL at scrape time; 0
+    when nothing waits, no sample while the database does not answer."""
+
+    HELP = "Seconds since the oldest event still queued or processing arrived (every tenant); 0 when none"
+
+    def __init__(self, read: Callable[[], float | None]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("sift_oldest_unfinished_event_age_seconds", self.HELP)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            age = self._read()
+        except Exception as exc:  # a scrape must not fail because the database is down
+            log.warning("oldest unfinished event unknown: %s", exc)
+            return
+        yield GaugeMetricFamily("sift_oldest_unfinished_event_age_seconds", self.HELP, value=max(0.0, age or 0.0))
+
+
+_backlog_collector: OldestUnfinished | None = None
+
+
+def watch_backlog(read: Callable[[], float | None]) -> None:
+    """Export the age read() returns at each scrape (replacing a previous registration, as watch_queues)."""
+    global _backlog_collector
+    with _queue_lock:
+        if _backlog_collector is not None:
+            REGISTRY.unregister(_backlog_collector)
+        _backlog_collector = OldestUnfinished(read)
+        REGISTRY.register(_backlog_collector)
+
+
 def serve_worker_metrics(port: int) -> bool:
     """Serve this process's metrics over HTTP on port (a worker process); False when the port is taken."""
     from prometheus_client import start_http_server

@@ -36,8 +36,8 @@ from services.api.unstorable_text import refuse_unstorable_text
 from services.config import QUEUES
 from services.enqueue import CoalescingEnqueuer, Enqueuer, make_celery, queue_depths
 from services.events.group_writer import GroupWriter
-from services.health import Checks
-from services.metrics import show_tenant_names, watch_queues
+from services.health import Checks, oldest_unfinished_age
+from services.metrics import show_tenant_names, watch_backlog, watch_queues
 from services.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
     show_tenant_names(s.metrics_tenant_labels)
     # sift_queue_depth, read from the broker at scrape time the same way as GET /v1/stats
     watch_queues(lambda: {q: n for q, n in queue_depths(producer, QUEUES).items() if n is not None})
+    watch_backlog(lambda: oldest_unfinished_age(runtime))
     routers = (health, metrics, events, stats, tasks, labels, training, faqs, match, alerts, webhooks, recommend, drift)
     for module in routers:
         app.include_router(module.router)

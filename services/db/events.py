@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services.config import DEFAULT_TENANT
-from services.db.models import Event
+from services.db.models import Event, as_utc
 
 EVENTS = cast(Table, Event.__table__)
 # Point ids: uuid5 of the tenant and the exact id string, never a parse of the id, so a re-send maps
@@ -57,6 +57,13 @@ def point_id_for(event_id: str, *, tenant: str) -> str:
 def session_tenant(session: Session) -> str:
     """The tenant whose tables a session sees (services.db.session records it)."""
     return str(session.info.get("tenant", DEFAULT_TENANT))
+
+
+def oldest_unfinished(session: Session) -> datetime | None:
+    """When the oldest event still queued or processing was received (the sweep re-sends stuck
+    events and moves their enqueued_at, so received_at is what shows work that does not finish)."""
+    oldest = session.scalar(select(func.min(Event.received_at)).where(Event.status.in_(("queued", "processing"))))
+    return as_utc(oldest) if oldest is not None else None
 
 
 def kinds_of(session: Session, *, ids: Sequence[str]) -> dict[str, str]:
