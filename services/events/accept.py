@@ -44,7 +44,14 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="your id; re-sending it is safe")
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        description="your id; re-sending it is safe. Printable, no surrounding spaces, no / or \\, not . or ..",
+        # Documents the rule for clients and fuzzers; the validator below enforces it with a message.
+        json_schema_extra={"pattern": r"^[^/\\\s\x00-\x1f\x7f](?:[^/\\\x00-\x1f\x7f]*[^/\\\s\x00-\x1f\x7f])?$"},
+    )
     kind: Literal["ticket", "news", "product"]
     text: str = Field(description="the text to embed and classify; must not be blank")
     title: str | None = Field(None, max_length=1000)
