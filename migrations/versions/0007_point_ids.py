@@ -38,19 +38,25 @@ def upgrade() -> None:
         sa.column("moved_from_point", sa.String),
     )
     connection = op.get_bind()
-    rows = connection.execute(sa.select(events.c.id, events.c.point_id)).all()
-    changed = []
-    for event_id, old in rows:
-        new = str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}\x00{event_id}"))
-        if new != old:
-            changed.append({"key": event_id, "new": new, "old": old})
     statement = (
         events.update()
         .where(events.c.id == sa.bindparam("key"))
         .values(point_id=sa.bindparam("new"), moved_from_point=sa.bindparam("old"))
     )
-    for start in range(0, len(changed), PAGE):
-        connection.execute(statement, changed[start : start + PAGE])
+    last = ""
+    while True:  # by pages of ids, so a large table is never held in memory at once
+        query = sa.select(events.c.id, events.c.point_id).where(events.c.id > last).order_by(events.c.id).limit(PAGE)
+        rows = connection.execute(query).all()
+        if not rows:
+            break
+        changed = []
+        for event_id, old in rows:
+            new = str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}\x00{event_id}"))
+            if new != old:
+                changed.append({"key": event_id, "new": new, "old": old})
+        if changed:
+            connection.execute(statement, changed)
+        last = rows[-1][0]
 
 
 def downgrade() -> None:

@@ -66,10 +66,12 @@ def test_an_id_that_cannot_be_a_url_path_segment_is_refused_with_the_rule(runtim
         assert s.scalar(select(Event.id)) is None
 
 
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_points_under_the_old_ids_move_to_the_new_ones_and_shared_ones_are_processed_again(
-    data_dir: Path, encoder: Encoder
+    data_dir: Path, encoder: Encoder, database: str, request: pytest.FixtureRequest
 ) -> None:
-    settings = settings_for(data_dir)
+    url = request.getfixturevalue("pg_url") if database == "postgresql" else None
+    settings = settings_for(data_dir, database_url=url)
     upgrade(settings.sqlalchemy_url, "0006")
     rt = reset_runtime(settings)
     rt._made["encoder"] = encoder
