@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint unit integration fuzz bench soak peer console-shots clean
+.PHONY: run test lint unit integration fuzz bench soak chaos peer console-shots clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ bench: $(STAMP)
 # fails (lost events, 5xx, RSS growth >= 10% between minute 2 and minute 10).
 soak: $(STAMP)  # constant data volume: any memory growth is not the data's (docs/decisions/soak-constant-volume.md)
 	$(BIN)/python bench/soak.py ../shared/data/banking77/train.csv --minutes 10 --id-space 20000
+
+# 10 minutes of ingest on a PostgreSQL and a Redis of its own with a fault every 30-60 s (worker and pool
+# child SIGKILL, Redis and PostgreSQL restarts, vector store down); exits 1 when an event is lost or
+# duplicated, an alert is not delivered, or a recovery passes its bound (bench/chaos.py says how).
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py --minutes 10
 
 # The peer of `bench/ingest.py --peer infinity`: infinity-emb in a virtual environment of its own,
 # since its pins (sentence-transformers<4, numpy<2, typer<0.13, uvicorn<0.33) clash with Sift's stack.

@@ -54,7 +54,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 from services.alerts import rules as alerts  # noqa: E402
 from services.alerts import watchlist  # noqa: E402
 from services.classify.head import Head  # noqa: E402
-from services.config import Settings  # noqa: E402
+from services.config import DEFAULT_TENANT, Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
 from services.db.models import Alert, Event, as_utc  # noqa: E402
 from services.embedding.encoder import Encoder, set_threads  # noqa: E402
@@ -218,7 +218,7 @@ def gold_sentiment(label: str) -> dict[str, Any]:
 def event_row(item: News, sentiment: dict[str, Any]) -> Event:
     return Event(
         id=item.id,
-        point_id=ingest.point_id_for(item.id),
+        point_id=ingest.point_id_for(item.id, tenant=DEFAULT_TENANT),
         kind="news",
         text=f"{item.entity} news {item.id}",
         entities=[item.entity],

@@ -213,11 +213,15 @@ def baselines(runtime: Runtime, lists: dict[str, list[str]], sequences: Sequence
         pop = {r.item_id: r.positives for r in s.execute(select(ItemStats.item_id, ItemStats.positives))}
     collection = runtime.models.for_kind("product").collection
     hits = runtime.store.retrieve(
-        collection, [point_id_for(i) for i in itertools.chain(*sequences.values())], with_vectors=True
+        collection,
+        [point_id_for(i, tenant=runtime.tenant) for i in itertools.chain(*sequences.values())],
+        with_vectors=True,
     )
     vectors = {str(h.payload["event_id"]): np.asarray(h.vector) for h in hits}
     missing = {i for ids in lists.values() for i in ids} - vectors.keys()
-    extra = runtime.store.retrieve(collection, [point_id_for(i) for i in missing], with_vectors=True)
+    extra = runtime.store.retrieve(
+        collection, [point_id_for(i, tenant=runtime.tenant) for i in missing], with_vectors=True
+    )
     vectors.update({str(h.payload["event_id"]): np.asarray(h.vector) for h in extra})
     popularity, nearest = {}, {}
     for user, ids in lists.items():

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.masking import mask_secrets
+
 EVENT_KINDS: tuple[str, ...] = ("ticket", "news", "product")
 QUEUES: tuple[str, ...] = ("ingest", "alerts", "train")
 # Every table and collection belongs to one tenant. The default tenant lives in the main schema
@@ -219,6 +221,11 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="workers serve /metrics here: main process on the port, prefork child i on +i"
     )
+    metrics_token: SecretStr | None = Field(None, description="when set, the API's /metrics needs this bearer token")
+    metrics_tenant_labels: bool = Field(False, description="tenant names in metric labels (else an opaque tag)")
+    max_header_bytes: int = Field(16_384, ge=1024, description="request line plus headers; over it the API says 431")
+    max_headers: int = Field(100, ge=8, description="headers per request; over it the API says 431")
+    stale_after_s: float = Field(600.0, gt=0, description="readiness degrades when an unfinished event is older")
     drift_window: int = Field(500, ge=2, le=10_000, description="recent processed events per task that drift reads")
     drift_reference_events: int = Field(
         500, ge=2, le=10_000, description="reference events: the first processed (no trained model) or labeled ones"
@@ -340,11 +347,10 @@ class Settings(BaseSettings):
         return self.torch_threads or max(1, usable_cores() // max(1, processes))
 
     def check_secrets(self) -> None:
-        """Refuse development-only defaults in production."""
-        if self.env == "production" and not self.database_url:
-            raise ValueError("SIFT_ENV=production needs SIFT_DATABASE_URL (SQLite is the development default)")
-        if self.env == "production" and not self.broker_url:
-            raise ValueError("SIFT_ENV=production needs SIFT_BROKER_URL (the on-disk broker is for one machine)")
+        """Refuse the embedded defaults in production, naming every missing setting in one message."""
+        missing = [f"{name} ({why})" for name, value, why in _SERVERS if not getattr(self, value)]
+        if self.env == "production" and missing:
+            raise ValueError("SIFT_ENV=production needs " + "; ".join(missing) + ". Set them, or unset SIFT_ENV")
 
     def masked(self) -> dict[str, object]:
         """Effective settings as SIFT_* names, secrets masked wherever they appear (a URL's password,
@@ -362,28 +368,11 @@ class Settings(BaseSettings):
         return out
 
 
-# Query parameters whose value is a secret (matched as a part of the name: db_password, x-api-key).
-_SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|api[-_]?key|apikey|key|auth|credential|signature|sig", re.I)
-_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s\"']+")
-
-
-def mask_secrets(value: object) -> object:
-    """value with every URL's password and secret query parameters masked (strings, lists, dicts)."""
-    if isinstance(value, str):
-        return _URL.sub(lambda m: _mask_url(m.group(0)), value)
-    if isinstance(value, dict):
-        return {k: "********" if _SECRET_PARAMS.search(str(k)) else mask_secrets(v) for k, v in value.items()}
-    return [mask_secrets(v) for v in value] if isinstance(value, list | tuple) else value
-
-
-def _mask_url(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    creds = authority.rsplit("@", 1)[0] if "@" in authority else ""
-    if ":" in creds:
-        rest = rest.replace(f"{creds}@", f"{creds.split(':', 1)[0]}:********@", 1)
-    hide = lambda m: f"{m[1]}{m[2]}=********" if _SECRET_PARAMS.search(m[2]) and m[3] else m[0]  # noqa: E731
-    return f"{scheme}://" + re.sub(r"([?&;])([^=&#]+)=([^&#;]*)", hide, rest)
+_SERVERS = (  # what production needs instead of an embedded default
+    ("SIFT_DATABASE_URL", "database_url", "SQLite is the development default"),
+    ("SIFT_BROKER_URL", "broker_url", "the on-disk broker is for one machine"),
+    ("SIFT_QDRANT_URL", "qdrant_url", "the embedded vector store belongs to one process"),
+)
 
 
 @lru_cache(maxsize=1)

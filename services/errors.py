@@ -72,3 +72,18 @@ class BrokerUnavailable(Transient):
 
 class VectorStoreUnavailable(Transient):
     code = "vector_store_unavailable"
+
+
+def public_message(exc: Transient) -> str:
+    """What a caller is told about an unavailable dependency: which one, never its address (the
+    driver's text names hosts and ports, so it goes to the log only)."""
+    if isinstance(exc, DatabaseUnavailable) and "sift db upgrade" in exc.message:
+        return "database unavailable: its schema is missing or older than this code; run `sift db upgrade`"
+    for cls, name in ((DatabaseUnavailable, "database"), (BrokerUnavailable, "broker")):
+        if isinstance(exc, cls):
+            return f"{name} unavailable; retry later"
+    if exc.code == "vector_store_owned_elsewhere":  # services.vectors.owner.OwnedElsewhere
+        return "this process does not own the embedded vector store: another process holds it (see the log)"
+    if isinstance(exc, VectorStoreUnavailable):
+        return "vector store unavailable; retry later"
+    return "a dependency is unavailable; retry later"

@@ -7,15 +7,19 @@ hanging costs one thread per check, not one per probe (and a hung thread never h
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
+from services.errors import Transient, public_message
+
 if TYPE_CHECKING:
     from services.runtime import Runtime
 
+log = logging.getLogger(__name__)
 Check = Callable[[], None]
 
 
@@ -29,6 +33,7 @@ class Checks:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._running: dict[str, tuple[Future[None], float]] = {}
+        self._said: dict[str, str] = {}  # the last full failure logged per check
 
     def start(self, checks: Mapping[str, Check]) -> dict[str, Future[None]]:
         """A future per check: the run still in flight under that name, or a new one."""
@@ -54,12 +59,43 @@ class Checks:
             elif isinstance(exc, NotReady):
                 results[name] = str(exc)
             else:
-                results[name] = f"{type(exc).__name__}: {exc}"[:300]
+                # The answer names the failing dependency, never its address: driver errors name
+                # hosts and ports, so the full text goes to the log (once per change).
+                results[name] = public_message(exc) if isinstance(exc, Transient) else f"{type(exc).__name__}"
+                full = f"{type(exc).__name__}: {exc}"[:500]
+                if self._said.get(name) != full:
+                    self._said[name] = full
+                    log.warning("readiness check %s failed: %s", name, full)
         return results
 
 
+# Checks whose failure leaves the process able to serve: /readyz says "degraded" (200), not 503.
+DEGRADING = ("backlog", "vector writes")
+
+
+def verdict(results: Mapping[str, str]) -> str:
+    """ready, degraded (only a DEGRADING check fails) or not ready."""
+    failing = {name for name, outcome in results.items() if outcome != "ok"}
+    if failing - set(DEGRADING):
+        return "not ready"
+    return "degraded" if failing else "ready"
+
+
+def oldest_unfinished_age(runtime: Runtime, *, now: float | None = None) -> float | None:
+    """Seconds since the oldest event still queued or processing arrived, over every tenant; None when none waits."""
+    from services.db import events as repo
+
+    oldest = []
+    for tenant in dict.fromkeys([runtime.root.tenant, *runtime.tenant_ids()]):
+        with runtime.for_tenant(tenant).db.session_scope() as session:
+            if (received := repo.oldest_unfinished(session)) is not None:
+                oldest.append(received.timestamp())
+    return ((now or time.time()) - min(oldest)) if oldest else None
+
+
 def readiness_checks(*, runtime: Runtime, ping_broker: Check) -> dict[str, Check]:
-    """The checks behind /readyz: database, broker, model loaded, vector store."""
+    """The checks behind /readyz: database, broker, model loaded, vector store; and, degrading
+    only, a backlog older than SIFT_STALE_AFTER_S and vector writes that fail."""
 
     def model() -> None:
         if not runtime.model_loaded():
@@ -70,7 +106,23 @@ def readiness_checks(*, runtime: Runtime, ping_broker: Check) -> dict[str, Check
             raise NotReady("waiting for the model")
         runtime.store.ping()
 
-    return {"database": runtime.db.ping, "broker": ping_broker, "model": model, "vectors": vectors}
+    def backlog() -> None:
+        age, limit = oldest_unfinished_age(runtime), runtime.settings.stale_after_s
+        if age is not None and age > limit:
+            raise NotReady(f"the oldest unfinished event arrived {age:.0f} s ago (SIFT_STALE_AFTER_S={limit:g})")
+
+    def vector_writes() -> None:
+        if (failure := runtime.vector_write_failure()) is not None:
+            raise NotReady(f"the last vector write failed {time.time() - failure[0]:.0f} s ago")
+
+    return {
+        "database": runtime.db.ping,
+        "broker": ping_broker,
+        "model": model,
+        "vectors": vectors,
+        "backlog": backlog,
+        "vector writes": vector_writes,
+    }
 
 
 def _spawn(name: str, check: Check) -> Future[None]:

@@ -11,6 +11,7 @@ come from small fixed sets (kinds, tasks, queues, route templates), never from i
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -130,6 +131,23 @@ def vector_timer(operation: str) -> Any:
     return VECTOR_STORE_DURATION.labels(operation=operation).time()
 
 
+_tenant_names = False  # SIFT_METRICS_TENANT_LABELS: tenant names in labels only when opted in
+
+
+def show_tenant_names(on: bool) -> None:
+    """Label series with tenant names (on), or with an opaque stable tag per tenant (off)."""
+    global _tenant_names
+    _tenant_names = on
+
+
+def tenant_label(tenant: str) -> str:
+    """The tenant label of a series: its name when opted in (and always for the default tenant,
+    which every install has), else "t-" and 10 hex digits of its SHA-256, distinct per tenant."""
+    if _tenant_names or tenant == "default":
+        return tenant
+    return "t-" + hashlib.sha256(tenant.encode()).hexdigest()[:10]
+
+
 _models_lock = threading.Lock()
 _served: dict[str, list[tuple[str, ...]]] = {}  # per tenant, the label sets of its model info
 
@@ -139,7 +157,7 @@ def set_served_models(tenant: str, rows: Iterable[tuple[str, str, str, str]]) ->
     with _models_lock:
         for labels in _served.pop(tenant, []):
             _remove(MODEL_INFO, *labels)
-        _served[tenant] = [(tenant, *row) for row in rows]
+        _served[tenant] = [(tenant_label(tenant), *row) for row in rows]
         for labels in _served[tenant]:
             MODEL_INFO.labels(*labels).set(1)
 
@@ -173,6 +191,7 @@ def set_drift(
     at: float,
 ) -> None:
     """Export a tenant's task's drift; a component that could not be measured is removed, not zeroed."""
+    tenant = tenant_label(tenant)
     for gauge, value in ((DRIFT_SCORE, score), (DRIFT_LABELS, label_divergence), (DRIFT_EMBEDDING, embedding_distance)):
         if value is None:
             _remove(gauge, tenant, task)
@@ -230,6 +249,40 @@ def watch_queues(read: Callable[[], Mapping[str, int]]) -> None:
             REGISTRY.unregister(_queue_collector)
         _queue_collector = QueueDepths(read)
         REGISTRY.register(_queue_collector)
+
+
+class OldestUnfinished:
+    """A collector: `sift_oldest_unfinished_event_age_seconds`, read from SQL at scrape time; 0
+    when nothing waits, no sample while the database does not answer."""
+
+    HELP = "Seconds since the oldest event still queued or processing arrived (every tenant); 0 when none"
+
+    def __init__(self, read: Callable[[], float | None]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("sift_oldest_unfinished_event_age_seconds", self.HELP)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            age = self._read()
+        except Exception as exc:  # a scrape must not fail because the database is down
+            log.warning("oldest unfinished event unknown: %s", exc)
+            return
+        yield GaugeMetricFamily("sift_oldest_unfinished_event_age_seconds", self.HELP, value=max(0.0, age or 0.0))
+
+
+_backlog_collector: OldestUnfinished | None = None
+
+
+def watch_backlog(read: Callable[[], float | None]) -> None:
+    """Export the age read() returns at each scrape (replacing a previous registration, as watch_queues)."""
+    global _backlog_collector
+    with _queue_lock:
+        if _backlog_collector is not None:
+            REGISTRY.unregister(_backlog_collector)
+        _backlog_collector = OldestUnfinished(read)
+        REGISTRY.register(_backlog_collector)
 
 
 def serve_worker_metrics(port: int) -> bool:

@@ -28,6 +28,7 @@ from services.embedding.encoder import Encoder, set_threads
 from services.errors import NotFound
 from services.events.batch import BatchProcessor, FollowUp
 from services.events.pipeline import Pipeline
+from services.events.reidentify import move_points
 from services.matching import faq
 from services.matching.matcher import Matcher
 from services.recommend.feeds import Recommender
@@ -167,18 +168,23 @@ class Runtime:
         ensure_collections(
             store, prefix=s.tenant_prefix, dimension=self.encoder.dimension, item_filter_fields=s.item_filter_fields
         )
+        # Points whose id changed in a migration move before anything reads them by id.
+        move_points(
+            sessions=self.db.session_scope,
+            store=store,
+            collection_for_kind=lambda kind: self.models.for_kind(kind).collection,
+            page=s.reindex_page,
+        )
         self._build_indexes(store)
         return store
 
     def _open_store(self) -> VectorStore:
         s = self.settings
         api_key = s.qdrant_api_key.get_secret_value() if s.qdrant_api_key else None
-        store: VectorStore = TimedStore(
-            open_store(qdrant_url=s.qdrant_url, qdrant_api_key=api_key, vectors_dir=s.vectors_dir)
-        )
+        store: VectorStore = open_store(qdrant_url=s.qdrant_url, qdrant_api_key=api_key, vectors_dir=s.vectors_dir)
         if s.vector_fault_file is not None:  # fault tests take the store down and back with a file
             store = FaultyStore(store, marker=s.vector_fault_file)
-        return store
+        return TimedStore(store)  # outermost: it times, and sees every failed write (readiness)
 
     def build_vector_indexes(self) -> dict[str, int]:
         """Index the vector collections that are due, every tenant's (the beat's maintenance; embedded store only)."""
@@ -280,6 +286,11 @@ class Runtime:
                 after_switch={faq.KIND: CALIBRATE_MATCH},
             ),
         )
+
+    def vector_write_failure(self) -> tuple[float, str] | None:
+        """(when, why) while this process's last vector write failed, else None."""
+        store = self.root._made.get("base_store")
+        return store.write_failure if isinstance(store, TimedStore) else None
 
     def model_loaded(self) -> bool:
         """True once the encoder is in memory (readiness)."""

@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import (
+    beat_init,
     setup_logging,
     task_postrun,
     task_prerun,
@@ -47,6 +48,7 @@ def create_app() -> Celery:
         beat_schedule=beat_schedule(settings),
     )
     app.autodiscover_tasks(["worker"], related_name="tasks", force=True)
+    metrics.show_tenant_names(settings.metrics_tenant_labels)
     return app
 
 
@@ -60,7 +62,39 @@ def _fresh_process(**_: Any) -> None:
 
 @worker_init.connect
 def _serve_main_metrics(**_: Any) -> None:
+    _refuse_embedded_defaults_in_production()
+    _check_training_limits()
     _serve_metrics()
+
+
+def _check_training_limits() -> None:
+    # The budget, the train task's limit and the broker's re-delivery must fit inside each other;
+    # a mismatch is survivable (the run's lease), so it is a warning with the fix, not a refusal.
+    from services.training.lease import time_limit_problems
+    from worker.tasks import TRAIN_LIMIT_S
+
+    s = get_settings()
+    redelivers = s.celery_broker_url.split(":", 1)[0] in ("redis", "rediss", "sqs")
+    for problem in time_limit_problems(
+        budget_s=s.train_budget_s,
+        task_limit_s=TRAIN_LIMIT_S,
+        visibility_timeout_s=s.visibility_timeout_s if redelivers else None,
+    ):
+        log.warning("training limits: %s", problem)
+
+
+@beat_init.connect
+def _beat_checks(**_: Any) -> None:
+    _refuse_embedded_defaults_in_production()
+
+
+def _refuse_embedded_defaults_in_production() -> None:
+    # `celery -A worker.app worker|beat` bypasses the sift commands' checks: the same rule here.
+    try:
+        get_settings().check_secrets()
+    except ValueError as exc:
+        log.critical("%s", exc)
+        raise SystemExit(2) from exc
 
 
 def _serve_metrics() -> None:

@@ -32,9 +32,7 @@ resolves to a loopback, private or link-local address (DNS rebinding) is refused
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import socket
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -50,6 +48,7 @@ from sqlalchemy.orm import Session
 
 from services import metrics
 from services.alerts.signing import key_of, signed_headers
+from services.alerts.targets import check_url
 from services.config import Settings
 from services.db.lookup import require
 from services.db.models import Alert, Webhook, WebhookDelivery, as_utc
@@ -57,7 +56,6 @@ from services.errors import InvalidInput, NotFound
 
 EventType = Literal["alert.raised", "alert.cleared"]
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
-NON_PUBLIC = ("unspecified", "loopback", "link_local", "multicast", "private", "reserved")  # ipaddress is_* flags
 MAX_BACKOFF_S = 3600.0
 MAX_ADDRESSES = 3  # resolved addresses one attempt tries to connect to
 ERROR_CHARS = 500
@@ -102,51 +100,6 @@ class WebhookIn(BaseModel):
     @classmethod
     def _once_each(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
-
-
-def check_url(url: str, *, allow_private: bool) -> list[str]:
-    """Raise InvalidInput unless url is http(s) on a host whose every address is public;
-    returns the resolved addresses."""
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
-        raise InvalidInput(f"webhook URL {url!r} is not a valid URL: {exc}") from exc
-    host, scheme = parsed.raw_host.decode("ascii"), parsed.scheme
-    if scheme not in ("http", "https") or not host:
-        raise InvalidInput(f"webhook URL {url!r} must be http:// or https:// with a host")
-    try:
-        infos = socket.getaddrinfo(host, parsed.port or (443 if scheme == "https" else 80), type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise InvalidInput(f"webhook URL host {host!r} does not resolve: {exc}") from exc
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not allow_private:
-        for address in addresses:
-            kind = _non_public(address)
-            if kind:
-                raise InvalidInput(
-                    f"webhook URL host {host!r} resolves to {address} ({kind} address); refused "
-                    "(SIFT_WEBHOOK_ALLOW_PRIVATE=true allows it)",
-                    details={"host": host, "address": address, "problem": kind},
-                )
-    return addresses
-
-
-def _non_public(address: str) -> str | None:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    for candidate in (*_embedded_ipv4(ip), ip):
-        kind = next((k for k in NON_PUBLIC if getattr(candidate, f"is_{k}")), None)
-        if kind is None and not candidate.is_global:
-            kind = "non_public"
-        if kind is not None:
-            return kind.replace("_", "-")
-    return None
-
-
-def _embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
-    # IPv6 forms whose packets end at an IPv4 address (mapped, 6to4, Teredo): that one is checked too.
-    if not isinstance(ip, ipaddress.IPv6Address):
-        return []
-    return [a for a in (ip.ipv4_mapped, ip.sixtofour, *(ip.teredo or ())) if a is not None]
 
 
 def put_webhook(

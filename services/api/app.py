@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import docs_page, errors, openapi
 from services.api.auth import Authenticate, KeyCache, authorize
+from services.api.header_limit import HeaderLimit
 from services.api.rate_limit import RateLimit, TokenBuckets
 from services.api.request_context import RequestContext
 from services.api.routers import (
@@ -37,8 +38,8 @@ from services.api.unstorable_text import refuse_unstorable_text
 from services.config import QUEUES
 from services.enqueue import CoalescingEnqueuer, Enqueuer, make_celery, queue_depths
 from services.events.group_writer import GroupWriter
-from services.health import Checks
-from services.metrics import watch_queues
+from services.health import Checks, oldest_unfinished_age
+from services.metrics import show_tenant_names, watch_backlog, watch_queues
 from services.runtime import Runtime, get_runtime
 
 log = logging.getLogger(__name__)
@@ -86,9 +87,13 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
             rate_per_s=s.rate_limit_per_s, burst=s.rate_limit_burst_size, max_keys=s.rate_limit_max_clients
         )
         app.add_middleware(RateLimit, buckets=buckets)
-    app.add_middleware(RequestContext)  # outermost: 413s, 429s and errors are logged and counted too
+    app.add_middleware(RequestContext)  # 413s, 429s and errors are logged and counted too
+    s = runtime.settings
+    app.add_middleware(HeaderLimit, max_bytes=s.max_header_bytes, max_headers=s.max_headers)  # outermost
+    show_tenant_names(s.metrics_tenant_labels)
     # sift_queue_depth, read from the broker at scrape time the same way as GET /v1/stats
     watch_queues(lambda: {q: n for q, n in queue_depths(producer, QUEUES).items() if n is not None})
+    watch_backlog(lambda: oldest_unfinished_age(runtime))
     routers = (health, metrics, events, stats, tasks, labels, training, faqs, match, alerts, webhooks, recommend, drift)
     for module in (*routers, users, console):
         app.include_router(module.router)

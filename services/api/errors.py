@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,7 +12,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Transient, Unauthorized
+from services.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Transient,
+    Unauthorized,
+    public_message,
+)
+
+log = logging.getLogger(__name__)
 
 STATUS_FOR: dict[type[DomainError], int] = {
     InvalidInput: 422,
@@ -21,7 +33,11 @@ STATUS_FOR: dict[type[DomainError], int] = {
     Forbidden: 403,
     Transient: 503,
 }
-HTTP_CODES = {413: "body_too_large", 429: "rate_limited"}  # codes of errors raised as HTTPException
+HTTP_CODES = {
+    401: "unauthorized",
+    413: "body_too_large",
+    429: "rate_limited",
+}  # codes of errors raised as HTTPException
 DESCRIPTIONS = {
     400: "The body is not valid JSON (or not valid Unicode text).",
     401: "No API key, or not a valid one: send `Authorization: Bearer <key>` (`sift keys create`).",
@@ -69,7 +85,11 @@ async def _domain(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=status, headers=headers)
+    message, details = exc.message, exc.details
+    if isinstance(exc, Transient):
+        log.warning("answered 503: %s", exc.message)
+        message, details = public_message(exc), None
+    return JSONResponse(error_body(exc.code, message, details), status_code=status, headers=headers)
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:

@@ -108,25 +108,30 @@ def _listen_on(host: str | None, port: int | None) -> None:
 @app.command()
 def up(host: HostOpt = None, port: PortOpt = None) -> None:
     """Serve everything in one process: API, worker and beat (the embedded default)."""
+    from services.cli.ownership import claim_data_dir, production_refusal
     from services.cli.serve import serve_all
 
     _listen_on(host, port)
-    try:
-        get_settings().check_secrets()
-    except ValueError as exc:
-        raise _fail(str(exc)) from exc
+    code = production_refusal(get_settings(), command="up") or claim_data_dir(get_settings(), command="up")
+    if code is not None:
+        raise typer.Exit(code)
     raise typer.Exit(serve_all(get_settings()))
 
 
 @app.command()
 def api(host: HostOpt = None, port: PortOpt = None) -> None:
     """Serve the HTTP API only (production: API replicas beside separate workers)."""
+    from services.cli.ownership import needs_vector_server, production_refusal
+
+    settings = get_settings()
+    code = production_refusal(settings, command="api") or needs_vector_server(settings, command="api")
+    if code is not None:
+        raise typer.Exit(code)
     import uvicorn
 
     from services.api.app import create_app
 
     _listen_on(host, port)
-    settings = get_settings()
     uvicorn.run(create_app(), host=settings.host, port=settings.port, log_level="warning", log_config=None)
 
 
@@ -136,11 +141,29 @@ def worker(
     pool: Annotated[str, typer.Option(help="solo (one process per GPU) or prefork")] = "solo",
     concurrency: Annotated[int, typer.Option(min=1)] = 1,
     beat: Annotated[bool, typer.Option("--beat", help="also run beat in this worker (one per deployment)")] = False,
+    own_store: Annotated[
+        bool,
+        typer.Option(
+            "--own-store",
+            help="without SIFT_QDRANT_URL: this worker is the one process of the embedded vector store "
+            "(one pool child; no separate API may serve vectors)",
+        ),
+    ] = False,
 ) -> None:
     """Run a Celery worker (`solo` keeps the model and any CUDA context in this one process)."""
-    from worker.app import app as celery_app
+    from services.cli.ownership import claim_data_dir, needs_vector_server, production_refusal
 
     settings = get_settings()
+    processes = concurrency if pool == "prefork" else 1
+    refused = production_refusal(settings, command="worker") or needs_vector_server(
+        settings, command="worker", own_store=own_store, processes=processes
+    )
+    if refused is None and settings.embedded_vectors:
+        refused = claim_data_dir(settings, command="worker")
+    if refused is not None:
+        raise typer.Exit(refused)
+    from worker.app import app as celery_app
+
     if pool == "prefork":  # the children inherit these settings: each takes its share of the cores
         settings.torch_threads = settings.threads_per_process(concurrency)
     argv = ["worker", f"--queues={queues}", f"--pool={pool}", f"--concurrency={concurrency}", "--without-gossip"]
@@ -153,6 +176,10 @@ def worker(
 @app.command()
 def beat() -> None:
     """Run the beat scheduler (exactly one per deployment)."""
+    from services.cli.ownership import production_refusal
+
+    if (code := production_refusal(get_settings(), command="beat")) is not None:
+        raise typer.Exit(code)
     from worker.app import app as celery_app
 
     schedule = get_settings().data_dir / "celerybeat-schedule"

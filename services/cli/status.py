@@ -22,7 +22,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")] = False,
 ) -> None:
     """Readiness (database, broker, vector store, model), queue depths and events finished per
-    minute over the last 1/5/15 minutes; exit code 1 when not ready."""
+    minute over the last 1/5/15 minutes; exit code 1 when not ready, 3 when degraded (stuck work)."""
     report = collect(get_settings().api_base_url)
     if as_json:
         Console().print_json(json.dumps(report))
@@ -30,6 +30,8 @@ def status(
         show(report)
     if not report["ready"]:
         raise typer.Exit(1)
+    if report["status"] == "degraded":
+        raise typer.Exit(3)
 
 
 def collect(base_url: str) -> dict[str, Any]:
@@ -43,6 +45,7 @@ def collect(base_url: str) -> dict[str, Any]:
     report: dict[str, Any] = {
         "api": base_url,
         "ready": code == 200,
+        "status": body.get("status") if isinstance(body, dict) else None,
         "checks": body.get("checks", {}) if isinstance(body, dict) else {},
     }
     try:
@@ -58,6 +61,8 @@ def show(report: dict[str, Any]) -> None:
     """The report as tables."""
     out = Console()
     verdict = "[green]ready[/green]" if report["ready"] else "[red]not ready[/red]"
+    if report["ready"] and report["status"] == "degraded":
+        verdict = "[yellow]degraded[/yellow]"
     out.print(f"Sift API at {report['api']}: {verdict}")
     checks = Table("check", "state")
     for name, state in report["checks"].items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,9 +13,13 @@ from sqlalchemy import Table, and_, bindparam, case, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from services.db.models import Event
+from services.config import DEFAULT_TENANT
+from services.db.models import Event, as_utc
 
 EVENTS = cast(Table, Event.__table__)
+# Point ids: uuid5 of the tenant and the exact id string, never a parse of the id, so a re-send maps
+# to the same point and ids that differ in any character (even two spellings of one UUID) never share one.
+POINT_NAMESPACE = uuid.UUID("0d4c7f38-2a5e-5b7a-9e11-3c8b1f6a4d20")
 _CONTENT_COLUMNS = ("kind", "text", "title", "metadata", "entities", "content_hash", "occurred_at")
 
 
@@ -23,7 +28,6 @@ class NewEvent:
     """A validated event, ready to be written."""
 
     id: str
-    point_id: str
     kind: str
     text: str
     title: str | None
@@ -45,6 +49,23 @@ class Outcome:
     error: str | None = None
 
 
+def point_id_for(event_id: str, *, tenant: str) -> str:
+    """The vector point id of a tenant's event."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}\x00{event_id}"))
+
+
+def session_tenant(session: Session) -> str:
+    """The tenant whose tables a session sees (services.db.session records it)."""
+    return str(session.info.get("tenant", DEFAULT_TENANT))
+
+
+def oldest_unfinished(session: Session) -> datetime | None:
+    """When the oldest event still queued or processing was received (the sweep re-sends stuck
+    events and moves their enqueued_at, so received_at is what shows work that does not finish)."""
+    oldest = session.scalar(select(func.min(Event.received_at)).where(Event.status.in_(("queued", "processing"))))
+    return as_utc(oldest) if oldest is not None else None
+
+
 def kinds_of(session: Session, *, ids: Sequence[str]) -> dict[str, str]:
     """The kind of each id that already exists."""
     rows = session.execute(select(Event.id, Event.kind).where(Event.id.in_(ids)))
@@ -56,7 +77,8 @@ def upsert_new(session: Session, *, events: Sequence[NewEvent], now: datetime) -
     is updated and queued again. Returns the ids that are (re)queued by this call."""
     if not events:
         return []
-    rows = [_row(event, now) for event in events]
+    tenant = session_tenant(session)
+    rows = [_row(event, now, tenant) for event in events]
     # One statement shape whatever the row count, sent as executemany: SQLAlchemy batches it into
     # multi-row INSERTs ("insertmanyvalues") and compiles it once per process, not per request.
     result = session.execute(_upsert_statement(session.get_bind().dialect.name), rows)
@@ -77,10 +99,10 @@ def _upsert_statement(dialect: str) -> Any:
     ).returning(EVENTS.c.id)
 
 
-def _row(event: NewEvent, now: datetime) -> dict[str, Any]:
+def _row(event: NewEvent, now: datetime, tenant: str) -> dict[str, Any]:
     return {
         "id": event.id,
-        "point_id": event.point_id,
+        "point_id": point_id_for(event.id, tenant=tenant),
         "kind": event.kind,
         "text": event.text,
         "title": event.title,

@@ -43,9 +43,12 @@ class Event(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     predictions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     model_version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The point id before migration 0007, until the store's owner has moved the point there.
+    moved_from_point: Mapped[str | None] = mapped_column(String(36), nullable=True)
 
     __table_args__ = (
         Index("ix_events_status_enqueued", "status", "enqueued_at"),
+        Index("ix_events_moved_from_point", "moved_from_point"),
         Index("ix_events_kind_status", "kind", "status"),
         Index("ix_events_processed_at", "processed_at"),
     )
@@ -134,6 +137,9 @@ class TrainingRun(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The process training it ("host:pid:thread") and until when, extended by its heartbeat.
+    lease_holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     __table_args__ = (Index("ix_training_runs_task_created", "task", "created_at"),)
 

@@ -126,6 +126,7 @@ class Database:
     @contextmanager
     def _transaction(self) -> Iterator[Session]:
         session = self.sessions()
+        session.info["tenant"] = self.tenant  # the events repository derives point ids from it
         try:
             yield session
             session.commit()

@@ -16,14 +16,19 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from services.db import events as repo
+from services.db.events import point_id_for as point_id_for  # the events' point ids, for the layers above
 from services.errors import Conflict, DomainError, InvalidInput, invalid_batch
 from services.timestamps import Timestamp
 
 log = logging.getLogger(__name__)
 
-# Deterministic point ids for producer ids that are not UUIDs: a re-send maps to the same point.
-POINT_NAMESPACE = uuid.UUID("6f1c1a52-5b1e-4d4e-9a43-6a8f3f0b2f11")
 MAX_ID_CHARS = 128
+# An id is a URL path segment (GET /v1/events/{id}); these cannot round-trip through one.
+ID_FORBIDDEN = ("/", "\\")
+ID_RULE = (
+    "an id holds 1 to 128 printable characters without surrounding spaces, and no / or \\ "
+    "(it must round-trip as a URL path segment); it may not be . or .."
+)
 MAX_METADATA_BYTES = 16_384
 # Spaces and invisible format characters (zero-width, direction marks, BOM): a text of only these is blank.
 _INVISIBLE = "".join(c for c in map(chr, range(0x10000)) if c.isspace() or unicodedata.category(c) == "Cf")
@@ -39,7 +44,14 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str | None = Field(None, min_length=1, max_length=MAX_ID_CHARS, description="your id; re-sending it is safe")
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        description="your id; re-sending it is safe. Printable, no surrounding spaces, no / or \\, not . or ..",
+        # Documents the rule for clients and fuzzers; the validator below enforces it with a message.
+        json_schema_extra={"pattern": r"^[^/\\\s\x00-\x1f\x7f](?:[^/\\\x00-\x1f\x7f]*[^/\\\s\x00-\x1f\x7f])?$"},
+    )
     kind: Literal["ticket", "news", "product"]
     text: str = Field(description="the text to embed and classify; must not be blank")
     title: str | None = Field(None, max_length=1000)
@@ -57,8 +69,15 @@ class EventIn(BaseModel):
     @field_validator("id")
     @classmethod
     def _printable_id(cls, value: str | None) -> str | None:
-        if value is not None and (not value.isprintable() or value != value.strip()):
-            raise ValueError("id must be printable, without surrounding spaces")
+        if value is None:
+            return None
+        if (
+            not value.isprintable()
+            or value != value.strip()
+            or value in (".", "..")
+            or any(c in value for c in ID_FORBIDDEN)
+        ):
+            raise ValueError(f"id {value!r} is not allowed: {ID_RULE}")
         return value
 
 
@@ -158,7 +177,6 @@ def to_new_event(event: EventIn) -> repo.NewEvent:
     )
     return repo.NewEvent(
         id=event_id,
-        point_id=point_id_for(event_id),
         kind=event.kind,
         text=event.text,
         title=event.title,
@@ -167,14 +185,6 @@ def to_new_event(event: EventIn) -> repo.NewEvent:
         content_hash=hashlib.sha256(content.encode()).hexdigest(),
         occurred_at=occurred,
     )
-
-
-def point_id_for(event_id: str) -> str:
-    """The vector store's point id: the event id if it is a UUID, else a UUID derived from it."""
-    try:
-        return str(uuid.UUID(event_id))
-    except ValueError:
-        return str(uuid.uuid5(POINT_NAMESPACE, event_id))
 
 
 def _refuse_duplicates(events: Sequence[repo.NewEvent]) -> None:

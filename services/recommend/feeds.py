@@ -91,6 +91,9 @@ class Recommender:
         self._refreshing: set[tuple[str, str]] = set()
         batch.on_done(self.forget_cached)  # a done item is recommendable at once, not after the cache's age
 
+    def _point(self, item_id: str) -> str:
+        return point_id_for(item_id, tenant=self.settings.tenant)
+
     def feed(
         self, *, user_id: str, limit: int, kind: str | None = None, filters: Filters | None = None
     ) -> list[Scored]:
@@ -144,7 +147,7 @@ class Recommender:
             raise Conflict(f"item {item_id!r} is not processed yet; ask again when its status is done")
         title = _title(found[0].payload, item_id)
         hits = self.store.search(
-            collection, found[0].vector.tolist(), limit=limit, filters=filters, exclude_ids=[point_id_for(item_id)]
+            collection, found[0].vector.tolist(), limit=limit, filters=filters, exclude_ids=[self._point(item_id)]
         )
         return [Similar(str(h.payload.get("event_id")), round(h.score, 6), f"similar to “{title}”") for h in hits]
 
@@ -160,7 +163,7 @@ class Recommender:
         # The point goes after the row: a worker that upserts it meanwhile finds the row gone and
         # deletes the point itself, and a retry after a crash here still deletes it (ids are fixed).
         for collection in self._collections().values():
-            self.store.delete(collection, [point_id_for(item_id)])
+            self.store.delete(collection, [self._point(item_id)])
         if kind is None:
             raise NotFound(f"no item with id {item_id!r}")
 
@@ -188,7 +191,7 @@ class Recommender:
         return vectors, titles
 
     def _retrieve(self, collection: str, kind: str, ids: Sequence[str]) -> list[Candidate]:
-        hits = self.store.retrieve(collection, [point_id_for(i) for i in ids], with_vectors=True)
+        hits = self.store.retrieve(collection, [self._point(i) for i in ids], with_vectors=True)
         return _candidates(hits, kind)
 
     def _content_candidates(
@@ -204,7 +207,7 @@ class Recommender:
             negative=negative[:_RECOMMEND_EXAMPLES],
             limit=self.settings.recommend_candidates,
             filters=filters,
-            exclude_ids=[point_id_for(i) for i in profile.seen],
+            exclude_ids=[self._point(i) for i in profile.seen],
             with_vectors=True,
         )
         return _candidates(hits, kind)

@@ -35,6 +35,7 @@ from services.embedding.encoder import Encoder
 from services.errors import Conflict, InvalidInput, NotFound
 from services.task_names import REINDEX, Sender
 from services.training import labels as label_repo
+from services.training import lease
 from services.training.dataset import (
     MIN_EXAMPLES_PER_LABEL,
     Example,
@@ -126,7 +127,13 @@ class Trainer:
             run = get_run(session, run_id=run_id)
             if run.status in ("succeeded", "failed"):
                 raise Conflict(f"run {run_id} already {run.status}")
-            run.status, run.started_at, run.stage = "running", started, "snapshot"
+            if not lease.take(session, run_id=run_id, now=started):
+                # A re-delivered or duplicate message: the run trains elsewhere, under a live lease.
+                log.warning(
+                    "training run %s is running under %s's live lease; not trained again", run_id, run.lease_holder
+                )
+                return Outcome(version="", promoted=False, metrics={}, notes=["running elsewhere"])
+            run.stage = "snapshot"
             task = get_task(session, run.task)
             task_name, kind, fine_tune_allowed = task.name, task.kind, task.fine_tune
             descriptions = {d.name: d.description for d in label_defs(task)}
@@ -134,7 +141,8 @@ class Trainer:
             run.label_count, run.max_label_id = len(snap.examples), snap.max_label_id
         report = self._reporter(run_id, progress)
         try:
-            outcome = self._train(run_id, task_name, kind, fine_tune_allowed, snap, descriptions, report, deadline)
+            with lease.Heartbeat(self.sessions, run_id):
+                outcome = self._train(run_id, task_name, kind, fine_tune_allowed, snap, descriptions, report, deadline)
         except Exception as exc:
             log.exception("training run %s failed", run_id)
             with self.sessions() as session:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,6 +25,8 @@ from services.vectors.base import (
     range_bounds,
     recommend_examples,
 )
+from services.vectors.owner import acquire as acquire_lock
+from services.vectors.owner import release as release_lock
 
 _SCHEMA = {
     "keyword": qe.PayloadSchemaType.Keyword,
@@ -114,14 +116,24 @@ def _shard_exists(path: Path) -> bool:
 class QdrantEdgeStore:
     """Embedded Qdrant: the shards live in this process, under root/<collection>."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, lock_file: Path | None = None) -> None:
         self.root = root
+        self.lock_file = lock_file
+        self._owning = False
         self._lock = threading.Lock()
         self._shards: dict[str, qe.EdgeShard] = {}
         self._dimensions: dict[str, int] = {}
+        self._own()
+
+    def _own(self) -> None:
+        """Take the owner lock unless held; the caller holds self._lock (or is the constructor)."""
+        if self.lock_file is not None and not self._owning:
+            acquire_lock(self.lock_file, share_with_children=False)  # OwnedElsewhere before any shard is touched
+            self._owning = True
 
     def _open(self, name: str, dimension: int | None) -> qe.EdgeShard:
         """Load or create the shard of name; the caller holds the lock."""
+        self._own()
         path = self.root / name
         config = None
         if dimension is not None:
@@ -177,12 +189,25 @@ class QdrantEdgeStore:
 
     def _write(self, name: str, operation: Any, action: str) -> None:
         shard = self._shard(name)
-        with _engine(action):
-            shard.update(operation)
-            # The WAL alone already survives a killed process (it is written through mmap), but
-            # only flush() syncs it and the segments to disk, so a power cut cannot lose an
-            # acknowledged write either. About 6 ms per 100-point batch of 384-d vectors.
-            shard.flush()
+        try:
+            with _engine(action):
+                shard.update(operation)
+                # The WAL alone already survives a killed process (it is written through mmap), but
+                # only flush() syncs it and the segments to disk, so a power cut cannot lose an
+                # acknowledged write either. About 6 ms per 100-point batch of 384-d vectors.
+                shard.flush()
+        except VectorStoreUnavailable:
+            # A shard that failed a write may stay broken in memory (a tracker out of step with
+            # its file): drop it, so the retry reloads it from disk instead of failing forever.
+            self._forget(name, shard)
+            raise
+
+    def _forget(self, name: str, shard: qe.EdgeShard) -> None:
+        with self._lock:
+            if self._shards.get(name) is shard:
+                del self._shards[name]
+        with suppress(Exception):  # already broken; the reload reports what is wrong
+            shard.close()
 
     def search(
         self,
@@ -310,6 +335,10 @@ class QdrantEdgeStore:
                 shard.close()
             except Exception as exc:  # close the others before reporting
                 failures.append(f"{name}: {exc}")
+        with self._lock:
+            if self._owning and self.lock_file is not None:
+                release_lock(self.lock_file)
+                self._owning = False
         if failures:
             raise VectorStoreUnavailable("cannot close Qdrant Edge shards: " + "; ".join(failures))
 

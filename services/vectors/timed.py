@@ -3,9 +3,11 @@ hands it to the adapter underneath: one wrapper, so no call site in the domain h
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from services import metrics
+from services.errors import Transient
 from services.vectors.base import Filters, Hit, PayloadIndex, VectorPoint, VectorStore
 
 
@@ -14,6 +16,18 @@ class TimedStore:
 
     def __init__(self, inner: VectorStore) -> None:
         self.inner = inner
+        # (when, why) of the last write, while it failed; readiness reports it (a store that
+        # cannot write must not look healthy while events pile up).
+        self.write_failure: tuple[float, str] | None = None
+
+    def _write(self, operation: str, call: Callable[[], None]) -> None:
+        with metrics.vector_timer(operation):
+            try:
+                call()
+            except Transient as exc:
+                self.write_failure = (time.time(), exc.message)
+                raise
+        self.write_failure = None
 
     def ensure_collection(self, name: str, *, dimension: int, indexes: Sequence[PayloadIndex]) -> None:
         """Create the collection and its payload indexes when missing (idempotent)."""
@@ -21,13 +35,11 @@ class TimedStore:
 
     def upsert(self, name: str, points: Sequence[VectorPoint]) -> None:
         """Insert or overwrite points."""
-        with metrics.vector_timer("upsert"):
-            self.inner.upsert(name, points)
+        self._write("upsert", lambda: self.inner.upsert(name, points))
 
     def delete(self, name: str, ids: Sequence[str]) -> None:
         """Remove points."""
-        with metrics.vector_timer("delete"):
-            self.inner.delete(name, ids)
+        self._write("delete", lambda: self.inner.delete(name, ids))
 
     def search(
         self,

@@ -18,6 +18,7 @@ from services.alerts import flow as alert_flow
 from services.alerts import rules as alerts
 from services.alerts import signing, watchlist, webhooks
 from services.api.app import create_app
+from services.config import DEFAULT_TENANT
 from services.db.migrate import upgrade
 from services.db.models import Alert, Event, SentimentBucket, WebhookDelivery, as_utc
 from services.embedding.encoder import Encoder
@@ -73,7 +74,7 @@ class Stream:
 def news(event_id: str, entity: str, label: str, when: datetime) -> Event:
     return Event(
         id=event_id,
-        point_id=ingest.point_id_for(event_id),
+        point_id=ingest.point_id_for(event_id, tenant=DEFAULT_TENANT),
         kind="news",
         text=f"{entity} news {event_id}",
         content_hash=event_id,

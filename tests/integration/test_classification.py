@@ -94,7 +94,7 @@ def test_news_is_classified_zero_shot_before_any_label(runtime: Runtime) -> None
     assert set(prediction["probs"]) == {"negative", "neutral", "positive"}
     assert abs(sum(prediction["probs"].values()) - 1) < 1e-3
     assert prediction["label"] == "negative"
-    payload = runtime.store.retrieve("sift_news", [ingest.point_id_for("news-0")])[0].payload
+    payload = runtime.store.retrieve("sift_news", [ingest.point_id_for("news-0", tenant=runtime.tenant)])[0].payload
     assert payload["predictions"]["sentiment"] == prediction
 
 

@@ -99,7 +99,10 @@ def test_status_prints_readiness_queues_and_throughput(ready_api: str, api_dir: 
     assert shown.returncode == 0, shown.stdout
     report = json.loads(shown.stdout)
     assert report["ready"] is True and report["api"] == ready_api
-    assert report["checks"] == {"database": "ok", "broker": "ok", "model": "ok", "vectors": "ok"}
+    assert report["status"] == "ready"
+    assert report["checks"] == dict.fromkeys(
+        ("database", "broker", "model", "vectors", "backlog", "vector writes"), "ok"
+    )
     assert report["queues"] == {"ingest": 1, "alerts": 0, "train": 0}
     assert report["throughput"] == {"1m": 3.0, "5m": 1.2, "15m": 0.4}
     assert report["events"] == {"news": {"done": 6, "queued": 3}}
@@ -108,6 +111,19 @@ def test_status_prints_readiness_queues_and_throughput(ready_api: str, api_dir: 
     assert table.returncode == 0, table.stderr
     for expected in (f"Sift API at {ready_api}: ready", "database", "ingest", "last 5m", "1.2", "queued"):
         assert expected in table.stdout
+
+    engine = sa.create_engine(f"sqlite:///{api_dir / 'sift.db'}")  # n6 arrived an hour ago and still waits
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE events SET received_at = :at WHERE id = 'n6'"),
+            {"at": datetime.now(UTC) - timedelta(hours=1)},
+        )
+    engine.dispose()
+    stuck = sift(api_dir, "status", "--json", SIFT_API_URL=ready_api, SIFT_API_KEY=key)
+    assert stuck.returncode == 3, stuck.stdout
+    report = json.loads(stuck.stdout)
+    assert report["status"] == "degraded" and report["ready"] is True
+    assert "SIFT_STALE_AFTER_S" in report["checks"]["backlog"]
 
 
 def test_status_exits_1_when_not_ready(loading_api: str, api_dir: Path) -> None:

@@ -196,7 +196,7 @@ class Stack:
         return proc
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        return self.spawn("worker", "worker", "--pool=prefork", "--concurrency=1")
+        return self.spawn("worker", "worker", "--own-store", "--pool=prefork", "--concurrency=1")
 
     def setup_alerting(self) -> None:
         with httpx.Client(base_url=self.api, headers={"Authorization": f"Bearer {self.key}"}) as client:
@@ -355,7 +355,7 @@ def test_every_accepted_event_is_done_once_after_a_fault(stack: Stack, fault: st
     try:
         for kind, ids in (("news", news), ("ticket", [e for e in accepted if e not in set(news)])):
             collection = collection_for(kind, prefix=stack.tenant.settings.tenant_prefix)
-            points = {point_id_for(i) for i in ids}
+            points = {point_id_for(i, tenant=TENANT) for i in ids}
             assert store.count(collection) == len(points)
             assert {hit.id for hit in store.retrieve(collection, sorted(points))} == points
             with suppress(NotFound):  # the default tenant's collection: never made, or empty

@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from services.alerts import webhooks
+from services.alerts import targets, webhooks
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Alert, Event, WebhookDelivery
@@ -292,14 +292,14 @@ DISGUISED = [
 @pytest.mark.parametrize(("url", "kind"), DISGUISED, ids=[u for u, _ in DISGUISED])
 def test_disguised_non_public_webhook_urls_are_refused(url: str, kind: str) -> None:
     with pytest.raises(InvalidInput, match="refused") as caught:
-        webhooks.check_url(url, allow_private=False)
+        targets.check_url(url, allow_private=False)
     assert caught.value.details["problem"] == kind
 
 
 @pytest.mark.parametrize("url", ["http://0177.0.0.1/", "http://127.0.0.1:80@/", "http://\u2460\u2461\u2466.0.0.1/"])
 def test_urls_that_are_not_valid_are_refused(url: str) -> None:
     with pytest.raises(InvalidInput):
-        webhooks.check_url(url, allow_private=False)
+        targets.check_url(url, allow_private=False)
 
 
 def test_the_api_refuses_a_disguised_loopback_url(runtime: Runtime) -> None:

@@ -52,7 +52,7 @@ def test_a_batch_ends_done_in_sql_and_in_qdrant(runtime: Runtime) -> None:
     assert set(statuses(runtime).values()) == {"done"}
     store = runtime.store
     assert store.count("sift_ticket") == 40
-    hit = store.retrieve("sift_ticket", [ingest.point_id_for("ticket-3")], with_vectors=True)[0]
+    hit = store.retrieve("sift_ticket", [ingest.point_id_for("ticket-3", tenant=runtime.tenant)], with_vectors=True)[0]
     assert hit.payload["event_id"] == "ticket-3" and hit.payload["text"] == "where is my card 3"
     assert hit.vector is not None and abs(float(np.linalg.norm(hit.vector)) - 1.0) < 1e-4
     assert store.search("sift_ticket", hit.vector, limit=1)[0].payload["event_id"] == "ticket-3"

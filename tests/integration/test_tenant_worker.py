@@ -110,7 +110,9 @@ def test_a_message_claims_only_its_tenants_events(runtime: Runtime, sent: Record
     assert points(runtime, DEFAULT_TENANT, "ticket") == 3 and points(runtime, "acme", "ticket") == 3
     assert sent.sent[-1] == (ALERTS_PROCESS, (["n1"], DEFAULT_TENANT))
     acme = runtime.for_tenant("acme")
-    hit = acme.store.retrieve(collection_for("ticket", prefix=acme.settings.tenant_prefix), [ingest.point_id_for("e1")])
+    hit = acme.store.retrieve(
+        collection_for("ticket", prefix=acme.settings.tenant_prefix), [ingest.point_id_for("e1", tenant=acme.tenant)]
+    )
     assert hit[0].payload["text"] == "the frying pan handle broke"  # acme's e1, not overwritten by default's
 
 

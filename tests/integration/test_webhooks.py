@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from services.alerts import signing, webhooks
+from services.alerts import signing, targets, webhooks
 from services.api.app import create_app
 from services.db.migrate import upgrade
 from services.db.models import Alert, WebhookDelivery, as_utc
@@ -364,8 +364,8 @@ def test_private_and_loopback_urls_are_refused_unless_allowed(
 )
 def test_other_non_public_addresses_are_refused(url: str) -> None:
     with pytest.raises(InvalidInput, match="refused"):
-        webhooks.check_url(url, allow_private=False)
-    assert webhooks.check_url("http://93.184.215.14/hook", allow_private=False) == ["93.184.215.14"]
+        targets.check_url(url, allow_private=False)
+    assert targets.check_url("http://93.184.215.14/hook", allow_private=False) == ["93.184.215.14"]
 
 
 def test_webhook_crud_and_bad_input(make_runtime: Callable[..., Runtime]) -> None:

@@ -60,7 +60,11 @@ class Deployment:
     def start_worker(self, *extra: str) -> subprocess.Popen[bytes]:
         log = open(self.settings.data_dir / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli.app", "worker", *extra], env=self.env(), stdout=log, stderr=log
+            # The embedded vector store: this worker is its one process (a separate API would need a server).
+            [sys.executable, "-m", "services.cli.app", "worker", "--own-store", *extra],
+            env=self.env(),
+            stdout=log,
+            stderr=log,
         )
         self.workers.append(proc)
         return proc

@@ -52,11 +52,23 @@ def test_masked_hides_a_secret_wherever_it_appears(tmp_path: Path) -> None:
 
 
 def test_production_refuses_development_defaults(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="SIFT_DATABASE_URL"):
+    with pytest.raises(ValueError) as refused:
         Settings(data_dir=tmp_path, env="production").check_secrets()
+    for name in ("SIFT_DATABASE_URL", "SIFT_BROKER_URL", "SIFT_QDRANT_URL"):  # all in one message
+        assert name in str(refused.value)
+    with pytest.raises(ValueError) as one:
+        Settings(
+            data_dir=tmp_path, env="production", database_url="postgresql://db/x", qdrant_url="http://q"
+        ).check_secrets()
+    assert "SIFT_BROKER_URL" in str(one.value) and "SIFT_DATABASE_URL" not in str(one.value)
     Settings(
-        data_dir=tmp_path, env="production", database_url="postgresql://db/x", broker_url="redis://r"
+        data_dir=tmp_path,
+        env="production",
+        database_url="postgresql://db/x",
+        broker_url="redis://r",
+        qdrant_url="http://q",
     ).check_secrets()
+    Settings(data_dir=tmp_path).check_secrets()  # development: the embedded defaults are fine
 
 
 def test_bad_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

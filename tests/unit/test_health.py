@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import wait
 
+from services.errors import DatabaseUnavailable
 from services.health import Checks, NotReady
 
 
@@ -39,13 +40,18 @@ def test_outcomes_say_why() -> None:
         raise NotReady("model still loading")
 
     def down() -> None:
-        raise ConnectionRefusedError("connection refused")
+        raise ConnectionRefusedError("Error 111 connecting to 10.1.2.3:6379. Connection refused.")
+
+    def database() -> None:
+        raise DatabaseUnavailable('database unavailable: connection to server at "10.1.2.3", port 5432 failed')
 
     checks = Checks()
-    futures = checks.start({"model": loading, "broker": down, "database": lambda: None})
+    futures = checks.start({"model": loading, "broker": down, "database": database, "vectors": lambda: None})
     wait(futures.values(), timeout=5)
+    # The failing dependency is named, its address is not (that goes to the log).
     assert checks.outcomes(futures) == {
         "model": "model still loading",
-        "broker": "ConnectionRefusedError: connection refused",
-        "database": "ok",
+        "broker": "ConnectionRefusedError",
+        "database": "database unavailable; retry later",
+        "vectors": "ok",
     }

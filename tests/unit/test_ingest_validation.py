@@ -49,12 +49,22 @@ def test_no_events_is_refused() -> None:
         ingest.check_limits(events=[], limits=LIMITS)
 
 
-def test_point_ids_are_deterministic_and_keep_uuids() -> None:
-    given = str(uuid.uuid4())
-    assert ingest.point_id_for(given) == given
-    assert ingest.point_id_for("ticket-42") == ingest.point_id_for("ticket-42")
-    assert ingest.point_id_for("ticket-42") != ingest.point_id_for("ticket-43")
-    uuid.UUID(ingest.point_id_for("ticket-42"))
+def test_point_ids_are_derived_from_the_tenant_and_the_exact_id_never_parsed() -> None:
+    given = uuid.uuid4()
+    spellings = [str(given), given.hex, str(given).upper(), f"{{{given}}}", given.urn, given.hex.upper()]
+    points = {ingest.point_id_for(s, tenant="default") for s in spellings}
+    assert len(points) == len(spellings) and str(given) not in points
+    assert ingest.point_id_for("ticket-42", tenant="default") == ingest.point_id_for("ticket-42", tenant="default")
+    assert ingest.point_id_for("ticket-42", tenant="default") != ingest.point_id_for("ticket-43", tenant="default")
+    assert ingest.point_id_for("ticket-42", tenant="default") != ingest.point_id_for("ticket-42", tenant="acme")
+    uuid.UUID(ingest.point_id_for("ticket-42", tenant="default"))
+
+
+@pytest.mark.parametrize("bad", ["a/b", "/", "a\\b", ".", "..", " x", "tab\tid"])
+def test_ids_that_cannot_round_trip_as_a_url_path_segment_are_refused(bad: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        ingest.EventIn(id=bad, kind="ticket", text="hello")  # type: ignore[call-arg]
+    assert "no / or \\" in str(refused.value)
 
 
 def test_content_hash_changes_with_content_only() -> None:

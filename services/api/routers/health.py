@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from services.api.deps import RootRuntimeDep
 from services.enqueue import ping
-from services.health import Checks, readiness_checks
+from services.health import Checks, readiness_checks, verdict
 
 router = APIRouter(tags=["health"])
 
@@ -28,8 +28,12 @@ async def healthz() -> dict[str, str]:
 class Readiness(BaseModel):
     """Whether this process can serve, and each dependency's answer ("ok" or what is wrong)."""
 
-    status: Literal["ready", "not ready"]
-    checks: dict[str, str] = Field(description="database, broker, vectors, model: 'ok' or the problem")
+    status: Literal["ready", "degraded", "not ready"] = Field(
+        description="degraded (still 200): only backlog or vector writes fail; the process serves, its work is stuck"
+    )
+    checks: dict[str, str] = Field(
+        description="database, broker, vectors, model, backlog, vector writes: 'ok' or the problem"
+    )
 
 
 NOT_READY: dict[int | str, dict[str, Any]] = {
@@ -53,7 +57,5 @@ async def readyz(request: Request, runtime: RootRuntimeDep) -> JSONResponse:
         elif not w.cancelled():
             w.exception()  # retrieved: else asyncio logs "Future exception was never retrieved"
     results = checks.outcomes(futures)
-    ready = all(v == "ok" for v in results.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": results}, status_code=200 if ready else 503
-    )
+    status = verdict(results)
+    return JSONResponse({"status": status, "checks": results}, status_code=503 if status == "not ready" else 200)

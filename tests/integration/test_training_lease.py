@@ -1,0 +1,82 @@
+"""A training run trains in one process at a time: a re-delivered or duplicate message for a run
+under a live lease exits without training; a run whose trainer died (lease expired) is taken over.
+And the time budget, the task limit and the broker's visibility timeout are checked against each other."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from services.classify import tasks
+from services.db.migrate import upgrade
+from services.db.models import TrainingRun
+from services.embedding.encoder import Encoder
+from services.runtime import Runtime, reset_runtime
+from services.training import lease, registry
+from tests.conftest import settings_for
+from tests.recording import RecordingSender
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
+    settings = settings_for(data_dir)
+    upgrade(settings.sqlalchemy_url)
+    rt = reset_runtime(settings)
+    rt._made["encoder"] = encoder
+    with rt.db.session_scope() as s:
+        tasks.add_task(s, name="support", kind="ticket", labels=[], open_labels=True)
+    yield rt
+    rt.close()
+    reset_runtime()
+
+
+def new_run(rt: Runtime) -> str:
+    with rt.db.session_scope() as s:
+        return registry.new_run(s, task="support", now=NOW).id
+
+
+def test_one_lease_at_a_time_and_an_expired_one_is_taken_over(runtime: Runtime) -> None:
+    run_id = new_run(runtime)
+    with runtime.db.session_scope() as s:
+        assert lease.take(s, run_id=run_id, now=NOW)
+    with runtime.db.session_scope() as s:
+        assert not lease.take(s, run_id=run_id, now=NOW + timedelta(seconds=lease.LEASE_S - 1))  # live
+    with runtime.db.session_scope() as s:
+        assert lease.take(s, run_id=run_id, now=NOW + timedelta(seconds=lease.LEASE_S + 1))  # its trainer died
+
+
+def test_a_message_for_a_run_under_a_live_lease_trains_nothing(runtime: Runtime) -> None:
+    run_id = new_run(runtime)
+    with runtime.db.session_scope() as s:
+        assert lease.take(s, run_id=run_id, now=datetime.now(UTC))
+    sender = RecordingSender()
+    outcome = runtime.trainer.run(run_id, send=sender)
+    assert outcome.version == "" and outcome.notes == ["running elsewhere"] and sender.sent == []
+    with runtime.db.session_scope() as s:
+        run = s.get(TrainingRun, run_id)
+        assert run is not None and run.status == "running" and run.model_version is None
+
+
+def test_the_heartbeat_extends_the_lease_while_the_run_trains(runtime: Runtime) -> None:
+    run_id = new_run(runtime)
+    with runtime.db.session_scope() as s:
+        assert lease.take(s, run_id=run_id, now=datetime.now(UTC), lease_s=0.4)
+    with lease.Heartbeat(runtime.db.session_scope, run_id, lease_s=0.4):
+        time.sleep(1.0)
+        with runtime.db.session_scope() as s:
+            assert not lease.take(s, run_id=run_id, now=datetime.now(UTC))
+
+
+def test_budget_task_limit_and_visibility_timeout_are_checked_against_each_other() -> None:
+    assert lease.time_limit_problems(budget_s=840, task_limit_s=1740, visibility_timeout_s=3600) == []
+    assert lease.time_limit_problems(budget_s=840, task_limit_s=1740, visibility_timeout_s=None) == []
+    [short] = lease.time_limit_problems(budget_s=3000, task_limit_s=3900, visibility_timeout_s=3600)
+    assert "raise SIFT_VISIBILITY_TIMEOUT_S above 3960" in short and "lower SIFT_TRAIN_BUDGET_S" in short
+    [limit] = lease.time_limit_problems(budget_s=900, task_limit_s=600, visibility_timeout_s=None)
+    assert "SIFT_TRAIN_BUDGET_S" in limit
