@@ -26,9 +26,9 @@ COMPONENTS = ("learned", "content", "cooccurrence", "popularity")
 # The grid of the blend's weights. Content stays at 1: it sets the scale, and it is what serves
 # an item nobody has interacted with yet, which a validation split of past interactions cannot value.
 GRID = {
-    "learned": (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
+    "learned": (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
     "content": (1.0,),
-    "cooccurrence": (0.0, 3.0, 10.0, 30.0),
+    "cooccurrence": (0.0, 1.0, 3.0, 10.0, 30.0),
     "popularity": (0.0, 0.1, 0.3, 1.0),
 }
 

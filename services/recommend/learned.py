@@ -66,27 +66,32 @@ class Ease:
         return history_weights(touches, self.index, self.blend, type_weights)
 
     def scores(self, x: Mapping[int, float], item_ids: Sequence[str]) -> np.ndarray:
-        """The learned score of each item (0 for items the model does not know), scaled by the history's weight."""
+        """The learned score of each item, divided by the history's largest score over the model's
+        items (so it lies in [-1, 1] whatever the history's length, and does not depend on which
+        items are asked); 0 for items the model does not know."""
         out = np.zeros(len(item_ids))
-        if not x:
-            return out
-        rows = np.fromiter(x.keys(), dtype=np.int64)
-        weights = np.fromiter(x.values(), dtype=np.float64)
+        full = self._all_scores(x)
         known = [(k, self.index[i]) for k, i in enumerate(item_ids) if i in self.index]
-        if known:
+        if full is not None and known:
             at, cols = zip(*known, strict=True)
-            block = self.b[np.ix_(rows, np.asarray(cols))]
-            out[np.asarray(at)] = weights @ block / np.abs(weights).sum()
+            out[np.asarray(at)] = full[np.asarray(cols)]
         return out
 
     def top(self, x: Mapping[int, float], *, exclude: set[str], limit: int) -> list[str]:
         """The model's best `limit` items for a history, leaving out `exclude`."""
-        if not x:
+        full = self._all_scores(x)
+        if full is None:
             return []
+        order = np.argsort(-full, kind="stable")[: limit + len(exclude)]
+        return [self.item_ids[k] for k in order if self.item_ids[k] not in exclude and full[k] > 0][:limit]
+
+    def _all_scores(self, x: Mapping[int, float]) -> np.ndarray | None:
+        if not x:
+            return None
         rows = np.fromiter(x.keys(), dtype=np.int64)
-        scores = np.fromiter(x.values(), dtype=np.float64) @ self.b[rows]
-        order = np.argsort(-scores, kind="stable")[: limit + len(exclude)]
-        return [self.item_ids[k] for k in order if self.item_ids[k] not in exclude and scores[k] > 0][:limit]
+        full = np.fromiter(x.values(), dtype=np.float64) @ self.b[rows]
+        scale = float(np.abs(full).max())
+        return full / scale if scale > 0 else full
 
     def save(self, out_dir: Path) -> None:
         """model.npz (B) and learned.json (items and blend) in the version's folder."""
