@@ -170,6 +170,10 @@ class ServedModel:
                     self._reload()
         return self._loaded
 
+    def expire(self) -> None:
+        """Re-read the registry on the next call (after a promotion in this process)."""
+        self._checked = -float("inf")
+
     def _reload(self) -> None:
         with self._sessions() as session:
             row = session.execute(
