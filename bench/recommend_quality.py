@@ -314,12 +314,18 @@ def recommend_run(runtime: Runtime) -> dict[str, Any]:
     with runtime.db.session_scope() as s:
         run_id = registry.new_run(s, task=TASK, trigger="cli", others=[TASK]).id
     outcome = runtime.trainer.execute(run_id)
+    seconds = round(time.perf_counter() - started, 1)
+    if not outcome.promoted:  # served anyway, so that the learned model and its blend are measured
+        from services.training import runs
+
+        with runtime.db.session_scope() as s:
+            runs.activate(s, version=outcome.version, settings=runtime.settings)
     m = outcome.metrics
     keep = ("blend", "learned", "hand_set_blend", "popularity", "content", "validation")
     return {
         "version": outcome.version,
         "promoted": outcome.promoted,
-        "seconds": round(time.perf_counter() - started, 1),
+        "seconds": seconds,
         "train_seconds": m.get("train_seconds"),
         "fitted_blend": m.get("weights"),
         "holdout": {k: m.get(k) for k in keep},
