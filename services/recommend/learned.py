@@ -89,7 +89,7 @@ class Ease:
         if not x:
             return None
         rows = np.fromiter(x.keys(), dtype=np.int64)
-        full = np.fromiter(x.values(), dtype=np.float64) @ self.b[rows]
+        full: np.ndarray = np.fromiter(x.values(), dtype=np.float64) @ self.b[rows]
         scale = float(np.abs(full).max())
         return full / scale if scale > 0 else full
 
