@@ -185,7 +185,12 @@ class ServedModel:
         if row is None:
             self._loaded = None
         elif self._loaded is None or self._loaded[0] != row.version:
-            self._loaded = (row.version, Ease.load(Path(row.artifact_path)))
+            try:
+                self._loaded = (row.version, Ease.load(Path(row.artifact_path)))
+            except (OSError, ValueError, KeyError):  # feeds go on with the hand-set blend; the next check retries
+                log.exception("recommend model %s could not be loaded from %s", row.version, row.artifact_path)
+                self._loaded = None
+                return
             log.info("recommend model %s loaded", row.version)
 
 

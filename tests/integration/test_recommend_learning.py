@@ -5,6 +5,7 @@ content, and a user with only dismissals."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -187,3 +188,17 @@ def test_the_beat_starts_a_run_when_enough_new_interactions_arrived(runtime: Run
     assert schedule.check(runtime.db.session_scope, **check)["runs"] == []  # one run at a time
     runtime.trainer.run(str(started[0]), send=send)
     assert schedule.check(runtime.db.session_scope, **check)["runs"] == []  # nothing new since its snapshot
+
+
+def test_a_version_whose_files_are_gone_leaves_feeds_on_the_hand_set_blend(
+    client: TestClient, runtime: Runtime
+) -> None:
+    run = _train(client, runtime)
+    assert run["promoted"]
+    version = client.get("/v1/models", params={"task": "recommend"}).json()["models"][0]
+    shutil.rmtree(version["artifact_path"])
+    fresh = Recommender(
+        settings=runtime.settings, store=runtime.store, models=runtime.models, sessions=runtime.db.session_scope
+    )
+    ranked = fresh.rank(user_id="u0", item_ids=ITEMS)
+    assert fresh.served.get() is None and all(s.learned == 0.0 for s in ranked)
