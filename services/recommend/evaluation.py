@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sparse
 
 from services.recommend.interactions import POSITIVE_TYPES, Touch
-from services.recommend.learned import Blend, Ease, history_weights
+from services.recommend.learned import Blend, Ease
 from services.recommend.scoring import Candidate, Signals, Weights, build_profile, score_all
 
 Histories = dict[str, list[Touch]]  # newest first
@@ -149,8 +149,8 @@ def components(
         for name in COMPONENTS[1:]:
             out[name].append(np.array([getattr(by_id[i], name) for i in items]))
         for name, model in models.items():
-            x = history_weights(touches, model.index, model.blend, weights.type_weights) if model else {}
-            out[f"learned:{name}"].append(model.scores(x, items) if model else np.zeros(len(items)))
+            full = model.user_scores(touches, type_weights=weights.type_weights) if model else None
+            out[f"learned:{name}"].append(model.scores(full, items) if model else np.zeros(len(items)))
     return {name: np.stack(rows) for name, rows in out.items()}
 
 

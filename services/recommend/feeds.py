@@ -92,7 +92,7 @@ class Recommender:
         for hit in self._content_candidates(profile, kind, vectors, collections[kind], filters):
             pool.setdefault(hit.item_id, hit)
         more, trending, pairs = self._neighbours_and_trending(profile, kind)
-        more += model.top(x, exclude=set(profile.seen), limit=_EXTRA_PER_SOURCE) if model else []
+        more += model.top(x, exclude=profile.seen, limit=_EXTRA_PER_SOURCE) if model else []
         extra = [i for i in dict.fromkeys(more) if i not in profile.seen and i not in pool]
         for hit in self._filtered(collections[kind], kind, extra, filters):
             pool.setdefault(hit.item_id, hit)
@@ -164,7 +164,7 @@ class Recommender:
             touches = interactions.history(session, user_id=user_id, limit=self.settings.recommend_history)
         return build_profile(touches, weights=self.weights), touches
 
-    def _learned(self, touches: Sequence[Touch]) -> tuple[Ease | None, Weights, dict[int, float]]:
+    def _learned(self, touches: Sequence[Touch]) -> tuple[Ease | None, Weights, np.ndarray | None]:
         return served_blend(self.served.get(), self.weights, touches)
 
     def _profile_vectors(
@@ -237,7 +237,7 @@ class Recommender:
         profile: Profile,
         vectors: Mapping[str, np.ndarray],
         popularity: Mapping[str, float] | None,
-        learned: tuple[Ease | None, Weights, dict[int, float]],
+        learned: tuple[Ease | None, Weights, np.ndarray | None],
         *,
         pairs: Mapping[tuple[str, str], float] | None = None,
     ) -> tuple[list[Scored], Signals]:

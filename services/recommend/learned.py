@@ -61,37 +61,40 @@ class Ease:
     def __post_init__(self) -> None:
         self.index = {item: k for k, item in enumerate(self.item_ids)}
 
-    def user_vector(self, touches: Sequence[Touch], *, type_weights: Mapping[str, float]) -> dict[int, float]:
-        """{model column: weight} from a history (newest first): type weight × (floor + ½^(position / half-life))."""
-        return history_weights(touches, self.index, self.blend, type_weights)
+    def user_scores(self, touches: Sequence[Touch], *, type_weights: Mapping[str, float]) -> np.ndarray | None:
+        """The learned score of every item of the model for a history (newest first): Σ_j x_j · B[j],
+        x_j = type weight × (floor + ½^(position / half-life)), −dismissed for a dismissed item;
+        divided by its largest absolute value, so it lies in [-1, 1] whatever the history's
+        length. None when the history holds no item the model knows."""
+        x = history_weights(touches, self.index, self.blend, type_weights)
+        if not x:
+            return None
+        rows = np.fromiter(x.keys(), dtype=np.int64)
+        weights = np.fromiter(x.values(), dtype=np.float32)
+        # A sparse row times B reads B's rows in place: gathering them first (B[rows]) allocates
+        # |history| x N floats per request and cost 5-10 times more here.
+        user = sparse.csr_matrix((weights, (np.zeros(len(rows), dtype=np.int64), rows)), shape=(1, len(self.item_ids)))
+        full = np.asarray(user @ self.b).ravel()
+        scale = float(np.abs(full).max())
+        return full / scale if scale > 0 else full
 
-    def scores(self, x: Mapping[int, float], item_ids: Sequence[str]) -> np.ndarray:
-        """The learned score of each item, divided by the history's largest score over the model's
-        items (so it lies in [-1, 1] whatever the history's length, and does not depend on which
-        items are asked); 0 for items the model does not know."""
+    def scores(self, full: np.ndarray | None, item_ids: Sequence[str]) -> np.ndarray:
+        """The items' scores from user_scores (0 for items the model does not know)."""
         out = np.zeros(len(item_ids))
-        full = self._all_scores(x)
         known = [(k, self.index[i]) for k, i in enumerate(item_ids) if i in self.index]
         if full is not None and known:
             at, cols = zip(*known, strict=True)
             out[np.asarray(at)] = full[np.asarray(cols)]
         return out
 
-    def top(self, x: Mapping[int, float], *, exclude: set[str], limit: int) -> list[str]:
-        """The model's best `limit` items for a history, leaving out `exclude`."""
-        full = self._all_scores(x)
+    def top(self, full: np.ndarray | None, *, exclude: frozenset[str] | set[str], limit: int) -> list[str]:
+        """The model's best `limit` items with a positive score, leaving out `exclude`."""
         if full is None:
             return []
-        order = np.argsort(-full, kind="stable")[: limit + len(exclude)]
-        return [self.item_ids[k] for k in order if self.item_ids[k] not in exclude and full[k] > 0][:limit]
-
-    def _all_scores(self, x: Mapping[int, float]) -> np.ndarray | None:
-        if not x:
-            return None
-        rows = np.fromiter(x.keys(), dtype=np.int64)
-        full: np.ndarray = np.fromiter(x.values(), dtype=np.float64) @ self.b[rows]
-        scale = float(np.abs(full).max())
-        return full / scale if scale > 0 else full
+        k = min(len(full), limit + len(exclude))
+        best = np.argpartition(-full, k - 1)[:k]
+        order = best[np.argsort(-full[best], kind="stable")]
+        return [self.item_ids[i] for i in order if self.item_ids[i] not in exclude and full[i] > 0][:limit]
 
     def save(self, out_dir: Path) -> None:
         """model.npz (B) and learned.json (items and blend) in the version's folder."""
@@ -196,14 +199,14 @@ class ServedModel:
 
 def served_blend(
     served: tuple[str, Ease] | None, weights: Weights, touches: Sequence[Touch]
-) -> tuple[Ease | None, Weights, dict[int, float]]:
+) -> tuple[Ease | None, Weights, np.ndarray | None]:
     """The served model, the blend weights stored with it (the settings' without one) and the
-    user's history as the model's input."""
+    model's scores for the user's history."""
     if served is None:
-        return None, weights, {}
+        return None, weights, None
     model = served[1]
     b = model.blend
     fitted = replace(
         weights, content=b.content, cooccurrence=b.cooccurrence, popularity=b.popularity, learned=b.learned
     )
-    return model, fitted, model.user_vector(touches, type_weights=weights.type_weights)
+    return model, fitted, model.user_scores(touches, type_weights=weights.type_weights)
