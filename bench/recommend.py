@@ -714,6 +714,13 @@ def in_process_feed(rt: Runtime, requests: Sequence[FeedRequest], warm: Sequence
 # -- over a socket to `sift up` -------------------------------------------------------------------
 
 
+class _NoModel:
+    """Stands for a registry with no recommend version (the hand-set blend)."""
+
+    def get(self) -> None:
+        return None
+
+
 def learned_model(rt: Runtime) -> dict[str, Any]:
     """A `recommend` training run on the stored interactions; its version is made active even when
     it was not promoted, so the latency after it is the latency with a learned model served."""
@@ -1034,9 +1041,14 @@ def main() -> None:
             with phase("recommend_run"):
                 results["recommend_run"] = learned_model(rt)
             print(f"# recommend run: {json.dumps(results['recommend_run'])}", flush=True)
-            with phase("in_process_feed_learned"):
-                results["in_process_feed_learned"] = in_process_feed(rt, requests, warm)
-            show("feed in process with the learned model, 1 at a time", results["in_process_feed_learned"]["all"])
+            served = rt.recommender.served
+            # Alternated, so that a busy machine's drift falls on both: with the model, without, with, without.
+            for n, name in enumerate(("learned", "hand_set", "learned_2", "hand_set_2")):
+                rt.recommender.served = served if n % 2 == 0 else _NoModel()  # type: ignore[assignment]
+                with phase(f"in_process_feed_{name}"):
+                    results[f"in_process_feed_{name}"] = in_process_feed(rt, requests, warm)
+                show(f"feed in process, {name}, 1 at a time", results[f"in_process_feed_{name}"]["all"])
+            rt.recommender.served = served
         rt.close()
         rt._made.clear()  # the model too: `sift up` loads its own
         reset_runtime()
