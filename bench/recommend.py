@@ -714,6 +714,32 @@ def in_process_feed(rt: Runtime, requests: Sequence[FeedRequest], warm: Sequence
 # -- over a socket to `sift up` -------------------------------------------------------------------
 
 
+class _NoModel:
+    """Stands for a registry with no recommend version (the hand-set blend)."""
+
+    def get(self) -> None:
+        return None
+
+
+def learned_model(rt: Runtime) -> dict[str, Any]:
+    """A `recommend` training run on the stored interactions; its version is made active even when
+    it was not promoted, so the latency after it is the latency with a learned model served."""
+    from services.recommend.learned import TASK
+    from services.training import registry, runs
+
+    started = time.perf_counter()
+    with rt.db.session_scope() as s:
+        run_id = registry.new_run(s, task=TASK, trigger="cli", others=[TASK]).id
+    outcome = rt.trainer.execute(run_id)
+    seconds = round(time.perf_counter() - started, 1)
+    if not outcome.promoted:
+        with rt.db.session_scope() as s:
+            runs.activate(s, version=outcome.version, settings=rt.settings)
+    rt.recommender.served.expire()
+    m = outcome.metrics
+    return {"seconds": seconds, "promoted": outcome.promoted, "ndcg@10": m["ndcg@10"], "items": m["items"]}
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -945,6 +971,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="feed requests per latency line")
     parser.add_argument("--cache", type=Path, help="keep / reuse the built data dir here")
     parser.add_argument("--keep", type=Path, help="build in this (empty or new) dir and keep it")
+    parser.add_argument("--learned", action="store_true", help="then train a recommend model and measure again")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.items < len(CATEGORIES) or args.users < 1 or args.history < 1 or args.requests < 10:
@@ -1010,6 +1037,18 @@ def main() -> None:
         for bucket in ("history", "filtered", "cold"):
             if bucket in results["in_process_feed"]:
                 show(f"  {bucket}", results["in_process_feed"][bucket])
+        if args.learned:
+            with phase("recommend_run"):
+                results["recommend_run"] = learned_model(rt)
+            print(f"# recommend run: {json.dumps(results['recommend_run'])}", flush=True)
+            served = rt.recommender.served
+            # Alternated, so that a busy machine's drift falls on both: with the model, without, with, without.
+            for n, name in enumerate(("learned", "hand_set", "learned_2", "hand_set_2")):
+                rt.recommender.served = served if n % 2 == 0 else _NoModel()  # type: ignore[assignment]
+                with phase(f"in_process_feed_{name}"):
+                    results[f"in_process_feed_{name}"] = in_process_feed(rt, requests, warm)
+                show(f"feed in process, {name}, 1 at a time", results[f"in_process_feed_{name}"]["all"])
+            rt.recommender.served = served
         rt.close()
         rt._made.clear()  # the model too: `sift up` loads its own
         reset_runtime()

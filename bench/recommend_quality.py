@@ -1,7 +1,9 @@
-"""Ranking quality of the recommendation blend, leave-last-out, against the two baselines, in one run.
+"""Ranking quality of the recommendation blend, leave-last-out, against the baselines, in one run:
+the hand-set blend, then a `recommend` training run, then the learned model alone and the new blend.
 
-    python bench/recommend_quality.py ../shared/data/banking77/train.csv [--users 1500] [--items 3000] [--seed 0]
+    python bench/recommend_quality.py --movielens ../shared/data/movielens-small [--full-users 100]
     python bench/recommend_quality.py --items-csv items.csv --interactions-csv interactions.csv
+    python bench/recommend_quality.py ../shared/data/banking77/train.csv [--users 1500] [--items 3000] [--seed 0]
 
 Protocol (the one the issue names): for each user, the last item is held out; Sift stores every
 other interaction; the held-out item is ranked by `Recommender.rank` (the code behind
@@ -10,8 +12,15 @@ seed. HR@10 = share of users whose held-out item is in the first 10; nDCG@10 = m
 1/log2(rank + 1) over those. Ties are broken by a fixed random order, the same for every model.
   popularity  items ordered by their number of stored interactions;
   mean-NN     cosine to the plain mean of the user's history vectors (the frozen model);
-  sift        Sift's blend with the weights of the settings (or --weights);
-and, when --tune is given, a grid search of the blend's weights on a validation split made the
+  hand-set    Sift's blend with the weights of the settings, no learned model served;
+  learned     the learned model's score alone, after a `recommend` training run on the stored
+              interactions (services/recommend/training.py: it fits the model and the blend's
+              weights on the tenant's own validation split and promotes the version);
+  blend       the new blend served after that run, through the same `rank`.
+Full-catalogue ranking (sampled metrics can mislead: Krichene & Rendle 2020): for --full-users
+users drawn with the seed, the held-out item ranked among every item the user has not stored
+an interaction with (rank is called in chunks of 1000; scores do not depend on the chunk).
+And, when --tune is given, a grid search of the blend's weights on a validation split made the
 same way one step earlier (the second-to-last item held out, only the items before it stored), so
 the test items are never seen while tuning; the best weights are then scored on the test split.
 
@@ -106,6 +115,21 @@ def synthetic(
     return items, sequences
 
 
+def movielens(folder: Path) -> tuple[dict[str, str], Sequences]:
+    """MovieLens (movies.csv, ratings.csv): an item is a movie, its text "title. genres"; every
+    rating is an interaction, in time order (ties by movie id)."""
+    with (folder / "movies.csv").open(newline="") as f:
+        items = {row["movieId"]: f"{row['title']}. {row['genres'].replace('|', ', ')}" for row in csv.DictReader(f)}
+    rows: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    with (folder / "ratings.csv").open(newline="") as f:
+        for row in csv.DictReader(f):
+            rows[row["userId"]].append((int(row["timestamp"]), row["movieId"]))
+    sequences = {
+        u: list(dict.fromkeys(m for _, m in sorted(t, key=lambda p: (p[0], int(p[1]))))) for u, t in rows.items()
+    }
+    return items, {u: s for u, s in sequences.items() if len(s) >= 3}
+
+
 def from_files(items_csv: Path, interactions_csv: Path) -> tuple[dict[str, str], Sequences]:
     """Items and time-ordered histories (first occurrence of each item per user) from two CSVs."""
     with items_csv.open(newline="") as f:
@@ -114,7 +138,8 @@ def from_files(items_csv: Path, interactions_csv: Path) -> tuple[dict[str, str],
     with interactions_csv.open(newline="") as f:
         for n, row in enumerate(csv.DictReader(f)):
             if row["item_id"] in items:
-                rows[row["user_id"]].append((row.get("ts") or "", row["item_id"], n))
+                ts = row.get("ts") or ""
+                rows[row["user_id"]].append((ts.zfill(20) if ts.isdigit() else ts, row["item_id"], n))
     sequences = {}
     for user, touched in rows.items():
         ordered = [item for _, item, _ in sorted(touched)]
@@ -246,12 +271,74 @@ def tune(found: dict[str, dict[str, Scored]], lists: dict[str, list[str]], base:
 
 
 def runtime_for(data_dir: Path, half_life: float | None) -> Runtime:
-    overrides: dict[str, Any] = {"data_dir": data_dir, "log_level": "WARNING", "batch_size": 512}
+    # model_reload_s: the served learned model is looked up on every call, so the run's promotion shows at once
+    overrides: dict[str, Any] = {
+        "data_dir": data_dir,
+        "log_level": "WARNING",
+        "batch_size": 512,
+        "model_reload_s": 1e-3,
+    }
     if half_life is not None:
         overrides["recommend_recency_half_life"] = half_life
     settings = Settings(**overrides)
     upgrade(settings.sqlalchemy_url)
     return reset_runtime(settings)
+
+
+def full_lists(sequences: Sequences, items: list[str], *, users: int, seed: int) -> dict[str, list[str]]:
+    """Per drawn user: the held-out item first, then every item not in the stored history."""
+    rng = np.random.default_rng(seed + 7)
+    chosen = sorted(rng.choice(sorted(sequences), size=min(users, len(sequences)), replace=False).tolist())
+    out = {}
+    for user in chosen:
+        history = sequences[user]
+        stored = set(history[:-1])
+        out[user] = [history[-1], *(i for i in items if i not in stored and i != history[-1])]
+    return out
+
+
+def features_chunked(runtime: Runtime, lists: dict[str, list[str]]) -> dict[str, dict[str, Scored]]:
+    """Like features(), for lists longer than rank's 1000 items."""
+    rec = runtime.recommender
+    out: dict[str, dict[str, Scored]] = {}
+    for user, ids in lists.items():
+        found: dict[str, Scored] = {}
+        for start in range(0, len(ids), 1000):
+            found.update({s.candidate.item_id: s for s in rec.rank(user_id=user, item_ids=ids[start : start + 1000])})
+        out[user] = found
+    return out
+
+
+def recommend_run(runtime: Runtime) -> dict[str, Any]:
+    """A `recommend` training run on the stored interactions, as `sift train --task recommend` runs it."""
+    from services.recommend.learned import TASK
+    from services.training import registry
+
+    started = time.perf_counter()
+    with runtime.db.session_scope() as s:
+        run_id = registry.new_run(s, task=TASK, trigger="cli", others=[TASK]).id
+    outcome = runtime.trainer.execute(run_id)
+    seconds = round(time.perf_counter() - started, 1)
+    if not outcome.promoted:  # served anyway, so that the learned model and its blend are measured
+        from services.training import runs
+
+        with runtime.db.session_scope() as s:
+            runs.activate(s, version=outcome.version, settings=runtime.settings)
+    m = outcome.metrics
+    keep = ("blend", "learned", "hand_set_blend", "popularity", "content", "validation")
+    return {
+        "version": outcome.version,
+        "promoted": outcome.promoted,
+        "seconds": seconds,
+        "train_seconds": m.get("train_seconds"),
+        "fitted_blend": m.get("weights"),
+        "holdout": {k: m.get(k) for k in keep},
+    }
+
+
+def scored_by(found: dict[str, dict[str, Scored]], lists: dict[str, list[str]], field: str) -> dict[str, np.ndarray]:
+    """One component (or the score) of every candidate, per user."""
+    return {u: np.array([getattr(found[u][i], field) for i in ids]) for u, ids in lists.items()}
 
 
 def run(items: dict[str, str], sequences: Sequences, args: argparse.Namespace) -> dict[str, Any]:
@@ -272,13 +359,27 @@ def run(items: dict[str, str], sequences: Sequences, args: argparse.Namespace) -
             out["tuned"]["popularity"] = weights.popularity
             print(f"tuned on validation: {out['tuned']}", flush=True)
         found, lists = split(runtime, items, sequences, held=1, seed=args.seed, out=out, name="test")
-        scores = baselines(runtime, lists, sequences, upto=1)
-        scores["sift"] = {u: np.array([found[u][i].score for i in ids]) for u, ids in lists.items()}
+        full = full_lists(sequences, list(items), users=args.full_users, seed=args.seed)
+        found_full = features_chunked(runtime, full)
+        sampled = baselines(runtime, lists, sequences, upto=1)
+        whole = baselines(runtime, full, sequences, upto=1)
+        sampled["hand-set"], whole["hand-set"] = scored_by(found, lists, "score"), scored_by(found_full, full, "score")
         if args.tune:
-            scores["sift-tuned"] = blend(found, lists, weights)
-        out["test"] = {name: metrics(s, seed=args.seed) for name, s in scores.items()}
-        for name, m in out["test"].items():
-            print(f"test {name:12s} HR@10 {m['hr@10']:.4f}  nDCG@10 {m['ndcg@10']:.4f}", flush=True)
+            sampled["hand-set-tuned"] = blend(found, lists, weights)
+        out["recommend_run"] = recommend_run(runtime)
+        print(f"recommend run: {json.dumps(out['recommend_run'])}", flush=True)
+        found, found_full = features(runtime, lists), features_chunked(runtime, full)
+        sampled["learned"], whole["learned"] = (
+            scored_by(found, lists, "learned"),
+            scored_by(found_full, full, "learned"),
+        )
+        sampled["blend"], whole["blend"] = scored_by(found, lists, "score"), scored_by(found_full, full, "score")
+        out["sampled"] = {name: metrics(s, seed=args.seed) for name, s in sampled.items()}
+        out["full"] = {name: metrics(s, seed=args.seed) for name, s in whole.items()}
+        out["full_users"] = len(full)
+        for protocol in ("sampled", "full"):
+            for name, m in out[protocol].items():
+                print(f"{protocol:7s} {name:14s} HR@10 {m['hr@10']:.4f}  nDCG@10 {m['ndcg@10']:.4f}", flush=True)
         runtime.close()
     finally:
         reset_runtime()
@@ -310,6 +411,8 @@ def split(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("texts", nargs="?", type=Path, help="a Banking77-style CSV (text,category) for synthetic data")
+    parser.add_argument("--movielens", type=Path, help="a MovieLens folder (movies.csv, ratings.csv)")
+    parser.add_argument("--full-users", type=int, default=100, help="users ranked against the whole catalogue")
     parser.add_argument("--items-csv", type=Path)
     parser.add_argument("--interactions-csv", type=Path)
     parser.add_argument("--items", type=int, default=3000)
@@ -321,14 +424,16 @@ def main() -> None:
     parser.add_argument("--half-life", type=float, default=None, help="SIFT_RECOMMEND_RECENCY_HALF_LIFE for this run")
     args = parser.parse_args()
     started = time.perf_counter()
-    if args.items_csv and args.interactions_csv:
+    if args.movielens:
+        items, sequences = movielens(args.movielens)
+    elif args.items_csv and args.interactions_csv:
         items, sequences = from_files(args.items_csv, args.interactions_csv)
     elif args.texts:
         items, sequences = synthetic(
             args.texts, n_items=args.items, n_users=args.users, seed=args.seed, partner_p=args.partner_p, zipf=args.zipf
         )
     else:
-        parser.error("give a texts CSV for synthetic data, or --items-csv and --interactions-csv")
+        parser.error("give --movielens, --items-csv and --interactions-csv, or a texts CSV for synthetic data")
     out = run(items, sequences, args)
     out["wall_s"] = round(time.perf_counter() - started, 1)
     print(json.dumps(out))

@@ -217,6 +217,16 @@ class Settings(BaseSettings):
     )
     recommend_trending_window_s: int = Field(7 * 86_400, ge=60, description="window of trending items")
     recommend_cache_s: float = Field(30.0, ge=0, description="how long trending and popularity maxima are reused")
+    recommend_learned_items: int = Field(
+        4000, ge=2, le=20_000, description="learned model: the most interacted items it covers (cost grows as its cube)"
+    )
+    recommend_learned_l2: float = Field(200.0, gt=0, description="learned model: L2 regularisation of EASE")
+    recommend_train_min_new_interactions: int = Field(
+        1000, ge=1, description="new interactions since the last recommend run that start one"
+    )
+    recommend_train_eval_users: int = Field(
+        2000, ge=10, description="users a recommend run evaluates on (drawn when there are more)"
+    )
 
     metrics_port: int | None = Field(
         None, ge=1, le=65535, description="workers serve /metrics here: main process on the port, prefork child i on +i"

@@ -32,6 +32,7 @@ from services.events.reidentify import move_points
 from services.matching import faq
 from services.matching.matcher import Matcher
 from services.recommend.feeds import Recommender
+from services.recommend.training import RecommendTrainer
 from services.task_names import ALERTS_PROCESS, CALIBRATE_MATCH
 from services.tenancy import tenants
 from services.training.reindex import Reindexer
@@ -269,6 +270,11 @@ class Runtime:
                 models=self.models,
                 device=self.encoder.device,
                 after_switch={faq.KIND: CALIBRATE_MATCH},  # a new ticket head or encoder changes match scores
+                others=[
+                    RecommendTrainer(
+                        settings=self.settings, sessions=self.db.session_scope, store=self.store, models=self.models
+                    )
+                ],
             ),
         )
 

@@ -164,7 +164,11 @@ def train_check(self: Task) -> dict[str, object]:
     catch up switched ones."""
     return {
         runtime.tenant: training_schedule.check(
-            runtime.db.session_scope, reindexer=runtime.reindexer, settings=runtime.settings, send=sender_for(self.app)
+            runtime.db.session_scope,
+            reindexer=runtime.reindexer,
+            trainer=runtime.trainer,
+            settings=runtime.settings,
+            send=sender_for(self.app),
         )
         for runtime in _every_tenant()
     }

@@ -35,6 +35,7 @@ def train(
     send = sender_for(make_celery(runtime.settings, name="sift-cli"))  # the worker re-indexes or calibrates
     with runtime.db.session_scope() as session:
         names = [task] if task else registry.due_tasks(session, min_new_labels=1)
+        names += [] if task else [o.task for o in runtime.trainer.others.values() if o.due(session)]
     if not names:
         console.print("no task has new labels; nothing to train")
         return
@@ -42,7 +43,7 @@ def train(
     for name in names:
         try:
             with runtime.db.session_scope() as session:
-                run_id = registry.new_run(session, task=name, trigger="cli").id
+                run_id = registry.new_run(session, task=name, trigger="cli", others=list(runtime.trainer.others)).id
             columns = (
                 TextColumn(f"{name} {{task.fields[stage]}}"),
                 BarColumn(),

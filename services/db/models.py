@@ -103,7 +103,7 @@ class ModelVersion(Base):
     __tablename__ = "model_versions"
 
     version: Mapped[str] = mapped_column(String(128), primary_key=True)
-    task: Mapped[str] = mapped_column(String(64), ForeignKey("tasks.name"))
+    task: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     encoder_version: Mapped[str] = mapped_column(String(128))
@@ -123,7 +123,7 @@ class TrainingRun(Base):
     __tablename__ = "training_runs"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    task: Mapped[str] = mapped_column(String(64), ForeignKey("tasks.name"))
+    task: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     stage: Mapped[str] = mapped_column(String(32), default="")
     progress: Mapped[float] = mapped_column(Float, default=0.0)

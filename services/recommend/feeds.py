@@ -30,6 +30,8 @@ from services.errors import Conflict, InvalidInput, NotFound
 from services.events import batch
 from services.events.accept import point_id_for
 from services.recommend import interactions
+from services.recommend.interactions import Touch
+from services.recommend.learned import Ease, ServedModel, served_blend
 from services.recommend.scoring import (
     Candidate,
     Profile,
@@ -40,6 +42,7 @@ from services.recommend.scoring import (
     diversify,
     explain,
     score_all,
+    weights_from,
 )
 from services.vectors.base import Filters, Hit, VectorStore
 
@@ -59,22 +62,6 @@ class Similar:
     reason: str
 
 
-def weights_from(settings: Settings) -> Weights:
-    """The blend's weights from the SIFT_RECOMMEND_* settings."""
-    s = settings
-    return Weights(
-        content=s.recommend_weight_content,
-        cooccurrence=s.recommend_weight_cooccurrence,
-        popularity=s.recommend_weight_popularity,
-        dismissed=s.recommend_weight_dismissed,
-        fresh=s.recommend_fresh_weight,
-        fresh_half_life_s=s.recommend_fresh_half_life_s,
-        recency_half_life=s.recommend_recency_half_life,
-        profile_items=s.recommend_profile_items,
-        type_weights=dict(s.recommend_type_weights),
-    )
-
-
 class Recommender:
     """Feeds, similar items and re-ranking over the item collections and the interaction aggregates."""
 
@@ -86,6 +73,7 @@ class Recommender:
         self.models = models
         self.sessions = sessions
         self.weights = weights_from(settings)
+        self.served = ServedModel(sessions=sessions, reload_s=settings.model_reload_s)
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._cache_lock = threading.Lock()
         self._refreshing: set[tuple[str, str]] = set()
@@ -100,7 +88,8 @@ class Recommender:
         """The user's feed: unseen items under the filters, scored, diversified, best first."""
         if kind is not None and kind not in interactions.ITEM_KINDS:
             raise InvalidInput(f"kind must be one of {', '.join(interactions.ITEM_KINDS)}, not {kind!r}")
-        profile = self._profile(user_id)
+        profile, touches = self._profile(user_id)
+        model, weights, x = self._learned(touches)
         kind = kind or profile.latest_kind or "product"
         collections = self._collections()
         vectors, titles = self._profile_vectors(profile, collections)
@@ -108,14 +97,16 @@ class Recommender:
         for hit in self._content_candidates(profile, kind, vectors, collections[kind], filters):
             pool.setdefault(hit.item_id, hit)
         more, trending, pairs = self._neighbours_and_trending(profile, kind)
-        extra = [i for i in more if i not in profile.seen and i not in pool]
+        more += model.top(x, exclude=profile.seen, limit=_EXTRA_PER_SOURCE) if model else []
+        extra = [i for i in dict.fromkeys(more) if i not in profile.seen and i not in pool]
         for hit in self._filtered(collections[kind], kind, extra, filters):
             pool.setdefault(hit.item_id, hit)
         # A cold start is ordered by what is trending now; anyone else by the blend's all-time popularity.
         popularity = trending if profile.cold else None
-        scored, signals = self._score(list(pool.values()), profile, vectors, popularity, pairs=pairs)
+        learned = (model, weights, x)
+        scored, signals = self._score(list(pool.values()), profile, vectors, popularity, learned, pairs=pairs)
         shown = diversify(scored, limit=limit, lam=self.settings.recommend_mmr_lambda)
-        return explain(shown, profile=profile, vectors=vectors, signals=signals, weights=self.weights, titles=titles)
+        return explain(shown, profile=profile, vectors=vectors, signals=signals, weights=weights, titles=titles)
 
     def rank(self, *, user_id: str, item_ids: Sequence[str]) -> list[Scored]:
         """The given items scored for the user with the feed's blend, best first (nothing excluded)."""
@@ -126,7 +117,8 @@ class Recommender:
             raise InvalidInput(f"{len(unique)} items to rank; send at most {_MAX_RANK_ITEMS}")
         with self.sessions() as session:
             kinds = interactions.item_kinds(session, ids=unique)
-        profile = self._profile(user_id)
+        profile, touches = self._profile(user_id)
+        learned = self._learned(touches)
         collections = self._collections()
         vectors, titles = self._profile_vectors(profile, collections)
         candidates = []
@@ -134,8 +126,8 @@ class Recommender:
             ids = [i for i in unique if kinds[i] == kind]
             found = {h.item_id: h for h in self._retrieve(collections[kind], kind, ids)}
             candidates += [found.get(i) or Candidate(i, kind, None, {}) for i in ids]
-        scored, signals = self._score(candidates, profile, vectors, None)
-        return explain(scored, profile=profile, vectors=vectors, signals=signals, weights=self.weights, titles=titles)
+        scored, signals = self._score(candidates, profile, vectors, None, learned)
+        return explain(scored, profile=profile, vectors=vectors, signals=signals, weights=learned[1], titles=titles)
 
     def similar(self, *, item_id: str, limit: int, filters: Filters | None = None) -> list[Similar]:
         """Items nearest to one item, under the filters."""
@@ -172,10 +164,13 @@ class Recommender:
     def _collections(self) -> dict[str, str]:
         return {kind: self.models.for_kind(kind).collection for kind in interactions.ITEM_KINDS}
 
-    def _profile(self, user_id: str) -> Profile:
+    def _profile(self, user_id: str) -> tuple[Profile, list[Touch]]:
         with self.sessions() as session:
             touches = interactions.history(session, user_id=user_id, limit=self.settings.recommend_history)
-        return build_profile(touches, weights=self.weights)
+        return build_profile(touches, weights=self.weights), touches
+
+    def _learned(self, touches: Sequence[Touch]) -> tuple[Ease | None, Weights, np.ndarray | None]:
+        return served_blend(self.served.get(), self.weights, touches)
 
     def _profile_vectors(
         self, profile: Profile, collections: Mapping[str, str]
@@ -247,6 +242,7 @@ class Recommender:
         profile: Profile,
         vectors: Mapping[str, np.ndarray],
         popularity: Mapping[str, float] | None,
+        learned: tuple[Ease | None, Weights, np.ndarray | None],
         *,
         pairs: Mapping[tuple[str, str], float] | None = None,
     ) -> tuple[list[Scored], Signals]:
@@ -258,8 +254,12 @@ class Recommender:
             if pairs is None:
                 pairs = _pairs(session, ids, list(profile.positives))
         signals = Signals(popularity=popularity, max_popularity=max(max_pop, *popularity.values(), 1.0), pairs=pairs)
+        model, weights, x = learned
+        column = model.scores(x, ids) if model else None
         now = datetime.now(UTC)
-        scored = score_all(candidates, profile=profile, vectors=vectors, signals=signals, weights=self.weights, now=now)
+        scored = score_all(
+            candidates, profile=profile, vectors=vectors, signals=signals, weights=weights, now=now, learned=column
+        )
         return scored, signals
 
     def forget_cached(self, kind: str, _ids: list[str]) -> None:

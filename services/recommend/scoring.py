@@ -6,6 +6,7 @@ score = w_content · cos(item, profile of its kind)
       + w_pop     · log(1 + pop(item)) / log(1 + max pop)
       − w_dismiss · max(0, max cos(item, a dismissed item))
       + w_fresh   · ½^(age / half-life)                                  (news only)
+      + w_learned · the learned model's score (services/recommend/learned.py), once one is trained
 where j runs over the profile items and w_j = type weight · ½^(position / recency half-life).
 """
 
@@ -18,6 +19,7 @@ from datetime import datetime
 
 import numpy as np
 
+from services.config import Settings
 from services.recommend.interactions import POSITIVE_TYPES, Touch
 
 PAST_TENSE = {"view": "viewed", "click": "clicked", "purchase": "bought", "like": "liked"}
@@ -36,6 +38,23 @@ class Weights:
     recency_half_life: float
     profile_items: int
     type_weights: Mapping[str, float]
+    learned: float = 0.0
+
+
+def weights_from(settings: Settings) -> Weights:
+    """The blend's weights from the SIFT_RECOMMEND_* settings."""
+    s = settings
+    return Weights(
+        content=s.recommend_weight_content,
+        cooccurrence=s.recommend_weight_cooccurrence,
+        popularity=s.recommend_weight_popularity,
+        dismissed=s.recommend_weight_dismissed,
+        fresh=s.recommend_fresh_weight,
+        fresh_half_life_s=s.recommend_fresh_half_life_s,
+        recency_half_life=s.recommend_recency_half_life,
+        profile_items=s.recommend_profile_items,
+        type_weights=dict(s.recommend_type_weights),
+    )
 
 
 @dataclass(frozen=True)
@@ -116,6 +135,7 @@ class Scored:
     cooccurrence: float
     popularity: float
     reason: str
+    learned: float = 0.0
 
 
 def unit(vector: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -144,9 +164,11 @@ def score_all(
     signals: Signals,
     weights: Weights,
     now: datetime,
+    learned: np.ndarray | None = None,
 ) -> list[Scored]:
     """Every candidate scored, best first (ties by item id, so the same state gives the same order);
-    reasons are left empty: `explain` writes them for the items that are shown."""
+    `learned` is the learned model's score of each candidate, if one is served. Reasons are left
+    empty: `explain` writes them for the items that are shown."""
     if not candidates:
         return []
     n = len(candidates)
@@ -159,6 +181,8 @@ def score_all(
     cooc = _cooccurrence_column(candidates, pop, profile, signals)
     popularity = np.log1p(pop) / math.log1p(max(signals.max_popularity, 1.0))
     score = weights.content * content + weights.cooccurrence * cooc + weights.popularity * popularity
+    learned = np.zeros(n) if learned is None else learned
+    score += weights.learned * learned
     dismissed = [vectors[d] for d in profile.dismissed if d in vectors]
     if dismissed:
         score -= weights.dismissed * np.clip((matrix @ np.stack(dismissed).T).max(axis=1), 0.0, None)
@@ -168,7 +192,15 @@ def score_all(
                 score[k] += weights.fresh * freshness(c.payload, now=now, half_life_s=weights.fresh_half_life_s)
     order = sorted(range(n), key=lambda k: (-score[k], candidates[k].item_id))
     return [
-        Scored(candidates[k], float(score[k]), float(content[k]), float(cooc[k]), float(popularity[k]), "")
+        Scored(
+            candidates[k],
+            float(score[k]),
+            float(content[k]),
+            float(cooc[k]),
+            float(popularity[k]),
+            "",
+            float(learned[k]),
+        )
         for k in order
     ]
 

@@ -5,6 +5,7 @@ which tasks are due for training.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,9 +18,13 @@ from services.errors import Conflict, NotFound
 from services.training import labels as label_repo
 
 
-def new_run(session: Session, *, task: str, trigger: str = "api", now: datetime | None = None) -> TrainingRun:
-    """Queue a run for a task (the caller sends it to a worker, or runs it in place)."""
-    get_task(session, task)
+def new_run(
+    session: Session, *, task: str, trigger: str = "api", now: datetime | None = None, others: Collection[str] = ()
+) -> TrainingRun:
+    """Queue a run for a task, a classifier's or one of `others` (the caller sends it to a worker,
+    or runs it in place)."""
+    if task not in others:
+        get_task(session, task)
     if task_has_open_run(session, task=task):
         raise Conflict(f"task {task!r} already has a run queued or running; wait for it (GET /v1/training/runs)")
     run = TrainingRun(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -52,8 +52,6 @@ from services.training.tuning import Progress, fine_tuned
 
 log = logging.getLogger(__name__)
 
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class Outcome:
@@ -78,6 +76,20 @@ class _Fitted:
     notes: list[str]
 
 
+class TaskTrainer(Protocol):
+    """Runs of a task that is not a classifier (the recommender's): the runtime hands them in."""
+
+    task: str
+
+    def execute(self, run_id: str, *, progress: Progress | None = None) -> Outcome:
+        """Run a queued run of the task to the end."""
+        ...
+
+    def due(self, session: Session) -> bool:
+        """True when enough new data arrived for the beat to start a run."""
+        ...
+
+
 def _check_trainable(task: str, snap: Snapshot) -> None:
     counts = Counter(e.label for e in snap.examples)
     usable = [label for label, n in counts.items() if n >= MIN_EXAMPLES_PER_LABEL]
@@ -100,12 +112,14 @@ class Trainer:
         models: ActiveModels,
         device: str,
         after_switch: Mapping[str, str] | None = None,
+        others: Sequence[TaskTrainer] = (),
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.models = models
         self.device = device
         self.after_switch = after_switch or {}
+        self.others = {other.task: other for other in others}
 
     def run(self, run_id: str, *, send: Sender, progress: Progress | None = None) -> Outcome:
         """Execute a run, then send what follows: the re-index of a promotion that brings its own
@@ -123,6 +137,11 @@ class Trainer:
         It ends within SIFT_TRAIN_BUDGET_S of now (the fine-tuning takes what the rest leaves)."""
         deadline = time.monotonic() + self.settings.train_budget_s
         started = datetime.now(UTC)
+        with self.sessions() as session:
+            run = get_run(session, run_id=run_id)
+            other = self.others.get(run.task)
+        if other is not None:
+            return other.execute(run_id, progress=progress)
         with self.sessions() as session:
             run = get_run(session, run_id=run_id)
             if run.status in ("succeeded", "failed"):
@@ -361,7 +380,8 @@ def activate(session: Session, *, version: str, settings: Settings) -> int | Non
         raise NotFound(f"no model version {version!r}; see GET /v1/models")
     if row.status == "active":
         return None
-    if row.encoder_version == current_encoder(session, kind=row.kind, settings=settings):
+    # A version with no encoder (the recommender's) switches at once.
+    if not row.encoder_version or row.encoder_version == current_encoder(session, kind=row.kind, settings=settings):
         switch_active(session, version=row)
         return None
     row.status = "reindexing"

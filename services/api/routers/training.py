@@ -15,6 +15,7 @@ from services.api.deps import RuntimeDep, SessionDep
 from services.db import browse
 from services.db.models import ModelVersion, ReindexJob, TrainingRun, as_utc
 from services.enqueue import send
+from services.recommend.learned import TASK as RECOMMEND
 from services.task_names import REINDEX, TRAIN_RUN
 from services.training import registry, runs
 
@@ -123,7 +124,7 @@ def run_out(run: TrainingRun) -> RunOut:
 def start_run(body: RunIn, request: Request, runtime: RuntimeDep) -> RunCreated:
     """Queue a training run of a task on the train queue."""
     with runtime.db.session_scope() as session:
-        run_id = registry.new_run(session, task=body.task, trigger="api").id
+        run_id = registry.new_run(session, task=body.task, trigger="api", others=[RECOMMEND]).id
     send(request.app.state.enqueuer_app, TRAIN_RUN, run_id, runtime.tenant)
     return RunCreated(run_id=run_id)
 
