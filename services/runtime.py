@@ -272,7 +272,10 @@ class Runtime:
                 after_switch={faq.KIND: CALIBRATE_MATCH},  # a new ticket head or encoder changes match scores
                 others=[
                     RecommendTrainer(
-                        settings=self.settings, sessions=self.db.session_scope, store=self.store, models=self.models
+                        settings=self.settings,
+                        sessions=self.db.session_scope,
+                        store=lambda: self.store,
+                        models=self.models,
                     )
                 ],
             ),

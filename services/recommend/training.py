@@ -50,12 +50,22 @@ class RecommendTrainer:
     task = TASK
 
     def __init__(
-        self, *, settings: Settings, sessions: Callable[[], Any], store: VectorStore, models: ActiveModels
+        self,
+        *,
+        settings: Settings,
+        sessions: Callable[[], Any],
+        store: Callable[[], VectorStore],
+        models: ActiveModels,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
-        self.store = store
+        self._store = store  # opened only when a run reads vectors: `sift train` of a classifier never opens it
         self.models = models
+
+    @property
+    def store(self) -> VectorStore:
+        """The vector store, opened on first use (the embedded one belongs to the process that owns it)."""
+        return self._store()
 
     def due(self, session: Session) -> bool:
         """True when SIFT_RECOMMEND_TRAIN_MIN_NEW_INTERACTIONS arrived since the last run's snapshot."""

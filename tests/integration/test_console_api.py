@@ -84,7 +84,9 @@ def test_whoami_and_the_pipeline_snapshot_are_the_callers_tenant(client: TestCli
     snap = client.get("/v1/pipeline").json()
     assert snap["events"] == {"ticket": {"done": 1}} and snap["finished"] == 1
     assert set(snap["queues"]) == {"ingest", "alerts", "train"}
-    assert set(snap["batches"]) == {"count", "sum"} and snap["serving"] == [] and snap["active"] == []
+    assert set(snap["batches"]) == {"count", "sum"} and snap["active"] == []
+    # what this process serves is process-wide state (other tests' models may be loaded): its shape only
+    assert all(set(s) == {"task", "kind", "version", "encoder"} for s in snap["serving"])
     other = {"Authorization": f"Bearer {api_key(runtime, tenant='other', scopes=('read',))}"}
     assert client.get("/v1/whoami", headers=other).json() == {
         "tenant": "other",
