@@ -24,7 +24,6 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services import metrics as prom
 from services.classify.serving import ActiveModels
 from services.config import Settings
 from services.db.models import Event, Interaction, ModelVersion, TrainingRun, as_utc
@@ -34,7 +33,7 @@ from services.recommend import evaluation as ev
 from services.recommend.interactions import ITEM_KINDS, Touch
 from services.recommend.learned import TASK, Blend, Ease, fit_ease
 from services.recommend.scoring import weights_from
-from services.training.registry import get_run, switch_active, task_has_open_run
+from services.training.registry import fail_run, finish_run, get_run, switch_active, task_has_open_run
 from services.training.runs import Outcome
 from services.training.tuning import Progress
 from services.vectors.base import VectorStore
@@ -95,17 +94,17 @@ class RecommendTrainer:
         except Exception as exc:
             log.exception("training run %s failed", run_id)
             with self.sessions() as session:
-                run = get_run(session, run_id=run_id)
-                run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
-                run.finished_at = datetime.now(UTC)
-            prom.TRAINING_RUNS.labels(task=TASK, outcome="failed").inc()
+                fail_run(session, run_id=run_id, task=TASK, error=exc)
             raise
         with self.sessions() as session:
-            run = get_run(session, run_id=run_id)
-            run.status, run.stage, run.progress = "succeeded", "done", 1.0
-            run.model_version, run.promoted, run.metrics = outcome.version, outcome.promoted, outcome.metrics
-            run.finished_at = datetime.now(UTC)
-        prom.TRAINING_RUNS.labels(task=TASK, outcome="promoted" if outcome.promoted else "rejected").inc()
+            finish_run(
+                session,
+                run_id=run_id,
+                task=TASK,
+                version=outcome.version,
+                promoted=outcome.promoted,
+                scores=outcome.metrics,
+            )
         return outcome
 
     def _train(self, histories: ev.Histories, items: list[str], kinds: dict[str, str], report: Progress) -> Outcome:

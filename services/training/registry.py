@@ -8,10 +8,12 @@ import uuid
 from collections.abc import Collection
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from services import metrics
 from services.classify.tasks import get_task
 from services.db.models import ClassTask, KindEncoder, ModelVersion, TrainingRun
 from services.errors import Conflict, NotFound
@@ -126,3 +128,21 @@ def due_tasks(session: Session, *, min_new_labels: int) -> list[str]:
         ) and not task_has_open_run(session, task=task.name):
             due.append(task.name)
     return due
+
+
+def fail_run(session: Session, *, run_id: str, task: str, error: BaseException) -> None:
+    """Mark a run failed with its error, and count it."""
+    run = get_run(session, run_id=run_id)
+    run.status, run.error, run.finished_at = "failed", f"{type(error).__name__}: {error}"[:2000], datetime.now(UTC)
+    metrics.TRAINING_RUNS.labels(task=task, outcome="failed").inc()
+
+
+def finish_run(
+    session: Session, *, run_id: str, task: str, version: str, promoted: bool, scores: dict[str, Any]
+) -> None:
+    """Mark a run succeeded with the version it made and its metrics, and count it."""
+    run = get_run(session, run_id=run_id)
+    run.status, run.stage, run.progress = "succeeded", "done", 1.0
+    run.model_version, run.promoted, run.metrics = version, promoted, scores
+    run.finished_at = datetime.now(UTC)
+    metrics.TRAINING_RUNS.labels(task=task, outcome="promoted" if promoted else "rejected").inc()

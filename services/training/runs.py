@@ -25,7 +25,6 @@ from typing import Any, Protocol
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from services import metrics
 from services.classify.head import Head
 from services.classify.serving import ActiveModels
 from services.classify.tasks import get_task, label_defs
@@ -46,7 +45,7 @@ from services.training.dataset import (
     with_label_descriptions,
 )
 from services.training.heads import evaluate, train_head
-from services.training.registry import encoder_path, get_run, switch_active
+from services.training.registry import encoder_path, fail_run, finish_run, get_run, switch_active
 from services.training.reindex import current_encoder, start_job
 from services.training.tuning import Progress, fine_tuned
 
@@ -165,20 +164,17 @@ class Trainer:
         except Exception as exc:
             log.exception("training run %s failed", run_id)
             with self.sessions() as session:
-                run = get_run(session, run_id=run_id)
-                run.status, run.error, run.finished_at = (
-                    "failed",
-                    f"{type(exc).__name__}: {exc}"[:2000],
-                    datetime.now(UTC),
-                )
-            metrics.TRAINING_RUNS.labels(task=task_name, outcome="failed").inc()
+                fail_run(session, run_id=run_id, task=task_name, error=exc)
             raise
         with self.sessions() as session:
-            run = get_run(session, run_id=run_id)
-            run.status, run.stage, run.progress = "succeeded", "done", 1.0
-            run.model_version, run.promoted, run.metrics = outcome.version, outcome.promoted, outcome.metrics
-            run.finished_at = datetime.now(UTC)
-        metrics.TRAINING_RUNS.labels(task=task_name, outcome="promoted" if outcome.promoted else "rejected").inc()
+            finish_run(
+                session,
+                run_id=run_id,
+                task=task_name,
+                version=outcome.version,
+                promoted=outcome.promoted,
+                scores=outcome.metrics,
+            )
         return outcome
 
     def _reporter(self, run_id: str, progress: Progress | None) -> Progress:
