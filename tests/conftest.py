@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from services.config import DEFAULT_TENANT, Settings
+from services.db.migrate import upgrade
 from services.embedding.encoder import Encoder
-from services.runtime import Runtime
+from services.runtime import Runtime, reset_runtime
 from services.tenancy import tenants
 
 # The int8 ONNX file is made once per model (seconds); tests share one cache instead of a new one per data dir.
@@ -100,3 +101,19 @@ def authorize(client: TestClient, runtime: Runtime, **key: Any) -> TestClient:
     """The client, sending a new key (admin of the default tenant unless key says otherwise) on every request."""
     client.headers["Authorization"] = f"Bearer {api_key(runtime, **key)}"
     return client
+
+
+@contextmanager
+def open_runtime(settings: Settings, encoder: Encoder, *, process_wide: bool = True) -> Iterator[Runtime]:
+    """A runtime on a migrated database that shares the session's loaded model, closed afterwards.
+
+    process_wide: it is also the process's runtime (`run_batch` and the worker's tasks use that one)."""
+    upgrade(settings.sqlalchemy_url)
+    rt = reset_runtime(settings) if process_wide else Runtime(settings)
+    rt._made["encoder"] = encoder
+    try:
+        yield rt
+    finally:
+        rt.close()
+        if process_wide:
+            reset_runtime()

@@ -19,13 +19,12 @@ from services.alerts import rules as alerts
 from services.alerts import signing, watchlist, webhooks
 from services.api.app import create_app
 from services.config import DEFAULT_TENANT
-from services.db.migrate import upgrade
 from services.db.models import Alert, Event, SentimentBucket, WebhookDelivery, as_utc
 from services.embedding.encoder import Encoder
 from services.events import accept as ingest
-from services.runtime import Runtime, reset_runtime
+from services.runtime import Runtime
 from services.task_names import WEBHOOK_DELIVER
-from tests.conftest import authorize, settings_for
+from tests.conftest import authorize, open_runtime, settings_for
 from tests.recording import RecordingSender, run_batch
 from worker import tasks
 
@@ -39,15 +38,10 @@ PROBS = {
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
-    settings = settings_for(data_dir, model_reload_s=0.1)
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    with rt.db.session_scope() as s:
-        watchlist.put(s, entity="ACME", body=watchlist.WatchIn(name="Acme Corporation", ticker="ACME"))
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(settings_for(data_dir, model_reload_s=0.1), encoder) as rt:
+        with rt.db.session_scope() as s:
+            watchlist.put(s, entity="ACME", body=watchlist.WatchIn(name="Acme Corporation", ticker="ACME"))
+        yield rt
 
 
 class Stream:

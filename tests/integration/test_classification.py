@@ -19,16 +19,15 @@ from services.api.app import create_app
 from services.classify import tasks
 from services.classify.head import Head
 from services.config import Settings
-from services.db.migrate import upgrade
 from services.db.models import Event, KindEncoder, Label, ModelVersion, ReindexJob
 from services.embedding.encoder import Encoder
 from services.errors import InvalidInput
 from services.events import accept as ingest
 from services.matching import faq
-from services.runtime import Runtime, reset_runtime
+from services.runtime import Runtime
 from services.training import dataset, labels, registry, runs, tuning
 from services.training.reindex import Reindexer
-from tests.conftest import authorize, settings_for
+from tests.conftest import authorize, open_runtime, settings_for
 from tests.recording import run_batch
 
 LIMITS = ingest.Limits(max_events=1000, max_text_chars=10_000)
@@ -44,15 +43,13 @@ REFUND = [f"I want a refund for the {w} I returned" for w in ("shoes", "phone", 
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
-    settings = settings_for(
-        data_dir, model_reload_s=0.2, train_fine_tune_min_labels=10_000, train_holdout=0.25, reindex_page=4
-    )
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(
+        settings_for(
+            data_dir, model_reload_s=0.2, train_fine_tune_min_labels=10_000, train_holdout=0.25, reindex_page=4
+        ),
+        encoder,
+    ) as rt:
+        yield rt
 
 
 def accept(rt: Runtime, items: list[tuple[str, str]]) -> list[str]:

@@ -16,13 +16,12 @@ from sqlalchemy import select
 from services.alerts import drift
 from services.api.app import create_app
 from services.classify.tasks import LabelDef, add_task
-from services.db.migrate import upgrade
 from services.db.models import Alert
 from services.embedding.encoder import Encoder
 from services.events import accept as ingest
-from services.runtime import Runtime, reset_runtime
+from services.runtime import Runtime
 from services.training import labels, registry, runs
-from tests.conftest import authorize, settings_for
+from tests.conftest import authorize, open_runtime, settings_for
 from tests.recording import run_batch
 from worker import tasks
 
@@ -116,22 +115,20 @@ TOPICS = ["card delivery", "lost or stolen card", "money transfer", "exchange ra
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder, pg_url: str) -> Iterator[Runtime]:
-    settings = settings_for(
-        data_dir,
-        database_url=pg_url,
-        model_reload_s=0.01,
-        drift_window=20,
-        drift_reference_events=20,
-        drift_min_events=10,
-        drift_threshold=THRESHOLD,
-        alert_cooldown_s=0,
-    )
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(
+        settings_for(
+            data_dir,
+            database_url=pg_url,
+            model_reload_s=0.01,
+            drift_window=20,
+            drift_reference_events=20,
+            drift_min_events=10,
+            drift_threshold=THRESHOLD,
+            alert_cooldown_s=0,
+        ),
+        encoder,
+    ) as rt:
+        yield rt
 
 
 def process(rt: Runtime, texts: list[str], prefix: str) -> None:

@@ -12,12 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from services.db.migrate import upgrade
 from services.embedding.encoder import Encoder
 from services.events import accept as ingest
-from services.runtime import Runtime, reset_runtime
+from services.runtime import Runtime
 from services.task_names import PROCESS_EVENTS, REFRESH_SUGGESTIONS
-from tests.conftest import authorize, settings_for
+from tests.conftest import authorize, open_runtime, settings_for
 from tests.integration.test_matching import FAQS
 from tests.recording import run_batch
 from worker import tasks
@@ -31,13 +30,8 @@ TICKETS = {
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
-    settings = settings_for(data_dir)
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(settings_for(data_dir), encoder) as rt:
+        yield rt
 
 
 @pytest.fixture

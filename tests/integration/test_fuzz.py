@@ -25,10 +25,9 @@ from schemathesis.specs.openapi import checks as openapi_checks
 
 from services.api.app import create_app
 from services.api.rate_limit import EXEMPT
-from services.db.migrate import upgrade
 from services.embedding.encoder import Encoder
 from services.runtime import Runtime
-from tests.conftest import api_key, settings_for
+from tests.conftest import api_key, open_runtime, settings_for
 
 EXAMPLES = int(os.environ.get("SIFT_FUZZ_EXAMPLES", "10"))
 SEED = os.environ.get("SIFT_FUZZ_SEED")
@@ -45,13 +44,9 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def runtime(tmp_path_factory: pytest.TempPathFactory, encoder: Encoder) -> Iterator[Runtime]:
-    settings = settings_for(tmp_path_factory.mktemp("sift-fuzz"))
-    upgrade(settings.sqlalchemy_url)
-    rt = Runtime(settings)
-    rt._made["encoder"] = encoder
-    rt.store  # noqa: B018 - opened before the first request, as the warm-up thread does in `sift up`
-    yield rt
-    rt.close()
+    with open_runtime(settings_for(tmp_path_factory.mktemp("sift-fuzz")), encoder, process_wide=False) as rt:
+        rt.store  # noqa: B018 - opened before the first request, as the warm-up thread does in `sift up`
+        yield rt
 
 
 @pytest.fixture(scope="module")

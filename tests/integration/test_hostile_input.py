@@ -23,12 +23,11 @@ from fastapi.testclient import TestClient
 
 from services.alerts import targets, webhooks
 from services.api.app import create_app
-from services.db.migrate import upgrade
 from services.db.models import Alert, Event, WebhookDelivery
 from services.embedding.encoder import Encoder
 from services.errors import InvalidInput
 from services.runtime import Runtime
-from tests.conftest import authorize, settings_for
+from tests.conftest import authorize, open_runtime, settings_for
 
 ODD = {
     "zero-width": "a\u200bb\u200cc\u200dd\u2060e\ufeffz",
@@ -50,12 +49,12 @@ BOTH = pytest.mark.parametrize("runtime", ["sqlite", "postgresql"], indirect=Tru
 def runtime(request: pytest.FixtureRequest, data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
     backend = getattr(request, "param", "sqlite")
     url = None if backend == "sqlite" else str(request.getfixturevalue("pg_url"))
-    settings = settings_for(data_dir, database_url=url, webhook_allow_private=True, max_body_bytes=200_000)
-    upgrade(settings.sqlalchemy_url)
-    rt = Runtime(settings)
-    rt._made["encoder"] = encoder
-    yield rt
-    rt.close()
+    with open_runtime(
+        settings_for(data_dir, database_url=url, webhook_allow_private=True, max_body_bytes=200_000),
+        encoder,
+        process_wide=False,
+    ) as rt:
+        yield rt
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from services.db.migrate import upgrade
 from services.embedding.encoder import Encoder
 from services.runtime import Runtime
-from tests.conftest import api_key, authorize, settings_for
+from tests.conftest import api_key, authorize, open_runtime, settings_for
 
 LIMITS = {
     "max_events_per_request": 3,
@@ -30,12 +29,8 @@ LIMITS = {
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
-    settings = settings_for(data_dir, **LIMITS)
-    upgrade(settings.sqlalchemy_url)
-    rt = Runtime(settings)
-    rt._made["encoder"] = encoder
-    yield rt
-    rt.close()
+    with open_runtime(settings_for(data_dir, **LIMITS), encoder, process_wide=False) as rt:
+        yield rt
 
 
 @pytest.fixture

@@ -18,23 +18,17 @@ from fastapi.testclient import TestClient
 from services import logs
 from services.api.app import create_app
 from services.config import get_settings
-from services.db.migrate import upgrade
 from services.embedding.encoder import Encoder
-from services.runtime import Runtime, reset_runtime
-from tests.conftest import authorize, settings_for
+from services.runtime import Runtime
+from tests.conftest import authorize, open_runtime, settings_for
 
 Lines = Callable[[], list[dict[str, Any]]]
 
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
-    settings = settings_for(data_dir, log_format="json", log_level="INFO")
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)  # run_batch uses the process's runtime
-    rt._made["encoder"] = encoder
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(settings_for(data_dir, log_format="json", log_level="INFO"), encoder) as rt:
+        yield rt
 
 
 @pytest.fixture

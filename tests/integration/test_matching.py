@@ -13,14 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from services.db.migrate import upgrade
 from services.db.models import Label
 from services.embedding.encoder import Encoder
 from services.events import accept as ingest
 from services.matching import calibration as match_calibration
-from services.runtime import Runtime, reset_runtime
+from services.runtime import Runtime
 from services.training import dataset, labels
-from tests.conftest import authorize, settings_for
+from tests.conftest import authorize, open_runtime, settings_for
 from tests.recording import run_batch
 
 FAQS: list[dict[str, Any]] = [
@@ -61,13 +60,10 @@ FAQS: list[dict[str, Any]] = [
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
-    settings = settings_for(data_dir, model_reload_s=0.2, train_fine_tune_min_labels=10_000, train_holdout=0.5)
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(
+        settings_for(data_dir, model_reload_s=0.2, train_fine_tune_min_labels=10_000, train_holdout=0.5), encoder
+    ) as rt:
+        yield rt
 
 
 @pytest.fixture

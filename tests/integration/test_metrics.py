@@ -26,12 +26,11 @@ from services.alerts import webhooks
 from services.api.app import create_app
 from services.classify.serving import KindModel
 from services.config import Settings
-from services.db.migrate import upgrade
 from services.db.models import Alert, Event, ModelVersion
 from services.embedding.encoder import Encoder
 from services.events.pipeline import Pipeline
-from services.runtime import Runtime, reset_runtime
-from tests.conftest import authorize, settings_for
+from services.runtime import Runtime
+from tests.conftest import authorize, open_runtime, settings_for
 from tests.integration.test_webhooks import Receiver
 from tests.integration.test_worker_e2e import Deployment
 from tests.recording import run_batch
@@ -68,24 +67,22 @@ def poison_step(model: KindModel, events: Sequence[Event], matrix: np.ndarray, p
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder, pg_url: str, redis_url: str) -> Iterator[Runtime]:
-    settings = settings_for(
-        data_dir,
-        database_url=pg_url,
-        broker_url=redis_url,
-        model_reload_s=0.01,
-        webhook_allow_private=True,
-        drift_window=3,
-        drift_reference_events=3,
-        drift_min_events=2,
-        drift_threshold=0.001,
-    )
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    rt._made["pipeline"] = Pipeline(models=rt.models, store=rt.store, steps={"ticket": [poison_step]})
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(
+        settings_for(
+            data_dir,
+            database_url=pg_url,
+            broker_url=redis_url,
+            model_reload_s=0.01,
+            webhook_allow_private=True,
+            drift_window=3,
+            drift_reference_events=3,
+            drift_min_events=2,
+            drift_threshold=0.001,
+        ),
+        encoder,
+    ) as rt:
+        rt._made["pipeline"] = Pipeline(models=rt.models, store=rt.store, steps={"ticket": [poison_step]})
+        yield rt
 
 
 def scrape(client: TestClient) -> dict[str, list[tuple[dict[str, str], float]]]:

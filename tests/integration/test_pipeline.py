@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 
 from services.db import events as repo
-from services.db.migrate import upgrade
 from services.db.models import Event
 from services.embedding.encoder import Encoder
 from services.errors import BrokerUnavailable, VectorStoreUnavailable
 from services.events import accept as ingest
-from services.runtime import Runtime, reset_runtime
+from services.runtime import Runtime
 from services.task_names import ALERTS_PROCESS
-from tests.conftest import settings_for
+from tests.conftest import open_runtime, settings_for
 from tests.recording import RecordingSender, run_batch
 
 LIMITS = ingest.Limits(max_events=1000, max_text_chars=10_000)
@@ -26,13 +25,8 @@ LIMITS = ingest.Limits(max_events=1000, max_text_chars=10_000)
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
-    settings = settings_for(data_dir)
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder  # share the session's loaded model: same class, same weights
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(settings_for(data_dir), encoder) as rt:
+        yield rt
 
 
 def accept(rt: Runtime, texts: list[str], kind: str = "ticket") -> list[str]:

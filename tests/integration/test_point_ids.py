@@ -18,7 +18,7 @@ from services.db.models import Event
 from services.embedding.encoder import Encoder
 from services.runtime import Runtime, reset_runtime
 from services.vectors.base import VectorPoint
-from tests.conftest import authorize, settings_for
+from tests.conftest import authorize, open_runtime, settings_for
 from tests.recording import run_batch
 
 GIVEN = uuid.UUID("abcdef12-3456-7890-abcd-ef1234567890")
@@ -28,13 +28,8 @@ SPELLINGS = [GIVEN.hex, str(GIVEN), f"{{{GIVEN}}}", GIVEN.urn, str(GIVEN).upper(
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
-    settings = settings_for(data_dir)
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(settings_for(data_dir), encoder) as rt:
+        yield rt
 
 
 def test_spellings_of_one_uuid_are_distinct_rows_and_distinct_points(runtime: Runtime) -> None:

@@ -15,13 +15,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from services.api.app import create_app
-from services.db.migrate import upgrade
 from services.db.models import Event
 from services.embedding.encoder import Encoder
 from services.errors import VectorStoreUnavailable
 from services.events import accept as ingest
-from services.runtime import Runtime, reset_runtime
-from tests.conftest import settings_for
+from services.runtime import Runtime
+from tests.conftest import open_runtime, settings_for
 from tests.recording import run_batch
 
 LIMITS = ingest.Limits(max_events=10, max_text_chars=1000)
@@ -29,13 +28,10 @@ LIMITS = ingest.Limits(max_events=10, max_text_chars=1000)
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
-    settings = settings_for(data_dir, stale_after_s=600, vector_fault_file=data_dir / "vectors-down")
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(
+        settings_for(data_dir, stale_after_s=600, vector_fault_file=data_dir / "vectors-down"), encoder
+    ) as rt:
+        yield rt
 
 
 def readyz(rt: Runtime) -> tuple[int, dict[str, object]]:

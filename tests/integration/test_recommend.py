@@ -14,12 +14,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from services.db.migrate import upgrade
 from services.db.models import Interaction, ItemPair, ItemStats
 from services.embedding.encoder import Encoder
 from services.events import accept as ingest
-from services.runtime import Runtime, reset_runtime
-from tests.conftest import authorize, settings_for
+from services.runtime import Runtime
+from tests.conftest import authorize, open_runtime, settings_for
 from tests.recording import run_batch
 
 NOW = datetime.now(UTC)
@@ -65,17 +64,14 @@ def _events() -> list[ingest.EventIn]:
 
 
 def _runtime(data_dir: Path, encoder: Encoder, **overrides: Any) -> Iterator[Runtime]:
-    settings = settings_for(data_dir, model_reload_s=60, item_filter_fields={"brand": "keyword"}, **overrides)
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    events = _events()
-    with rt.db.session_scope() as s:
-        ingest.accept(s, events=events, limits=ingest.Limits(max_events=100, max_text_chars=1000))
-    assert run_batch([e.id for e in events if e.id])["done"] == len(events)
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(
+        settings_for(data_dir, model_reload_s=60, item_filter_fields={"brand": "keyword"}, **overrides), encoder
+    ) as rt:
+        events = _events()
+        with rt.db.session_scope() as s:
+            ingest.accept(s, events=events, limits=ingest.Limits(max_events=100, max_text_chars=1000))
+        assert run_batch([e.id for e in events if e.id])["done"] == len(events)
+        yield rt
 
 
 @pytest.fixture

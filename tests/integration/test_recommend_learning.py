@@ -19,15 +19,14 @@ from typer.testing import CliRunner
 
 from services.api.app import create_app
 from services.cli.app import app as cli
-from services.db.migrate import upgrade
 from services.embedding.encoder import Encoder
 from services.events import accept as ingest
 from services.recommend import interactions
 from services.recommend.feeds import Recommender
-from services.runtime import Runtime, reset_runtime
+from services.runtime import Runtime
 from services.task_names import TRAIN_RUN
 from services.training import schedule
-from tests.conftest import authorize, settings_for
+from tests.conftest import authorize, open_runtime, settings_for
 from tests.recording import RecordingSender, run_batch
 
 START = datetime(2026, 6, 1, tzinfo=UTC)
@@ -59,25 +58,22 @@ def _histories(users: int, seed: int) -> dict[str, list[str]]:
 def runtime(request: pytest.FixtureRequest, data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
     url = str(request.getfixturevalue("pg_url")) if request.param == "postgresql" else None
     extra: dict[str, Any] = {"database_url": url} if url else {}
-    settings = settings_for(data_dir, model_reload_s=0.2, recommend_train_min_new_interactions=100, **extra)
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    events = [
-        ingest.EventIn(id=item, kind="product", text=f"product {n} for {TOPICS[n % len(TOPICS)]}")
-        for n, item in enumerate(ITEMS)
-    ]
-    events += [
-        ingest.EventIn(id="tent-1", kind="product", text="lightweight two person camping tent"),
-        ingest.EventIn(id="tent-2", kind="product", text="four person family camping tent with porch"),
-    ]
-    with rt.db.session_scope() as s:
-        ingest.accept(s, events=events, limits=ingest.Limits(max_events=100, max_text_chars=1000))
-    assert run_batch([e.id for e in events if e.id])["done"] == len(events)
-    _store(rt, _histories(60, seed=0))
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(
+        settings_for(data_dir, model_reload_s=0.2, recommend_train_min_new_interactions=100, **extra), encoder
+    ) as rt:
+        events = [
+            ingest.EventIn(id=item, kind="product", text=f"product {n} for {TOPICS[n % len(TOPICS)]}")
+            for n, item in enumerate(ITEMS)
+        ]
+        events += [
+            ingest.EventIn(id="tent-1", kind="product", text="lightweight two person camping tent"),
+            ingest.EventIn(id="tent-2", kind="product", text="four person family camping tent with porch"),
+        ]
+        with rt.db.session_scope() as s:
+            ingest.accept(s, events=events, limits=ingest.Limits(max_events=100, max_text_chars=1000))
+        assert run_batch([e.id for e in events if e.id])["done"] == len(events)
+        _store(rt, _histories(60, seed=0))
+        yield rt
 
 
 def _store(rt: Runtime, histories: dict[str, list[str]], kind: str = "purchase") -> None:

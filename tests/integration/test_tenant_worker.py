@@ -15,16 +15,15 @@ import pytest
 import sqlalchemy as sa
 
 from services.config import DEFAULT_TENANT
-from services.db.migrate import upgrade
 from services.db.models import Event
 from services.embedding.encoder import Encoder
 from services.enqueue import Enqueuer
 from services.events import accept as ingest
 from services.events.group_writer import GroupWriter
-from services.runtime import Runtime, reset_runtime
+from services.runtime import Runtime
 from services.task_names import ALERTS_PROCESS, PROCESS_EVENTS
 from services.vectors.schema import collection_for
-from tests.conftest import settings_for
+from tests.conftest import open_runtime, settings_for
 from tests.recording import RecordingSender, run_batch
 from worker import tasks
 
@@ -59,19 +58,16 @@ class FakeBroker:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def runtime(request: pytest.FixtureRequest, data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
     database_url = str(request.getfixturevalue("pg_url")) if request.param == "postgresql" else None
-    settings = settings_for(data_dir, database_url=database_url, sweep_after_s=0.01, model_reload_s=60)
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    for tenant in ("acme", "globex"):
-        rt.create_tenant(tenant)
-    for tenant, events in EVENTS.items():
-        with rt.for_tenant(tenant).db.session_scope() as s:
-            accepted = [ingest.EventIn(id=i, kind=k, text=t) for i, k, t in events]  # type: ignore[arg-type]
-            assert len(ingest.accept(s, events=accepted, limits=LIMITS).queued) == len(events)
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(
+        settings_for(data_dir, database_url=database_url, sweep_after_s=0.01, model_reload_s=60), encoder
+    ) as rt:
+        for tenant in ("acme", "globex"):
+            rt.create_tenant(tenant)
+        for tenant, events in EVENTS.items():
+            with rt.for_tenant(tenant).db.session_scope() as s:
+                accepted = [ingest.EventIn(id=i, kind=k, text=t) for i, k, t in events]  # type: ignore[arg-type]
+                assert len(ingest.accept(s, events=accepted, limits=LIMITS).queued) == len(events)
+        yield rt
 
 
 @pytest.fixture

@@ -12,12 +12,11 @@ from pathlib import Path
 import pytest
 
 from services.classify import tasks
-from services.db.migrate import upgrade
 from services.db.models import TrainingRun
 from services.embedding.encoder import Encoder
-from services.runtime import Runtime, reset_runtime
+from services.runtime import Runtime
 from services.training import lease, registry
-from tests.conftest import settings_for
+from tests.conftest import open_runtime, settings_for
 from tests.recording import RecordingSender
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -25,15 +24,10 @@ NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
-    settings = settings_for(data_dir)
-    upgrade(settings.sqlalchemy_url)
-    rt = reset_runtime(settings)
-    rt._made["encoder"] = encoder
-    with rt.db.session_scope() as s:
-        tasks.add_task(s, name="support", kind="ticket", labels=[], open_labels=True)
-    yield rt
-    rt.close()
-    reset_runtime()
+    with open_runtime(settings_for(data_dir), encoder) as rt:
+        with rt.db.session_scope() as s:
+            tasks.add_task(s, name="support", kind="ticket", labels=[], open_labels=True)
+        yield rt
 
 
 def new_run(rt: Runtime) -> str:
