@@ -15,7 +15,8 @@ Faults, one at a time in random order: SIGKILL of the worker's pool child (the w
 one), SIGKILL of the whole worker (a new one is started), a Redis restart without persistence
 (every message lost), a PostgreSQL restart (immediate stop), the vector store down for 6 s
 (SIFT_VECTOR_FAULT_FILE). Recovery of a fault: from its end until every event accepted before its
-end is `done`.
+end is `done`; its bound is SIFT_SWEEP_AFTER_S + SIFT_SWEEP_INTERVAL_S (4 s here) plus 60 s for a
+replacement worker to start and catch up (docs/guarantees.md).
 
 At the end: every accepted event is done, one row each and no other row, one point each and no
 other point; each watched company raised one alert per rule and each delivery reached the
@@ -51,8 +52,12 @@ from services.events.accept import point_id_for
 from services.vectors import open_store
 from services.vectors.schema import collection_for
 
+# The documented bound (docs/guarantees.md, "Under each fault"): a dead process's claims are taken
+# over once SIFT_SWEEP_AFTER_S old (by the next batch, or the sweep every SIFT_SWEEP_INTERVAL_S when
+# the queue is idle), plus what a killed worker's replacement needs to start (process, libraries,
+# model) and work through what is ahead of those events.
 SWEEP_BOUND_S = 3 + 1  # the run's SIFT_SWEEP_AFTER_S + SIFT_SWEEP_INTERVAL_S
-RETRY_BOUND_S = 60  # a task's backoff is capped at 60 s (docs/guarantees.md)
+START_BOUND_S = 60  # a replacement worker's start and catch-up
 
 
 def main() -> None:
@@ -132,6 +137,8 @@ class Chaos:
             "at_s": round(began - self.started, 1),
             "lasted_s": round(ended - began, 1),
             "recovery_s": None,
+            # landed while an earlier fault was still recovering (the bound is for one fault at a time)
+            "during_recovery": any(f["recovery_s"] is None for f in self.faults),
         }
         self.faults.append(fault)
         before = list(producer.accepted)
@@ -189,7 +196,7 @@ class Chaos:
             "deliveries_received_twice": sum(n > 1 for n in stack.receiver.keys.values()),
             "refused_and_resent": dict(producer.refused + warm_up.refused),
             "unexpected_answers": producer.unexpected + warm_up.unexpected,
-            "recovery_bound_s": SWEEP_BOUND_S + RETRY_BOUND_S,
+            "recovery_bound_s": SWEEP_BOUND_S + START_BOUND_S,
         }
         recoveries = [f["recovery_s"] for f in self.faults]
         report["recovery_max_s"] = max((r for r in recoveries if r is not None), default=None)
@@ -291,7 +298,8 @@ FAULTS: dict[str, Callable[[Any, Any], Any]] = {
 def print_report(report: dict[str, Any]) -> None:
     print("\nfault                 lasted s  recovery s")
     for fault in report["faults"]:
-        print(f"{fault['fault']:<22}{fault['lasted_s']:>8}  {fault['recovery_s']}")
+        during = "  (during an earlier fault's recovery)" if fault["during_recovery"] else ""
+        print(f"{fault['fault']:<22}{fault['lasted_s']:>8}  {fault['recovery_s']}{during}")
     keys = ("accepted", "lost", "extra_rows", "duplicated_points", "missing_points", "deliveries",
             "deliveries_not_received", "deliveries_received_twice", "refused_and_resent", "unexpected_answers",
             "recovery_median_s", "recovery_max_s", "recovery_bound_s", "alerts", "faults_by_kind", "ok")  # fmt: skip

@@ -26,6 +26,7 @@ from celery.utils.log import current_process_index
 
 from services import logs, metrics
 from services.config import get_settings
+from services.embedding.encoder import import_libraries
 from services.enqueue import make_celery
 from services.runtime import forget_inherited_runtime, get_runtime
 from worker.schedule import beat_schedule
@@ -65,6 +66,15 @@ def _serve_main_metrics(**_: Any) -> None:
     _refuse_embedded_defaults_in_production()
     _check_training_limits()
     _serve_metrics()
+
+
+@worker_init.connect
+def _import_model_libraries(**_: Any) -> None:
+    # Before the pool forks: a child forked to replace a dead one then loads only the model (1 s)
+    # before it takes the dead child's work over, not torch and sentence-transformers too (15 s on
+    # a loaded machine). No model is loaded here and no kernel runs, so no thread pool crosses a fork.
+    took = import_libraries()
+    log.info("encoder libraries imported in %.1f s, before any pool child is forked", took)
 
 
 def _check_training_limits() -> None:

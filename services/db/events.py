@@ -118,24 +118,42 @@ def _row(event: NewEvent, now: datetime, tenant: str) -> dict[str, Any]:
     }
 
 
-def claim(session: Session, *, ids: Sequence[str], now: datetime, stale_after_s: float, limit: int = 0) -> list[Event]:
+def claim(
+    session: Session,
+    *,
+    ids: Sequence[str],
+    now: datetime,
+    stale_after_s: float,
+    limit: int = 0,
+    max_attempts: int | None = None,
+) -> list[Event]:
     """Mark events as processing and return them: those of ids that wait (queued, or processing
-    but abandoned for stale_after_s), then other queued events, oldest first, until the batch
-    holds `limit` events, so batches grow by themselves when a backlog builds up. Done and
-    failed events, and events a live worker holds, are skipped: a duplicate message is a no-op."""
-    waiting = or_(
-        Event.status == "queued",
-        and_(Event.status == "processing", Event.claimed_at <= now - timedelta(seconds=stale_after_s)),
-    )
+    but abandoned for stale_after_s); then, with a limit, claims abandoned by a dead worker (up to
+    `limit` more, oldest first, however full the batch already is) and queued events, oldest
+    first, until the batch holds `limit`. So a worker working through a backlog takes over a lost
+    worker's events as soon as their claim is stale, instead of after the backlog (the beat's sweep
+    cannot get through a busy queue), and batches grow by themselves when a backlog builds up.
+    Done and failed events, events a live worker holds and, with max_attempts, abandoned claims
+    that used up their attempts (the sweep fails them) are skipped: a duplicate message is a no-op."""
+    abandoned = and_(Event.status == "processing", Event.claimed_at <= now - timedelta(seconds=stale_after_s))
+    if max_attempts is not None:
+        abandoned = and_(abandoned, Event.attempts < max_attempts)
+    waiting = or_(Event.status == "queued", abandoned)
     claimed = _mark_processing(session, Event.id.in_(ids), waiting, now=now)
+    if limit > 0:
+        claimed += _take_oldest(session, abandoned, Event.id.not_in(claimed), limit=limit, now=now)
     if len(claimed) < limit:
-        more = select(Event.id).where(Event.status == "queued").order_by(Event.enqueued_at).limit(limit - len(claimed))
-        if session.get_bind().dialect.name == "postgresql":
-            more = more.with_for_update(skip_locked=True)  # concurrent workers take different events
-        extra = list(session.scalars(more))
-        if extra:
-            claimed += _mark_processing(session, Event.id.in_(extra), Event.status == "queued", now=now)
+        claimed += _take_oldest(session, Event.status == "queued", limit=limit - len(claimed), now=now)
     return list(session.scalars(select(Event).where(Event.id.in_(claimed)))) if claimed else []
+
+
+def _take_oldest(session: Session, *conditions: Any, limit: int, now: datetime) -> list[str]:
+    """Claim up to limit events that meet the conditions, oldest enqueued first."""
+    more = select(Event.id).where(*conditions).order_by(Event.enqueued_at).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        more = more.with_for_update(skip_locked=True)  # concurrent workers take different events
+    extra = list(session.scalars(more))
+    return _mark_processing(session, Event.id.in_(extra), *conditions, now=now) if extra else []
 
 
 def _mark_processing(session: Session, *conditions: Any, now: datetime) -> list[str]:

@@ -81,7 +81,12 @@ class BatchProcessor:
         started = time.perf_counter()
         with self.sessions() as session:
             batch = repo.claim(
-                session, ids=event_ids, now=datetime.now(UTC), stale_after_s=s.sweep_after_s, limit=s.batch_size
+                session,
+                ids=event_ids,
+                now=datetime.now(UTC),
+                stale_after_s=s.sweep_after_s,
+                limit=s.batch_size,
+                max_attempts=s.max_attempts,
             )
         if not batch:
             log.info(

@@ -146,6 +146,34 @@ def test_claim_tops_a_small_batch_up_from_the_backlog(db: Database) -> None:
         assert set(s.scalars(sa.select(Event.attempts))) == {0}
 
 
+def test_a_batch_takes_over_a_dead_workers_claims_however_full_it_is(db: Database) -> None:
+    # A worker died holding e0-e3 (claimed 61 s ago) and e4, which has killed 5 workers already;
+    # a live worker claimed e5 10 s ago. The next batch is a full message of other ids: it takes
+    # e0-e3 too, at once, instead of leaving them to a sweep that cannot get through a busy queue.
+    now = datetime.now(UTC)
+    with db.session_scope() as s:
+        ingest.accept(s, events=events(30), limits=LIMITS, now=now - timedelta(seconds=900))
+        repo.claim(s, ids=["e0", "e1", "e2", "e3"], now=now - timedelta(seconds=61), stale_after_s=60)
+        for i in range(5):
+            repo.claim(s, ids=["e4"], now=now - timedelta(seconds=600 - 61 * i), stale_after_s=60)
+        repo.claim(s, ids=["e5"], now=now - timedelta(seconds=10), stale_after_s=60)
+    own = [f"e{i}" for i in range(10, 26)]
+    with db.session_scope() as s:
+        claimed = repo.claim(s, ids=own, now=now, stale_after_s=60, limit=16, max_attempts=5)
+    assert sorted(e.id for e in claimed) == sorted([*own, "e0", "e1", "e2", "e3"])
+    assert {e.id: e.attempts for e in claimed} == {
+        **dict.fromkeys(own, 1),
+        **dict.fromkeys(["e0", "e1", "e2", "e3"], 2),
+    }
+    with db.session_scope() as s:  # a batch with room takes the rest of the backlog, not e4 or e5
+        claimed = repo.claim(s, ids=[], now=now, stale_after_s=60, limit=16, max_attempts=5)
+        assert sorted(e.id for e in claimed) == sorted(f"e{i}" for i in (*range(6, 10), *range(26, 30)))
+        assert {e.id: e.status for e in (repo.get(s, event_id="e4"), repo.get(s, event_id="e5")) if e} == {
+            "e4": "processing",
+            "e5": "processing",
+        }
+
+
 def test_record_writes_a_batch_of_outcomes(db: Database) -> None:
     now = datetime.now(UTC)
     with db.session_scope() as s:
