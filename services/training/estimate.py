@@ -67,7 +67,7 @@ def kfold_scores(
     for fold in sorted(set(fold_of.tolist())):
         held = fold_of == fold
         fit_labels = [g for g, h in zip(gold, held, strict=True) if not h]
-        if len(set(fit_labels)) < 2:
+        if not held.any() or len(set(fit_labels)) < 2:  # fewer texts of every label than folds
             continue
         head = fit_head(vectors[~held], fit_labels, cs=(KFOLD_C,))
         guesses = head.predict(vectors[held])

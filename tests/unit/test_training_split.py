@@ -271,3 +271,10 @@ def test_k_fold_scores_every_text_with_a_head_that_never_saw_it() -> None:
     good, bad = kfold_scores(separable, data, fold_of), kfold_scores(noise, data, fold_of)
     assert good["n"] == bad["n"] == 40 and len(good["folds"]) == 5
     assert good["accuracy"] == 1.0 and bad["accuracy"] < 0.6 and bad["se"] > 0
+
+
+def test_k_fold_with_fewer_texts_per_label_than_folds_scores_every_text_once() -> None:
+    data = labeled(2)
+    result = kfold_scores(lambda texts: np.eye(len(texts), 8)[:, :8] + 1.0, data, folds(data, 5))
+    assert result["n"] == 8 and len(result["folds"]) == 2  # folds 2-4 are empty: not scored
+    assert all(0.0 <= a <= 1.0 for a in result["folds"])
