@@ -278,3 +278,13 @@ def test_k_fold_with_fewer_texts_per_label_than_folds_scores_every_text_once() -
     result = kfold_scores(lambda texts: np.eye(len(texts), 8)[:, :8] + 1.0, data, folds(data, 5))
     assert result["n"] == 8 and len(result["folds"]) == 2  # folds 2-4 are empty: not scored
     assert all(0.0 <= a <= 1.0 for a in result["folds"])
+
+
+def test_the_cli_summary_names_the_estimate() -> None:
+    from services.cli.train import summary_line
+
+    base = {"task": "intent", "version": "v2", "promoted": True, "reindex_job": None}
+    kfold = {"accuracy": 0.86, "macro_f1": 0.85, "holdout": 0, "n": 770, "folds": [0.85] * 5, "se": 0.01}
+    assert "by 5-fold over 770 labels, se 0.01" in summary_line({**base, "metrics": kfold})
+    held = {"accuracy": 0.93, "macro_f1": 0.93, "holdout": 2005, "n": 2005}
+    assert "on 2005 held-out" in summary_line({**base, "metrics": held})
