@@ -19,6 +19,10 @@ lines give each backend's accuracy difference to the first one.
 --device auto runs on a GPU when one is visible (fp16 encoder, mixed-precision fine-tuning, as a
 run there does), else on the CPU.
 Prints accuracy, macro-F1 and training wall time per line, and one JSON line at the end.
+
+--flow measures instead what a user gets through the product's own entry points (a `sift up`
+process, labels and events through the API, one training run, predictions read back), on a
+deterministic dev-train / dev-test split of Banking77's training file: bench/quality_flow.py.
 """
 
 from __future__ import annotations
@@ -165,6 +169,39 @@ def tuned(
     return out
 
 
+def flow(args: argparse.Namespace, settings: Settings, base: Encoder, device: str) -> None:
+    """--flow: the product's flow on Banking77 with --few labels per intent (bench/quality_flow.py)."""
+    from quality_flow import dev_split, run_flow
+
+    dev_train, dev_test = dev_split(load(args.data / "banking77" / "train.csv"), args.test_size)
+    labels = few_per_label(dev_train, args.few, args.seed)
+    chosen = {e.text for e in labels}
+    unlabeled = [e.text for e in dev_train if e.text not in chosen]
+    tag = f"banking77 {args.few}/class seed {args.seed}"
+    print(f"# {tag}: {len(labels)} labels, {len(unlabeled)} unlabeled tickets, {len(dev_test)} dev-test (flow)")
+    print(f"{'dataset':<30}{'method':<40}{'acc':>8}{'macroF1':>9}{'train s':>9}", flush=True)
+    results: list[dict[str, Any]] = []
+
+    def line(method: str, result: dict[str, Any]) -> None:
+        results.append({"dataset": tag, "method": method, **result})
+        print(f"{tag:<30}{method:<40}{result['accuracy']:>8.4f}{result['macro_f1']:>9.4f}{result['train_s']:>9.1f}")
+
+    line("ref: TF-IDF + logistic regression", tfidf(labels, dev_test))
+    line("ref: head on frozen embeddings", head_on(base, labels, dev_test))
+    result = run_flow(args.sift_root, labels, unlabeled, dev_test)
+    line("sift flow: API labels, run, predictions", result)
+    metrics = result["run"]["metrics"]
+    keys = ("accuracy", "se", "estimate", "train", "holdout", "unlabeled_pool", "pseudo_labels_kept", "baseline")
+    print(f"# run {result['run']['model_version']}: " + json.dumps({k: metrics.get(k) for k in keys}), flush=True)
+    print(f"# served by the run's version: {result['served_by_run']} of {len(dev_test)}", flush=True)
+    if not args.no_recipe:
+        descriptions = {x: tasks.describe(x) for x in {e.label for e in labels}}
+        with tempfile.TemporaryDirectory() as tmp:
+            recipe = tuned(labels, dev_test, settings, Path(tmp), unlabeled, ["torch"], descriptions, device)
+        line("ref: the recipe alone (bench, no flow)", recipe["torch"])
+    print(json.dumps({"flow": True, "seed": args.seed, "sift_root": str(args.sift_root), "results": results}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path, help="the shared data folder (banking77/, fpb/)")
@@ -181,6 +218,11 @@ def main() -> None:
     parser.add_argument("--only-few", action="store_true", help="Banking77: only the few-labels lines")
     parser.add_argument("--backends", default="torch", help="encoder backends to compare, e.g. torch,onnx-int8")
     parser.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu or cuda")
+    parser.add_argument("--flow", action="store_true", help="through the product's flow (bench/quality_flow.py)")
+    parser.add_argument("--seed", type=int, default=1, help="--flow: the draw of --few labels per intent")
+    parser.add_argument("--test-size", type=int, default=2000, help="--flow: texts kept as dev-test")
+    parser.add_argument("--no-recipe", action="store_true", help="--flow: without the recipe-only reference")
+    parser.add_argument("--sift-root", type=Path, default=ROOT, help="--flow: the checkout whose `sift up` runs")
     args = parser.parse_args()
     backends = args.backends.split(",")
     device = resolve_device(args.device)
@@ -199,6 +241,9 @@ def main() -> None:
         )
         for b in backends
     }
+    if args.flow:
+        flow(args, settings, bases[backends[0]], device)
+        return
     results: list[dict[str, Any]] = []
     print(f"# device {device}")
     print(f"{'dataset':<18}{'method':<34}{'acc':>8}{'macroF1':>9}{'train s':>9}")

@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     train_check_interval_s: float = Field(300.0, gt=0)
     train_holdout: float = Field(0.2, gt=0, lt=1)
     train_min_holdout_per_label: int = Field(1, ge=1)
+    train_kfold_below: int = Field(30, ge=0, description="labels per class below which a run estimates by k-fold")
+    train_kfold: int = Field(5, ge=2, le=20, description="folds of that estimate (every label trains)")
     train_fine_tune_min_labels: int = Field(200, ge=2, description="below this, only the head is trained")
     train_budget_s: float = Field(
         840.0,
@@ -129,9 +131,7 @@ class Settings(BaseSettings):
     train_learning_rate: float = Field(
         2e-4, gt=0, description="of the encoder fine-tuning (docs/decisions/fine-tuning-recipe.md)"
     )
-    train_promote_margin: float = Field(
-        0.005, ge=0, description="accuracy a new version must add to replace the active one"
-    )
+    train_promote_margin: float = Field(0.005, ge=0, description="accuracy a new version must add to be promoted")
     reindex_page: int = Field(256, ge=1)
     zero_shot_temperature: float = Field(0.05, gt=0)
 

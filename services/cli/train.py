@@ -82,6 +82,8 @@ def summary_line(result: dict[str, Any]) -> str:
     names = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
     figures = [f"{name} {m[k]:.3f}" for k, name in names.items() if isinstance(m.get(k), int | float)]
     held = f" on {m['holdout']} held-out" if m.get("holdout") else ""
+    if m.get("folds"):  # few labels: every label trained, the estimate is k-fold
+        held = f" by {len(m['folds'])}-fold over {m.get('n')} labels, se {m.get('se')}"
     base = m.get("baseline", {}).get("accuracy") if isinstance(m.get("baseline"), dict) else None
     baseline = f"; active before: accuracy {base:.3f}" if isinstance(base, int | float) else ""
     verdict = "promoted" if result["promoted"] else "kept as a candidate (not better than the active one)"

@@ -1,6 +1,7 @@
 """Training runs: snapshot a task's labels, split a holdout, fit a head (and, when there are
 enough labels, fine-tune the kind's encoder with sentence-transformers), evaluate, and promote
-the new version only when it beats the active one on the same holdout.
+the new version only when it beats the active one scored the same way (on the same holdout, or,
+with few labels, by the same k folds of every label: services/training/estimate.py).
 
 A run is a row in training_runs; its result is a row in model_versions (the registry) and a
 folder under SIFT_DATA_DIR/models/<version> with head.npz, meta.json and, when fine-tuned, the
@@ -29,7 +30,7 @@ from services.classify.head import Head
 from services.classify.serving import ActiveModels
 from services.classify.tasks import get_task, label_defs
 from services.config import Settings
-from services.db.models import Event, ModelVersion, TrainingRun
+from services.db.models import Event, Label, ModelVersion, TrainingRun
 from services.embedding.encoder import Encoder
 from services.errors import Conflict, InvalidInput, NotFound
 from services.task_names import REINDEX, Sender
@@ -40,11 +41,11 @@ from services.training.dataset import (
     Example,
     Snapshot,
     few_per_label,
-    split,
     take_snapshot,
     with_label_descriptions,
 )
-from services.training.heads import evaluate, train_head
+from services.training.estimate import estimate_method, holdout_scorer, kfold_scorer, split_for_run
+from services.training.heads import train_head
 from services.training.registry import encoder_path, fail_run, finish_run, get_run, switch_active
 from services.training.reindex import current_encoder, start_job
 from services.training.tuning import Progress, fine_tuned
@@ -207,7 +208,7 @@ class Trainer:
     ) -> Outcome:
         s = self.settings
         _check_trainable(task, snap)
-        train, holdout = split(snap.examples, holdout=s.train_holdout, min_per_label=s.train_min_holdout_per_label)
+        train, holdout, kfold = split_for_run(snap.examples, s)  # few labels: all train, k-fold estimate
         report("split", 1.0)
         version = f"{task}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         out_dir = s.models_dir / version
@@ -215,13 +216,16 @@ class Trainer:
         notes: list[str] = []
         metrics: dict[str, Any] = {"train": len(train), "holdout": len(holdout)}
         t0 = time.monotonic()
-        fitted = self._fit(kind, fine_tune_allowed, train, holdout, descriptions, snap, out_dir, report, deadline)
+        judged = 2 * len(train) if kfold else 2 * len(holdout)  # texts the judgement encodes, both versions
+        fitted = self._fit(task, kind, fine_tune_allowed, train, judged, descriptions, out_dir, report, deadline)
         encoder, head, tuned_path = fitted.encoder, fitted.head, fitted.tuned_path
         metrics.update(fitted.metrics)
         notes += fitted.notes
         metrics["train_seconds"] = round(time.monotonic() - t0, 1)
         report("evaluate", 0.0)
-        promoted = self._judge(task, kind, head, encoder, holdout, metrics, notes)
+        metrics["estimate"] = estimate_method(kfold, s.train_kfold, fine_tuned=tuned_path is not None)
+        score = kfold_scorer(train, s.train_kfold) if kfold else holdout_scorer(holdout)
+        promoted = self._judge(task, kind, head, encoder, score, metrics, notes)
         head.save(out_dir)
         meta = {
             "version": version,
@@ -240,12 +244,12 @@ class Trainer:
 
     def _fit(
         self,
+        task: str,
         kind: str,
         fine_tune_allowed: bool,
         train: list[Example],
-        holdout: list[Example],
+        judged: int,
         descriptions: dict[str, str],
-        snap: Snapshot,
         out_dir: Path,
         report: Progress,
         deadline: float,
@@ -253,10 +257,10 @@ class Trainer:
         """The new version's encoder and head: fine-tuned when the task allows it and has enough
         people's labels, else a head on the serving encoder."""
         s = self.settings
-        unlabeled = self._unlabeled(kind, snap) if few_per_label(train, s.train_pseudo_below) else []
+        unlabeled = self._unlabeled(kind, task) if few_per_label(train, s.train_pseudo_below) else []
         enough_to_fine_tune = len(train) >= s.train_fine_tune_min_labels  # people's labels, not descriptions
         examples = with_label_descriptions(train, descriptions, s)
-        metrics: dict[str, Any] = {"description_examples": len(examples) - len(train)}
+        metrics: dict[str, Any] = {"description_examples": len(examples) - len(train), "unlabeled_pool": len(unlabeled)}
         if fine_tune_allowed and enough_to_fine_tune:
             encoder, head, metrics["fine_tune"] = fine_tuned(
                 examples,
@@ -266,9 +270,10 @@ class Trainer:
                 device=self.device,
                 progress=report,
                 deadline=deadline,
-                after_texts=2 * len(holdout),  # the new version and the active one evaluated
+                after_texts=judged,
             )
             encoder.version = out_dir.name
+            metrics["pseudo_labels_kept"] = metrics["fine_tune"]["pseudo_labeled"]
             return _Fitted(encoder, head, str(out_dir / "encoder"), metrics, [])
         notes = []
         if fine_tune_allowed:
@@ -276,6 +281,7 @@ class Trainer:
         encoder = self.models.for_kind(kind).encoder
         report("head", 0.0)
         head, metrics["head_pseudo_labeled"] = train_head(encoder.encode, examples, unlabeled=unlabeled, settings=s)
+        metrics["pseudo_labels_kept"] = metrics["head_pseudo_labeled"]
         return _Fitted(encoder, head, None, metrics, notes)
 
     def _judge(
@@ -284,18 +290,21 @@ class Trainer:
         kind: str,
         head: Head,
         encoder: Encoder,
-        holdout: list[Example],
+        score: Callable[[Encoder, Head], dict[str, Any]],
         metrics: dict[str, Any],
         notes: list[str],
     ) -> bool:
-        """Score the new version and the serving one on the holdout (into metrics); True if the new one wins."""
-        new = evaluate(head, encoder.encode([e.text for e in holdout]), [e.label for e in holdout])
-        baseline_version, baseline = self._baseline(task, kind, holdout)
+        """Score the new version and the serving one the same way (the holdout, or the same k folds
+        of every label: services/training/estimate.py) into metrics; True if the new one wins."""
+        new = score(encoder, head)
+        baseline_version, baseline = self._baseline(task, kind, score)
         metrics.update(new)
         metrics["baseline"] = {"version": baseline_version, **baseline}
-        # Against an active version the new one must win by the margin; against zero-shot, a
-        # head trained on people's labels is preferred at equal accuracy.
-        margin = self.settings.train_promote_margin if baseline_version is not None else 0.0
+        # Against an active version the new one must win by the margin; at equal accuracy a trained
+        # head beats zero-shot, and under k-fold (whose folds fit their own heads) a head on the
+        # active version's own encoder wins: it learned from the labels in force.
+        same_encoder = "folds" in new and baseline.get("encoder") == encoder.version
+        margin = self.settings.train_promote_margin if baseline_version and not same_encoder else 0.0
         promoted = bool(new["accuracy"] >= baseline["accuracy"] + margin)
         if not promoted:
             against = baseline_version or "zero-shot"
@@ -338,33 +347,40 @@ class Trainer:
             row.status = "rejected"
             return None
 
-    def _unlabeled(self, kind: str, snap: Snapshot) -> list[str]:
-        """Texts of the kind's events that carry no label of this snapshot (up to SIFT_TRAIN_PSEUDO_MAX)."""
-        labeled = {e.text for e in snap.examples}
+    def _unlabeled(self, kind: str, task: str) -> list[str]:
+        """Texts of the kind's events that carry no label of the task (up to SIFT_TRAIN_PSEUDO_MAX): no
+        label row at all, superseded or rejected ones included, by event or by text, whether the
+        event was ingested or made by a label posted with its text."""
+        labeled_ids = select(Label.event_id).where(Label.task == task)
         with self.sessions() as session:
+            labeled = set(session.scalars(select(Label.text).where(Label.task == task)))
             rows = session.scalars(
-                select(Event).where(Event.kind == kind).order_by(Event.id).limit(self.settings.train_pseudo_max * 2)
+                select(Event)
+                .where(Event.kind == kind, Event.id.not_in(labeled_ids))
+                .order_by(Event.id)
+                .limit(self.settings.train_pseudo_max + len(labeled))
             )
             texts = [label_repo.text_of(row) for row in rows]
         return list(dict.fromkeys(t for t in texts if t not in labeled))[: self.settings.train_pseudo_max]
 
-    def _baseline(self, task: str, kind: str, holdout: Sequence[Example]) -> tuple[str | None, dict[str, float]]:
-        """The active version of the task (or its zero-shot head) scored on the new holdout."""
+    def _baseline(
+        self, task: str, kind: str, score: Callable[[Encoder, Head], dict[str, Any]]
+    ) -> tuple[str | None, dict[str, Any]]:
+        """The active version of the task (or its zero-shot head) scored as the new one is."""
         with self.sessions() as session:
             active = session.scalar(
                 select(ModelVersion).where(ModelVersion.task == task, ModelVersion.status == "active")
             )
             active_info = (active.version, active.encoder_version, active.artifact_path) if active else None
-        texts, gold = [e.text for e in holdout], [e.label for e in holdout]
         if active_info is not None:
             version, encoder_version, path = active_info
             encoder = self.models.encoder(encoder_version, encoder_path(path))
-            return version, evaluate(Head.load(Path(path)), encoder.encode(texts), gold)
+            return version, {**score(encoder, Head.load(Path(path))), "encoder": encoder_version}
         serving = self.models.for_kind(kind)
         for name, head, _, _ in serving.heads:
             if name == task:  # zero-shot: a trained head must beat it
-                return None, evaluate(head, serving.encoder.encode(texts), gold)
-        return None, {"accuracy": 0.0, "macro_f1": 0.0, "n": len(gold)}
+                return None, {**score(serving.encoder, head), "encoder": serving.encoder.version}
+        return None, {"accuracy": 0.0, "macro_f1": 0.0, "n": 0}
 
 
 def activate(session: Session, *, version: str, settings: Settings) -> int | None:

@@ -43,12 +43,17 @@ REFUND = [f"I want a refund for the {w} I returned" for w in ("shoes", "phone", 
 
 @pytest.fixture
 def runtime(data_dir: Path, encoder: Encoder) -> Iterator[Runtime]:
-    with open_runtime(
-        settings_for(
-            data_dir, model_reload_s=0.2, train_fine_tune_min_labels=10_000, train_holdout=0.25, reindex_page=4
-        ),
-        encoder,
-    ) as rt:
+    settings = (
+        settings_for(  # with a holdout (train_kfold_below 0): tests/integration/test_training_estimate.py has k-fold
+            data_dir,
+            model_reload_s=0.2,
+            train_fine_tune_min_labels=10_000,
+            train_holdout=0.25,
+            reindex_page=4,
+            train_kfold_below=0,
+        )
+    )
+    with open_runtime(settings, encoder) as rt:
         yield rt
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from services.config import Settings
 from services.training.budget import epochs_for
 from services.training.dataset import Example, split, with_label_descriptions
+from services.training.estimate import folds, kfold_scores, split_for_run
 from services.training.heads import fit_head, neighbour_smoothed
 from services.training.tuning import precision_args
 
@@ -226,3 +227,64 @@ def test_the_timed_batch_is_padded_like_a_typical_one_not_like_the_longest_text(
     assert max(lengths[i] for i in batch) == 10
     assert typical_batch(lengths, 32) == batch  # seeded
     assert sorted(typical_batch([5, 7, 9], 32)) == [0, 1, 2]  # fewer texts than a batch
+
+
+def labeled(per_label: int, labels: int = 4) -> list[Example]:
+    return [Example(f"text {label} {i}", f"l{label}") for label in range(labels) for i in range(per_label)]
+
+
+def test_few_labels_train_on_every_label_and_many_keep_the_holdout() -> None:
+    settings = Settings(train_kfold_below=30, train_holdout=0.2)
+    few = labeled(10)
+    train, holdout, kfold = split_for_run(few, settings)
+    assert kfold and holdout == [] and train == few
+    many = labeled(40)
+    train, holdout, kfold = split_for_run(many, settings)
+    assert not kfold and len(holdout) > 0 and len(train) + len(holdout) == len(many)
+    assert split_for_run(few, Settings(train_kfold_below=0))[2] is False  # 0: always a holdout
+
+
+def test_folds_are_stratified_deterministic_and_order_free() -> None:
+    data = labeled(10)
+    fold_of = folds(data, 5)
+    for label in {e.label for e in data}:
+        counts = np.bincount(fold_of[[i for i, e in enumerate(data) if e.label == label]], minlength=5)
+        assert counts.tolist() == [2, 2, 2, 2, 2]
+    shuffled = data[:]
+    random.Random(3).shuffle(shuffled)
+    again = dict(zip(shuffled, folds(shuffled, 5).tolist(), strict=True))
+    assert again == dict(zip(data, fold_of.tolist(), strict=True))
+
+
+def test_k_fold_scores_every_text_with_a_head_that_never_saw_it() -> None:
+    data = labeled(10)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+
+    def separable(texts: list[str]) -> np.ndarray:
+        return np.stack([centres[int(t.split()[1])] + 0.1 * rng.normal(size=16) for t in texts])
+
+    def noise(texts: list[str]) -> np.ndarray:
+        return rng.normal(size=(len(texts), 16))
+
+    fold_of = folds(data, 5)
+    good, bad = kfold_scores(separable, data, fold_of), kfold_scores(noise, data, fold_of)
+    assert good["n"] == bad["n"] == 40 and len(good["folds"]) == 5
+    assert good["accuracy"] == 1.0 and bad["accuracy"] < 0.6 and bad["se"] > 0
+
+
+def test_k_fold_with_fewer_texts_per_label_than_folds_scores_every_text_once() -> None:
+    data = labeled(2)
+    result = kfold_scores(lambda texts: np.eye(len(texts), 8)[:, :8] + 1.0, data, folds(data, 5))
+    assert result["n"] == 8 and len(result["folds"]) == 2  # folds 2-4 are empty: not scored
+    assert all(0.0 <= a <= 1.0 for a in result["folds"])
+
+
+def test_the_cli_summary_names_the_estimate() -> None:
+    from services.cli.train import summary_line
+
+    base = {"task": "intent", "version": "v2", "promoted": True, "reindex_job": None}
+    kfold = {"accuracy": 0.86, "macro_f1": 0.85, "holdout": 0, "n": 770, "folds": [0.85] * 5, "se": 0.01}
+    assert "by 5-fold over 770 labels, se 0.01" in summary_line({**base, "metrics": kfold})
+    held = {"accuracy": 0.93, "macro_f1": 0.93, "holdout": 2005, "n": 2005}
+    assert "on 2005 held-out" in summary_line({**base, "metrics": held})
