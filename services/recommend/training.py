@@ -33,6 +33,7 @@ from services.recommend import evaluation as ev
 from services.recommend.interactions import ITEM_KINDS, Touch
 from services.recommend.learned import TASK, Blend, Ease, fit_ease
 from services.recommend.scoring import weights_from
+from services.training import lease
 from services.training.registry import fail_run, finish_run, get_run, switch_active, task_has_open_run
 from services.training.runs import Outcome
 from services.training.tuning import Progress
@@ -85,12 +86,19 @@ class RecommendTrainer:
             run = get_run(session, run_id=run_id)
             if run.status in ("succeeded", "failed"):
                 raise Conflict(f"run {run_id} already {run.status}")
-            run.status, run.started_at, run.stage = "running", datetime.now(UTC), "snapshot"
+            if not lease.take(session, run_id=run_id, now=datetime.now(UTC)):
+                # A re-delivered or duplicate message: the run trains elsewhere, under a live lease.
+                log.warning(
+                    "training run %s is running under %s's live lease; not trained again", run_id, run.lease_holder
+                )
+                return Outcome(version="", promoted=False, metrics={}, notes=["running elsewhere"], kind=KIND)
+            run.stage = "snapshot"
             histories, items, kinds = snapshot(session)
             run.label_count = sum(map(len, histories.values()))
         report("snapshot", 1.0)
         try:
-            outcome = self._train(histories, items, kinds, report)
+            with lease.Heartbeat(self.sessions, run_id):
+                outcome = self._train(histories, items, kinds, report)
         except Exception as exc:
             log.exception("training run %s failed", run_id)
             with self.sessions() as session:
