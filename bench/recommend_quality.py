@@ -13,10 +13,12 @@ seed. HR@10 = share of users whose held-out item is in the first 10; nDCG@10 = m
   popularity  items ordered by their number of stored interactions;
   mean-NN     cosine to the plain mean of the user's history vectors (the frozen model);
   hand-set    Sift's blend with the weights of the settings, no learned model served;
-  learned     the learned model's score alone, after a `recommend` training run on the stored
-              interactions (services/recommend/training.py: it fits the model and the blend's
-              weights on the tenant's own validation split and promotes the version);
-  blend       the new blend served after that run, through the same `rank`.
+  learned     the learned model's score alone (EASE + its fitted share of transitions), after a
+              `recommend` training run on the stored interactions (services/recommend/training.py:
+              it fits the model and the blend's weights on the tenant's own validation split and
+              promotes the version);
+  blend       the new blend served after that run, through the same `rank`; its figures are
+              also printed as ratios to the hand-set blend's (the reference).
 Full-catalogue ranking (sampled metrics can mislead: Krichene & Rendle 2020): for --full-users
 users drawn with the seed, the held-out item ranked among every item the user has not stored
 an interaction with (rank is called in chunks of 1000; scores do not depend on the chunk).
@@ -380,11 +382,26 @@ def run(items: dict[str, str], sequences: Sequences, args: argparse.Namespace) -
         for protocol in ("sampled", "full"):
             for name, m in out[protocol].items():
                 print(f"{protocol:7s} {name:14s} HR@10 {m['hr@10']:.4f}  nDCG@10 {m['ndcg@10']:.4f}", flush=True)
+        out["gain_over_hand_set"] = gains(out)
+        for protocol, g in out["gain_over_hand_set"].items():
+            print(f"{protocol:7s} new blend / hand-set: HR@10 x{g['hr@10']:.3f}  nDCG@10 x{g['ndcg@10']:.3f}")
         runtime.close()
     finally:
         reset_runtime()
         shutil.rmtree(data_dir, ignore_errors=True)
     return out
+
+
+def gains(out: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The new blend's figures divided by the hand-set blend's, per protocol (the reference)."""
+    return {
+        protocol: {
+            k: round(out[protocol]["blend"][k] / out[protocol]["hand-set"][k], 4)
+            for k in ("hr@10", "ndcg@10")
+            if out[protocol]["hand-set"][k]
+        }
+        for protocol in ("sampled", "full")
+    }
 
 
 def split(

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.keys import keys_app
-from services.cli.output import console
+from services.cli.output import console, version_cells
 from services.cli.output import fail as _fail
 from services.cli.output import message as _message
 from services.cli.output import print_summary as _print_summary
@@ -318,20 +318,11 @@ def models_list(task: Annotated[str | None, typer.Option()] = None) -> None:
     from services.runtime import get_runtime
     from services.training import registry
 
-    table = Table("version", "task", "status", "accuracy", "macro-F1", "baseline", "labels", "created")
+    table = Table("version", "task", "status", "holdout", "baseline", "trained on", "created")
     with get_runtime().db.session_scope() as session:
         for v in registry.list_versions(session, task=task):
-            m = v.metrics
-            table.add_row(
-                v.version,
-                v.task,
-                v.status,
-                str(m.get("accuracy", "")),
-                str(m.get("macro_f1", "")),
-                str(m.get("baseline", {}).get("accuracy", "")),
-                str(v.snapshot.get("labels", "")),
-                f"{v.created_at:%Y-%m-%d %H:%M}",
-            )
+            quality, baseline, data = version_cells(v.task, v.metrics, v.snapshot)
+            table.add_row(v.version, v.task, v.status, quality, baseline, data, f"{v.created_at:%Y-%m-%d %H:%M}")
     Console().print(table)
 
 

@@ -53,6 +53,24 @@ def human(result: Any) -> str:
     return head + ", ".join(p for p in parts if p)
 
 
+def version_cells(task: str, metrics: dict[str, Any], snapshot: dict[str, Any]) -> tuple[str, str, str]:
+    """(holdout, baseline, trained on) of a model version for `sift models list`: HR@10 and NDCG@10
+    against the serving blend for a recommend version, accuracy and macro-F1 for a classifier's."""
+    base = metrics.get("baseline") or {}
+    if task == "recommend":
+        against = base.get("version") or "hand-set blend"
+        baseline = f"{_ranking(base)} ({against})" if _ranking(base) else ""
+        data = f"{snapshot['interactions']} interactions" if "interactions" in snapshot else ""
+        return _ranking(metrics), baseline, data
+    quality = f"accuracy {metrics['accuracy']} macro-F1 {metrics.get('macro_f1', '')}" if "accuracy" in metrics else ""
+    baseline = f"accuracy {base['accuracy']}" if "accuracy" in base else ""
+    return quality, baseline, f"{snapshot['labels']} labels" if "labels" in snapshot else ""
+
+
+def _ranking(m: dict[str, Any]) -> str:
+    return f"HR@10 {m['hr@10']} NDCG@10 {m['ndcg@10']}" if "hr@10" in m else ""
+
+
 def exit_codes(run: Callable[[], Any]) -> Any:
     """run()'s result; bad input (invalid, not found, no such file) exits 2, a service problem 1."""
     try:

@@ -27,6 +27,7 @@ COMPONENTS = ("learned", "content", "cooccurrence", "popularity")
 # an item nobody has interacted with yet, which a validation split of past interactions cannot value.
 GRID = {
     "learned": (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+    "transition": (0.0, 0.25, 0.5, 1.0, 2.0),  # inside the learned score: learned × (EASE + transition × T)
     "content": (1.0,),
     "cooccurrence": (0.0, 1.0, 3.0, 10.0, 30.0),
     "popularity": (0.0, 0.1, 0.3, 1.0),
@@ -129,7 +130,7 @@ def components(
             pop[index[item]] += 1
     pairs = pair_matrix(split.before, index, window=window)
     out: dict[str, list[np.ndarray]] = {name: [] for name in COMPONENTS[1:]}
-    out.update({f"learned:{name}": [] for name in models})
+    out.update({f"{part}:{name}": [] for name in models for part in ("learned", "transition")})
     now = datetime.now(UTC)
     for user, items in lists.items():
         touches = split.before[user]
@@ -149,8 +150,9 @@ def components(
         for name in COMPONENTS[1:]:
             out[name].append(np.array([getattr(by_id[i], name) for i in items]))
         for name, model in models.items():
-            full = model.user_scores(touches, type_weights=weights.type_weights) if model else None
-            out[f"learned:{name}"].append(model.scores(full, items) if model else np.zeros(len(items)))
+            ease, transition = model.parts(touches, type_weights=weights.type_weights) if model else (None, None)
+            out[f"learned:{name}"].append(model.scores(ease, items) if model else np.zeros(len(items)))
+            out[f"transition:{name}"].append(model.scores(transition, items) if model else np.zeros(len(items)))
     return {name: np.stack(rows) for name, rows in out.items()}
 
 
@@ -166,8 +168,10 @@ def ranking_metrics(scores: np.ndarray, *, seed: int = 0) -> dict[str, float]:
 
 
 def blended(parts: Mapping[str, np.ndarray], weights: Mapping[str, float], learned: str) -> np.ndarray:
-    """The blend's scores: Σ weight · component, the learned component from the named model."""
-    total = weights.get("learned", 0.0) * parts[f"learned:{learned}"]
+    """The blend's scores: Σ weight · component, the learned component (EASE + transition ×
+    transitions) from the named model."""
+    model = parts[f"learned:{learned}"] + weights.get("transition", 0.0) * parts[f"transition:{learned}"]
+    total = weights.get("learned", 0.0) * model
     for name in COMPONENTS[1:]:
         total = total + weights.get(name, 0.0) * parts[name]
     return total
@@ -188,6 +192,7 @@ def fit_blend(parts: Mapping[str, np.ndarray], *, learned: str, base: Blend) -> 
     w = best[1]
     fitted = Blend(
         learned=w["learned"],
+        transition=w["transition"],
         content=w["content"],
         cooccurrence=w["cooccurrence"],
         popularity=w["popularity"],

@@ -31,8 +31,9 @@ from services.errors import Conflict, InvalidInput
 from services.events.accept import point_id_for
 from services.recommend import evaluation as ev
 from services.recommend.interactions import ITEM_KINDS, Touch
-from services.recommend.learned import TASK, Blend, Ease, fit_ease
+from services.recommend.learned import TASK, Blend, Ease, fit_ease, fit_transitions, positive_sequences
 from services.recommend.scoring import weights_from
+from services.training import lease
 from services.training.registry import fail_run, finish_run, get_run, switch_active, task_has_open_run
 from services.training.runs import Outcome
 from services.training.tuning import Progress
@@ -85,12 +86,19 @@ class RecommendTrainer:
             run = get_run(session, run_id=run_id)
             if run.status in ("succeeded", "failed"):
                 raise Conflict(f"run {run_id} already {run.status}")
-            run.status, run.started_at, run.stage = "running", datetime.now(UTC), "snapshot"
+            if not lease.take(session, run_id=run_id, now=datetime.now(UTC)):
+                # A re-delivered or duplicate message: the run trains elsewhere, under a live lease.
+                log.warning(
+                    "training run %s is running under %s's live lease; not trained again", run_id, run.lease_holder
+                )
+                return Outcome(version="", promoted=False, metrics={}, notes=["running elsewhere"], kind=KIND)
+            run.stage = "snapshot"
             histories, items, kinds = snapshot(session)
             run.label_count = sum(map(len, histories.values()))
         report("snapshot", 1.0)
         try:
-            outcome = self._train(histories, items, kinds, report)
+            with lease.Heartbeat(self.sessions, run_id):
+                outcome = self._train(histories, items, kinds, report)
         except Exception as exc:
             log.exception("training run %s failed", run_id)
             with self.sessions() as session:
@@ -122,6 +130,7 @@ class RecommendTrainer:
         base = Blend(learned=1.0, content=0.0, cooccurrence=0.0, popularity=0.0)
         rows = ev.positives_by_user(validation.before, weights.type_weights)
         early = fit_ease(rows, max_items=s.recommend_learned_items, l2=s.recommend_learned_l2, blend=base)
+        early.t = fit_transitions(positive_sequences(validation.before), early.index)
         report("validation", 0.3)
         lists = ev.candidates(validation, items, negatives=negatives, users=s.recommend_train_eval_users, seed=1)
         vectors = self._vectors({t.item_id for h in histories.values() for t in h}, lists, kinds)
@@ -138,6 +147,7 @@ class RecommendTrainer:
         report("train", 0.5)
         rows = ev.positives_by_user(test.before, weights.type_weights)
         model = fit_ease(rows, max_items=s.recommend_learned_items, l2=s.recommend_learned_l2, blend=blend)
+        model.t = fit_transitions(positive_sequences(test.before), model.index)
         train_seconds = time.monotonic() - started
         report("evaluate", 0.7)
         serving = self._serving()
@@ -231,7 +241,7 @@ def judge(
     hand_set = {"content": weights.content, "cooccurrence": weights.cooccurrence, "popularity": weights.popularity}
     scores = {
         "blend": ev.blended(parts, blend.as_dict(), "new"),
-        "learned": parts["learned:new"],
+        "learned": ev.blended(parts, {"learned": 1.0, "transition": blend.transition}, "new"),
         "hand_set_blend": ev.blended(parts, hand_set, "new"),
         "popularity": parts["popularity"],
         "content": parts["content"],

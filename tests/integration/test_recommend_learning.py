@@ -119,6 +119,8 @@ def test_a_run_promotes_only_a_better_blend_and_rolls_back(client: TestClient, r
     assert _recommend_versions(client) == {first["model_version"]: "active"}
     listed = client.get("/v1/models").json()["models"]
     assert any(v["task"] == "recommend" and v["metrics"]["ndcg@10"] == m["ndcg@10"] for v in listed)
+    shown = CliRunner().invoke(cli, ["models", "list", "--task", "recommend"], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0 and f"HR@10 {m['hr@10']} NDCG@10 {m['ndcg@10']}" in shown.output, shown.output
 
     second = _train(client, runtime)  # the same interactions: not better than the serving version
     assert not second["promoted"] and second["metrics"]["baseline"]["version"] == first["model_version"]

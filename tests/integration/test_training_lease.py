@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from services.classify import tasks
-from services.db.models import TrainingRun
+from services.db.models import ModelVersion, TrainingRun
 from services.embedding.encoder import Encoder
+from services.recommend.learned import TASK
 from services.runtime import Runtime
 from services.training import lease, registry
 from tests.conftest import open_runtime, settings_for
@@ -55,6 +57,20 @@ def test_a_message_for_a_run_under_a_live_lease_trains_nothing(runtime: Runtime)
     with runtime.db.session_scope() as s:
         run = s.get(TrainingRun, run_id)
         assert run is not None and run.status == "running" and run.model_version is None
+
+
+def test_a_message_for_a_recommend_run_under_a_live_lease_trains_nothing(runtime: Runtime) -> None:
+    with runtime.db.session_scope() as s:
+        run_id = registry.new_run(s, task=TASK, now=NOW, others=[TASK]).id
+    with runtime.db.session_scope() as s:
+        assert lease.take(s, run_id=run_id, now=datetime.now(UTC))
+    sender = RecordingSender()
+    outcome = runtime.trainer.run(run_id, send=sender)
+    assert outcome.version == "" and outcome.notes == ["running elsewhere"] and sender.sent == []
+    with runtime.db.session_scope() as s:
+        run = s.get(TrainingRun, run_id)
+        assert run is not None and run.status == "running" and run.model_version is None
+        assert s.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.task == TASK)) == 0
 
 
 def test_the_heartbeat_extends_the_lease_while_the_run_trains(runtime: Runtime) -> None:
