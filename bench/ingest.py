@@ -15,6 +15,8 @@
    torch engine on CPU with its default batching and the same thread count as the reference; the
    same texts posted in the same request styles to its OpenAI-compatible /embeddings endpoint; the
    clock runs from the first post to the last response. It stores nothing.
+With --versus SIFT_X=value, each style runs as given (a) and with that setting (b) instead, a
+round of each in turn on fresh servers (an A/B under the same load); prints b / a too.
 Prints sentences/s, events/s and the ratios Sift/raw and Sift/int8-alone (and peer/raw) for each
 style, and a JSON line.
 """
@@ -332,6 +334,30 @@ def _rounds(server: Server, texts: list[str], per_request: int, clients: int, ro
     }
 
 
+def run_versus(
+    texts: list[str], mode: str, per_request: int, clients: int, env: dict[str, str], other: dict[str, str], rounds: int
+) -> dict[str, Any]:
+    """The same style with the server's settings as given (a) and with `other` on top of them (b),
+    alternating a round of each, every round on a fresh server, so both see the same load; the
+    medians, the per-round figures and the median of the per-round ratios b / a."""
+    runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+    for _ in range(rounds):
+        for name, settings in (("a", env), ("b", {**env, **other})):
+            result = run_style(texts, mode, per_request, clients, settings, 1)
+            if result["done"] != len(texts) or result["points"] != len(texts):
+                raise SystemExit(f"{name}: {result['done']} done and {result['points']} points for {len(texts)} events")
+            runs[name].append(result)
+    rates = {name: [r["events_per_s"] for r in results] for name, results in runs.items()}
+    return {
+        "per_request": per_request,
+        "clients": clients,
+        "other": other,
+        "events_per_s": {name: statistics.median(values) for name, values in rates.items()},
+        "rounds": rates,
+        "ratio_b_to_a": statistics.median(b / a for a, b in zip(rates["a"], rates["b"], strict=True)),
+    }
+
+
 class PeerServer:
     """infinity-emb (`infinity_emb v2`) from .venv-infinity, serving the packaged model on a free port."""
 
@@ -461,6 +487,12 @@ def main() -> None:
     parser.add_argument(
         "--peer", choices=["infinity"], default=None, help="also measure infinity-emb on the same texts (`make peer`)"
     )
+    parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        help="SIFT_X=value: run each style with and without it, a round of each in turn, each on a fresh server",
+    )
     args = parser.parse_args()
     if args.peer:
         peer_executable()  # fail before the long runs, not after them
@@ -477,6 +509,9 @@ def main() -> None:
         f"Sift's int8 encoder alone ({window}-text windows): {int8['median']:.1f} sentences/s"
         f" = {int8['median'] / raw['median']:.2f} x raw (median of {args.raw_repeats})"
     )
+    if args.versus:
+        versus(args, texts, styles, env, raw, int8)
+        return
     results = []
     consoles = {"off": [False], "on": [True], "both": [False, True]}[args.console]
     for style, console in ((style, console) for style in styles for console in consoles):
@@ -520,6 +555,34 @@ def main() -> None:
             )
         report["peer"] = {"name": "infinity-emb", "version": version, "engine": "torch", "results": peer_results}
     print(json.dumps(report))
+
+
+def versus(
+    args: argparse.Namespace,
+    texts: list[str],
+    styles: list[int],
+    env: dict[str, str],
+    raw: dict[str, Any],
+    int8: dict[str, Any],
+) -> None:
+    """--versus: each style as given (a) and with the --versus settings (b), rounds alternating."""
+    other = dict(item.split("=", 1) for item in args.versus)
+    results = []
+    for style in styles:
+        clients = args.clients if style == 1 else 2
+        result = run_versus(texts, args.mode, style, clients, env, other, args.rounds)
+        results.append(result)
+        for name in ("a", "b"):
+            rate = result["events_per_s"][name]
+            rounds = ", ".join(f"{r:.1f}" for r in result["rounds"][name])
+            print(
+                f"sift end to end, {style:>3}-event requests ({clients} clients), {name}"
+                f" {'(as given)' if name == 'a' else other}: {rate:.1f} events/s = {rate / raw['median']:.2f} x raw"
+                f" = {rate / int8['median']:.2f} x int8 alone; rounds: {rounds}"
+            )
+        print(f"  b / a, median of the rounds' ratios: {result['ratio_b_to_a']:.3f}")
+    report = {"dataset": str(args.dataset), "n": len(texts), "mode": args.mode, "raw": raw, "int8_alone": int8}
+    print(json.dumps({**report, "versus": results}))
 
 
 if __name__ == "__main__":
