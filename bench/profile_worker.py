@@ -40,6 +40,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         "pooling and normalisation (the model's modules)",
         ("modules/pooling", "modules/normalize", "models/Pooling", "models/Normalize", "normalize ("),
     ),
+    ("waiting for the write thread (the batch before is still being written)", ("_settle",)),
     ("waiting for the tokeniser thread (torch)", ("concurrent/futures/_base.py",)),
     ("vector store (Qdrant Edge upsert)", ("qdrant",)),
     ("SQL (claim, record, links)", ("sqlalchemy", "sqlite3", "psycopg")),
