@@ -3,7 +3,8 @@
     python bench/ingest.py ../shared/data/banking77/train.csv [--limit N] [--mode embedded|redis-pg] [--peer infinity]
 
 1. reference: raw `SentenceTransformer.encode(texts, batch_size=32)` of the same model, in this
-   process before any server starts (median of --raw-repeats runs);
+   process before any server starts (median of --raw-repeats runs); beside it, Sift's own CPU
+   encoder (int8) alone on the same texts in worker-sized windows: the pipeline's ceiling;
 2. Sift: a fresh `sift up` per request style; events posted as 100-event requests and as
    single-event requests (--clients concurrent HTTP clients); the clock stops when every event
    is `done` in SQL; with --rounds N the texts go through the same server N times (new ids), and
@@ -14,7 +15,10 @@
    torch engine on CPU with its default batching and the same thread count as the reference; the
    same texts posted in the same request styles to its OpenAI-compatible /embeddings endpoint; the
    clock runs from the first post to the last response. It stores nothing.
-Prints sentences/s, events/s and the ratio Sift/raw (and peer/raw) for each style, and a JSON line.
+With --versus SIFT_X=value, each style runs as given (a) and with that setting (b) instead, a
+round of each in turn on fresh servers (an A/B under the same load); prints b / a too.
+Prints sentences/s, events/s and the ratios Sift/raw and Sift/int8-alone (and peer/raw) for each
+style, and a JSON line.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from apikey import bearer, saved_key  # noqa: E402
 
+from services.config import Settings  # noqa: E402
+
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/14"
 PEER_VENV = ROOT / ".venv-infinity"  # built by `make peer`: infinity-emb's pins clash with Sift's stack
@@ -79,6 +85,26 @@ def raw_encode(texts: list[str], repeats: int) -> dict[str, float]:
         rates.append(len(texts) / (time.perf_counter() - start))
     del model
     return {"median": statistics.median(rates), "runs": rates}
+
+
+def int8_encode(texts: list[str], repeats: int, window: int) -> dict[str, float]:
+    """The ceiling of Sift's own pipeline: its CPU encoder (int8, one batch per core, as `sift up`
+    loads it) alone on the same texts, in windows of SIFT_BATCH_SIZE texts as a worker encodes them,
+    in this process before any server starts (median of repeats)."""
+    from services.config import packaged_model_path
+    from services.embedding.encoder import Encoder
+
+    with tempfile.TemporaryDirectory(prefix="sift-bench-onnx-") as cache:
+        encoder = Encoder.load(packaged_model_path(), device="cpu", backend="onnx-int8", cache_dir=Path(cache))
+        encoder.encode(texts[:64])
+        rates = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for i in range(0, len(texts), window):
+                encoder.encode(texts[i : i + window])
+            rates.append(len(texts) / (time.perf_counter() - start))
+    del encoder
+    return {"median": statistics.median(rates), "runs": rates, "window": window}
 
 
 def free_port() -> int:
@@ -308,6 +334,30 @@ def _rounds(server: Server, texts: list[str], per_request: int, clients: int, ro
     }
 
 
+def run_versus(
+    texts: list[str], mode: str, per_request: int, clients: int, env: dict[str, str], other: dict[str, str], rounds: int
+) -> dict[str, Any]:
+    """The same style with the server's settings as given (a) and with `other` on top of them (b),
+    alternating a round of each, every round on a fresh server, so both see the same load; the
+    medians, the per-round figures and the median of the per-round ratios b / a."""
+    runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+    for _ in range(rounds):
+        for name, settings in (("a", env), ("b", {**env, **other})):
+            result = run_style(texts, mode, per_request, clients, settings, 1)
+            if result["done"] != len(texts) or result["points"] != len(texts):
+                raise SystemExit(f"{name}: {result['done']} done and {result['points']} points for {len(texts)} events")
+            runs[name].append(result)
+    rates = {name: [r["events_per_s"] for r in results] for name, results in runs.items()}
+    return {
+        "per_request": per_request,
+        "clients": clients,
+        "other": other,
+        "events_per_s": {name: statistics.median(values) for name, values in rates.items()},
+        "rounds": rates,
+        "ratio_b_to_a": statistics.median(b / a for a, b in zip(rates["a"], rates["b"], strict=True)),
+    }
+
+
 class PeerServer:
     """infinity-emb (`infinity_emb v2`) from .venv-infinity, serving the packaged model on a free port."""
 
@@ -437,6 +487,12 @@ def main() -> None:
     parser.add_argument(
         "--peer", choices=["infinity"], default=None, help="also measure infinity-emb on the same texts (`make peer`)"
     )
+    parser.add_argument(
+        "--versus",
+        action="append",
+        default=[],
+        help="SIFT_X=value: run each style with and without it, a round of each in turn, each on a fresh server",
+    )
     args = parser.parse_args()
     if args.peer:
         peer_executable()  # fail before the long runs, not after them
@@ -445,8 +501,17 @@ def main() -> None:
     threads = len(os.sched_getaffinity(0))
     env = dict(item.split("=", 1) for item in args.env)
     raw = raw_encode(texts, args.raw_repeats)
+    window = int(env.get("SIFT_BATCH_SIZE", Settings().batch_size))
+    int8 = int8_encode(texts, args.raw_repeats, window)
     print(f"texts: {len(texts)} from {args.dataset}; mode: {args.mode}; cores: {threads}")
     print(f"raw SentenceTransformer.encode (batch 32): {raw['median']:.1f} sentences/s (median of {args.raw_repeats})")
+    print(
+        f"Sift's int8 encoder alone ({window}-text windows): {int8['median']:.1f} sentences/s"
+        f" = {int8['median'] / raw['median']:.2f} x raw (median of {args.raw_repeats})"
+    )
+    if args.versus:
+        versus(args, texts, styles, env, raw, int8)
+        return
     results = []
     consoles = {"off": [False], "on": [True], "both": [False, True]}[args.console]
     for style, console in ((style, console) for style in styles for console in consoles):
@@ -459,6 +524,7 @@ def main() -> None:
                 f" {result['console']['seconds']:.2f} s = {busy:.2%} of the run's wall time"
             )
         result["ratio_to_raw"] = result["events_per_s"] / raw["median"]
+        result["ratio_to_int8"] = result["events_per_s"] / int8["median"]
         results.append(result)
         rounds = "; ".join(
             f"{r['events_per_s']:.1f}/s, RSS {r['rss_mib']:.0f} MiB (peak {r['peak_rss_mib']:.0f})"
@@ -466,7 +532,7 @@ def main() -> None:
         )
         print(
             f"sift end to end, {style:>3}-event requests ({clients} clients): {result['events_per_s']:.1f} events/s"
-            f" = {result['ratio_to_raw']:.2f} x raw;"
+            f" = {result['ratio_to_raw']:.2f} x raw = {result['ratio_to_int8']:.2f} x int8 alone;"
             f" rows {result['rows']}, done {result['done']}, points {result['points']}; rounds: {rounds}"
         )
     report: dict[str, Any] = {
@@ -474,6 +540,7 @@ def main() -> None:
         "n": len(texts),
         "mode": args.mode,
         "raw": raw,
+        "int8_alone": int8,
         "sift": results,
     }
     if args.peer:
@@ -488,6 +555,34 @@ def main() -> None:
             )
         report["peer"] = {"name": "infinity-emb", "version": version, "engine": "torch", "results": peer_results}
     print(json.dumps(report))
+
+
+def versus(
+    args: argparse.Namespace,
+    texts: list[str],
+    styles: list[int],
+    env: dict[str, str],
+    raw: dict[str, Any],
+    int8: dict[str, Any],
+) -> None:
+    """--versus: each style as given (a) and with the --versus settings (b), rounds alternating."""
+    other = dict(item.split("=", 1) for item in args.versus)
+    results = []
+    for style in styles:
+        clients = args.clients if style == 1 else 2
+        result = run_versus(texts, args.mode, style, clients, env, other, args.rounds)
+        results.append(result)
+        for name in ("a", "b"):
+            rate = result["events_per_s"][name]
+            rounds = ", ".join(f"{r:.1f}" for r in result["rounds"][name])
+            print(
+                f"sift end to end, {style:>3}-event requests ({clients} clients), {name}"
+                f" {'(as given)' if name == 'a' else other}: {rate:.1f} events/s = {rate / raw['median']:.2f} x raw"
+                f" = {rate / int8['median']:.2f} x int8 alone; rounds: {rounds}"
+            )
+        print(f"  b / a, median of the rounds' ratios: {result['ratio_b_to_a']:.3f}")
+    report = {"dataset": str(args.dataset), "n": len(texts), "mode": args.mode, "raw": raw, "int8_alone": int8}
+    print(json.dumps({**report, "versus": results}))
 
 
 if __name__ == "__main__":

@@ -4,13 +4,14 @@ through a backlog, grouped by stage.
     python bench/profile_worker.py ../shared/data/banking77/train.csv [--events 3000] [--seconds 8]
                                    [--mode embedded|redis-pg] [--env SIFT_X=value ...]
 
-A fresh `sift up` (bench/ingest.py's Server) gets --events texts as 100-event requests; once the
-first batch is being processed, `py-spy record --threads --idle` samples the process at 100 Hz for
---seconds. The worker runs in the process's main thread (API and beat are threads beside it);
-its samples are put in the first stage, in the order below, whose pattern a stack contains:
-encoding, pooling and normalisation, the vector store, SQL, the broker. The helper threads'
-samples (the int8 encode threads, the torch path's tokeniser thread) are grouped too: forward
-pass, tokenisation, pooling, idle. Prints a table and a JSON line.
+A fresh `sift up` (bench/ingest.py's Server) gets --events texts in requests of --per-request
+events from --clients clients (100 from 2 unless told); once the first batch is being processed,
+`py-spy record --threads --idle` samples the process at 100 Hz for --seconds. The worker runs in
+the process's main thread (API and beat are threads beside it); its samples are put in the first
+stage, in the order below, whose pattern a stack contains: encoding, pooling and normalisation,
+the vector store, SQL, the broker. The helper threads' samples (the int8 encode threads, the torch
+path's tokeniser thread, the worker's write stage) are grouped too: forward pass, tokenisation,
+pooling, vector store, SQL, idle. Prints a table and a JSON line.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,16 +40,19 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
         "pooling and normalisation (the model's modules)",
         ("modules/pooling", "modules/normalize", "models/Pooling", "models/Normalize", "normalize ("),
     ),
+    ("waiting for the write thread (the batch before is still being written)", ("_settle",)),
     ("waiting for the tokeniser thread (torch)", ("concurrent/futures/_base.py",)),
     ("vector store (Qdrant Edge upsert)", ("qdrant",)),
     ("SQL (claim, record, links)", ("sqlalchemy", "sqlite3", "psycopg")),
     ("broker and waiting for work (Celery, kombu)", ("kombu", "celery/worker/consumer", "billiard")),
 ]
-# What the encode threads (int8) and the tokeniser thread (torch) spend their samples on.
+# What the encode threads (int8), the tokeniser thread (torch) and the write stage spend their samples on.
 HELPER_STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("forward pass (ONNX Runtime)", ("onnxruntime",)),
     ("tokenisation", ("preprocess (", "tokeniz")),
     ("pooling and normalisation", ("modules/pooling", "modules/normalize", "normalize (")),
+    ("vector store (upsert, flush)", ("qdrant",)),
+    ("SQL (record)", ("sqlalchemy", "sqlite3", "psycopg")),
     ("idle", ("_worker (concurrent/futures/thread.py",)),
 ]
 OTHER = "the rest (payloads, heads, task bookkeeping)"
@@ -65,11 +70,14 @@ def main() -> None:
     parser.add_argument("--mode", choices=["embedded", "redis-pg"], default="embedded")
     parser.add_argument("--env", action="append", default=[], help="extra SIFT_X=value for the server")
     parser.add_argument("--top", type=int, default=0, help="also print each stage's N most sampled innermost frames")
+    parser.add_argument("--per-request", type=int, default=100, help="events per request (1: single-event requests)")
+    parser.add_argument("--clients", type=int, default=2, help="concurrent HTTP clients posting them")
     args = parser.parse_args()
     texts = load_texts(args.dataset, args.events)
     server = Server(args.mode, dict(item.split("=", 1) for item in args.env))
     try:
-        post_all(server, texts, 100, 2)
+        poster = threading.Thread(target=post_all, args=(server, texts, args.per_request, args.clients))
+        poster.start()  # still posting while sampled, as single-event requests are
         time.sleep(1.0)  # the first batch is claimed and encoding
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "stacks.txt"
@@ -80,6 +88,7 @@ def main() -> None:
                 check=True, capture_output=True,
             )  # fmt: skip
             lines = out.read_text().splitlines()
+        poster.join()
     finally:
         server.stop()
     threads: dict[str, Counter[str]] = {}
@@ -97,7 +106,7 @@ def main() -> None:
     total = sum(stages.values())
     helpers: dict[str, Counter[str]] = {}
     for thread, samples in threads.items():
-        if "sift-encode" in thread or "sift-tokenize" in thread:
+        if "sift-encode" in thread or "sift-tokenize" in thread or "sift-record" in thread:
             for stack, count in samples.items():
                 name = next((n for n, patterns in HELPER_STAGES if any(p in stack for p in patterns)), "other")
                 helpers.setdefault(thread, Counter())[name] += count

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
 
     batch_size: int = Field(512, ge=1, le=1000)
     batch_wait_ms: int = Field(50, ge=0, le=10_000)
+    batch_drain_s: float = Field(5.0, ge=0, le=300)  # an ingest task drains its backlog this long; 0: one batch
     max_events_per_request: int = Field(1000, ge=1)
     max_text_chars: int = Field(20_000, ge=1)
     max_labels_per_request: int = Field(1000, ge=1)

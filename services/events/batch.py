@@ -1,6 +1,12 @@
 """The batch use case: claim a tenant's events (topping the batch up from its backlog), process
 them, record the outcomes, then hand the done events of each kind to what follows them.
 
+While a backlog lasts (up to SIFT_BATCH_DRAIN_S), one run goes on claiming batches from it, and
+encodes each batch while the one before it is written in a second thread (its points upserted
+and flushed, then its outcomes recorded), so the encoder does not wait for the writes. At most
+one batch is written at a time, in claim order; an event is recorded done only after its point
+is written, and the run returns (so the broker acks its message) only after every write.
+
 What follows a kind is given by the caller (the runtime wires it): a write in the same commit that
 records the events done (news: the entity links, so a lost message cannot lose links) and a task
 sent afterwards through the caller's sender (news: the alerts evaluation). The events are done by
@@ -9,10 +15,12 @@ then, so a sender that finds the broker down only delays that task until the bea
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 import weakref
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +32,7 @@ from services.config import Settings
 from services.db import events as repo
 from services.db.models import Event, as_utc
 from services.errors import BrokerUnavailable, Transient
-from services.events.pipeline import Pipeline
+from services.events.pipeline import Pipeline, Prepared
 from services.task_names import Sender
 
 log = logging.getLogger(__name__)
@@ -47,6 +55,15 @@ def _tell_listeners(done_by_kind: dict[str, list[str]]) -> None:
             continue
         for kind, ids in done_by_kind.items():
             listener(kind, ids)
+
+
+@dataclass(frozen=True)
+class Written:
+    """What the write stage did with a batch: its done event ids by kind, and the counts."""
+
+    done_by_kind: dict[str, list[str]]
+    done: int
+    failed: int
 
 
 @dataclass(frozen=True)
@@ -75,10 +92,49 @@ class BatchProcessor:
         self.follow_ups = follow_ups
 
     def run(self, event_ids: list[str], *, send: Sender) -> dict[str, int]:
-        """Claim, process and record a batch; send what follows its done events. A Transient error
-        (a dependency down) releases the batch and propagates, so the caller retries it."""
+        """Claim, process and record a batch, then further batches from the backlog while it lasts;
+        send what follows their done events. A Transient error (a dependency down) releases the
+        batches not recorded and propagates, so the caller retries."""
+        started = time.monotonic()
+        batch = self._claim(event_ids)
+        if not batch:
+            log.info(
+                "claimed none of %d events (done or taken meanwhile)", len(event_ids), extra={"event_ids": event_ids}
+            )
+            return {"done": 0, "failed": 0}
+        totals = {"done": 0, "failed": 0}
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sift-record") as writer:
+            writing: Future[Written] | None = None
+            try:
+                while batch:
+                    now, encoding = datetime.now(UTC), time.perf_counter()
+                    prepared = self._prepare(batch, now=now)
+                    encoded_s = time.perf_counter() - encoding
+                    previous, writing = writing, None
+                    try:
+                        self._settle(previous, totals, send)
+                    except BaseException:
+                        self._release(prepared.ids)  # encoded, never written
+                        raise
+                    # the write's log lines carry this task's ids: contextvars do not cross threads by themselves
+                    writing = writer.submit(contextvars.copy_context().run, self._write, prepared, now, encoded_s)
+                    drained = time.monotonic() - started >= self.settings.batch_drain_s
+                    batch = [] if drained else self._claim([])
+            finally:  # whatever happened, the write in flight ends before the run does
+                self._settle(writing, totals, send)
+        return totals
+
+    def _prepare(self, batch: list[Event], *, now: datetime) -> Prepared:
+        """The encode stage; a Transient error releases the batch."""
+        try:
+            return self.pipeline.prepare(batch, now=now)
+        except Transient:
+            self._release([e.id for e in batch])
+            raise
+
+    def _claim(self, event_ids: list[str]) -> list[Event]:
+        """The events of event_ids that wait, topped up from the backlog to a batch."""
         s = self.settings
-        started = time.perf_counter()
         with self.sessions() as session:
             batch = repo.claim(
                 session,
@@ -88,26 +144,33 @@ class BatchProcessor:
                 limit=s.batch_size,
                 max_attempts=s.max_attempts,
             )
-        if not batch:
-            log.info(
-                "claimed none of %d events (done or taken meanwhile)", len(event_ids), extra={"event_ids": event_ids}
-            )
-            return {"done": 0, "failed": 0}
-        log.info("claimed %d events", len(batch), extra={"event_ids": [e.id for e in batch]})
-        claimed = time.perf_counter()
-        now = datetime.now(UTC)
+        if batch:
+            log.info("claimed %d events", len(batch), extra={"event_ids": [e.id for e in batch]})
+        return batch
+
+    def _write(self, prepared: Prepared, now: datetime, encoded_s: float) -> Written:
+        """The write stage: upsert the batch's points, then record its outcomes (and its follow-up
+        records) in one commit and tell the listeners. A Transient error releases the batch."""
+        writing = time.perf_counter()
         try:
-            outcomes = self.pipeline.process(batch, now=now)
+            outcomes = self.pipeline.write(prepared)
+            done_by_kind = self._record(prepared.events, outcomes, now=now)
         except Transient:
-            self._release([e.id for e in batch])
+            self._release(prepared.ids)
             raise
-        processed = time.perf_counter()
-        done_by_kind = self._record(batch, outcomes, now=now)
         _tell_listeners(done_by_kind)
-        self._notify(done_by_kind, send)
-        _log_recorded(outcomes, started, claimed, processed)
+        _log_recorded(outcomes, encoded_s, writing)
         done = sum(o.ok for o in outcomes)
-        return {"done": done, "failed": len(outcomes) - done}
+        return Written(done_by_kind, done, len(outcomes) - done)
+
+    def _settle(self, writing: Future[Written] | None, totals: dict[str, int], send: Sender) -> None:
+        """Wait for the write in flight (re-raising its error), then send what follows its done events."""
+        if writing is None:
+            return
+        written = writing.result()
+        totals["done"] += written.done
+        totals["failed"] += written.failed
+        self._notify(written.done_by_kind, send)
 
     def _record(self, batch: list[Event], outcomes: list[repo.Outcome], *, now: datetime) -> dict[str, list[str]]:
         """Write the outcomes and the kinds' follow-up records in one commit; drop the points of
@@ -147,14 +210,13 @@ class BatchProcessor:
             log.warning("could not release %d events; the sweep will re-send them", len(ids))
 
 
-def _log_recorded(outcomes: list[repo.Outcome], started: float, claimed: float, processed: float) -> None:
+def _log_recorded(outcomes: list[repo.Outcome], encoded_s: float, writing: float) -> None:
     failed = [o.event_id for o in outcomes if not o.ok]
     log.info(
-        "recorded %d events, %d failed: claim %.0f ms, encode+upsert %.0f ms, record %.0f ms",
+        "recorded %d events, %d failed: encode %.0f ms, upsert+record %.0f ms",
         len(outcomes),
         len(failed),
-        1000 * (claimed - started),
-        1000 * (processed - claimed),
-        1000 * (time.perf_counter() - processed),
+        1000 * encoded_s,
+        1000 * (time.perf_counter() - writing),
         extra={"event_ids": [o.event_id for o in outcomes if o.ok], "failed_ids": failed},
     )

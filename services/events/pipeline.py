@@ -1,6 +1,7 @@
 """Process a batch of events end to end: encode once per kind with the kind's served encoder,
 classify with every task's head on the same vectors, run the kind's steps, upsert one call per
-collection, and report an outcome per event.
+collection, and report an outcome per event. `prepare` does everything but the upserts and
+`write` does those, so a caller may encode the next batch while the previous one is written.
 
 A failure of one event (a poison event) fails that event only; a Transient error (database or
 vector store down) propagates so the task retries the whole batch, which is safe because every
@@ -39,6 +40,30 @@ def text_to_embed(event: Event) -> str:
     return f"{event.title}. {event.text}" if event.title else event.text
 
 
+@dataclass(frozen=True)
+class ToWrite:
+    """An event's point and the outcome it gets once the point is written."""
+
+    event: Event
+    point: VectorPoint
+    outcome: Outcome
+
+
+@dataclass
+class Prepared:
+    """A batch encoded and classified, its points not yet written: the outcomes so far (the events
+    that failed to encode or in a step) and the points to write, by collection."""
+
+    events: list[Event]
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    points: dict[str, list[ToWrite]] = field(default_factory=dict)
+
+    @property
+    def ids(self) -> list[str]:
+        """The batch's event ids, in order."""
+        return [event.id for event in self.events]
+
+
 @dataclass
 class Pipeline:
     """The per-process pipeline: the served models, one vector store, the steps for each kind."""
@@ -49,14 +74,26 @@ class Pipeline:
 
     def process(self, events: Sequence[Event], *, now: datetime) -> list[Outcome]:
         """Outcomes for events, in order; raises Transient when a dependency is down."""
+        return self.write(self.prepare(events, now=now))
+
+    def prepare(self, events: Sequence[Event], *, now: datetime) -> Prepared:
+        """Encode, classify and run the steps; no write yet. Raises Transient when a dependency is down."""
         metrics.BATCH_SIZE.observe(len(events))
-        outcomes: dict[str, Outcome] = {}
+        prepared = Prepared(list(events))
         by_kind: dict[str, list[Event]] = defaultdict(list)
         for event in events:
             by_kind[event.kind].append(event)
         for kind, group in by_kind.items():
-            self._process_kind(self.models.for_kind(kind), group, outcomes, now=now)
-        return [outcomes[event.id] for event in events]
+            self._process_kind(self.models.for_kind(kind), group, prepared, now=now)
+        return prepared
+
+    def write(self, prepared: Prepared) -> list[Outcome]:
+        """Upsert a prepared batch's points (one call per collection; flushed when it returns) and
+        return its outcomes in order: an event is ok only once its point is written."""
+        for collection, points in prepared.points.items():
+            if points:
+                self._upsert(collection, points, prepared.outcomes)
+        return [prepared.outcomes[event.id] for event in prepared.events]
 
     def drop_points(self, events: Sequence[Event]) -> None:
         """Delete the points of events whose rows were deleted while they were being processed."""
@@ -66,9 +103,8 @@ class Pipeline:
         for collection, point_ids in by_collection.items():
             self.store.delete(collection, point_ids)
 
-    def _process_kind(
-        self, model: KindModel, events: Sequence[Event], outcomes: dict[str, Outcome], *, now: datetime
-    ) -> None:
+    def _process_kind(self, model: KindModel, events: Sequence[Event], prepared: Prepared, *, now: datetime) -> None:
+        outcomes = prepared.outcomes
         vectors = self._encode(model.encoder, events, outcomes)
         encoded = [event for event in events if event.id in vectors]
         if not encoded:
@@ -76,16 +112,14 @@ class Pipeline:
         matrix = np.stack([vectors[event.id] for event in encoded])
         predictions = model.predict(matrix)
         self._run_steps(model, encoded, matrix, predictions, outcomes)
-        points: list[tuple[Event, VectorPoint]] = []
+        points = prepared.points.setdefault(model.collection, [])
         version = model.encoder.version
         for event, predicted in zip(encoded, predictions, strict=True):
             if event.id in outcomes:  # failed in a step
                 continue
-            outcomes[event.id] = Outcome(event.id, True, predicted, version, event.content_hash)
             payload = event_payload(event, predicted, now=now, encoder_version=version)
-            points.append((event, VectorPoint(event.point_id, vectors[event.id].tolist(), payload)))
-        if points:
-            self._upsert(model.collection, points, outcomes)
+            point = VectorPoint(event.point_id, vectors[event.id].tolist(), payload)
+            points.append(ToWrite(event, point, Outcome(event.id, True, predicted, version, event.content_hash)))
 
     def _encode(self, encoder: Encoder, events: Sequence[Event], outcomes: dict[str, Outcome]) -> dict[str, np.ndarray]:
         texts = [text_to_embed(event) for event in events]
@@ -133,25 +167,27 @@ class Pipeline:
                 except Exception as exc:  # a poison event must not block its batch
                     outcomes[event.id] = _failed(event, "step", exc)
 
-    def _upsert(
-        self, collection: str, pairs: Sequence[tuple[Event, VectorPoint]], outcomes: dict[str, Outcome]
-    ) -> None:
+    def _upsert(self, collection: str, points: Sequence[ToWrite], outcomes: dict[str, Outcome]) -> None:
+        """Write the points; each event's outcome is ok once its point is written, failed when its
+        point alone cannot be (a poison point must not block its batch)."""
         try:
-            self.store.upsert(collection, [point for _, point in pairs])
-            _log_upserted(collection, [event.id for event, _ in pairs])
+            self.store.upsert(collection, [p.point for p in points])
+            outcomes.update((p.event.id, p.outcome) for p in points)
+            _log_upserted(collection, [p.event.id for p in points])
             return
         except Transient:
             raise
         except Exception:
             log.exception("batch upsert to %s failed; upserting points one by one", collection)
-        for event, point in pairs:
+        for p in points:
             try:
-                self.store.upsert(collection, [point])
+                self.store.upsert(collection, [p.point])
+                outcomes[p.event.id] = p.outcome
             except Transient:
                 raise
             except Exception as exc:
-                outcomes[event.id] = _failed(event, "upsert", exc)
-        _log_upserted(collection, [event.id for event, _ in pairs if event.id not in outcomes])
+                outcomes[p.event.id] = _failed(p.event, "upsert", exc)
+        _log_upserted(collection, [p.event.id for p in points if outcomes[p.event.id].ok])
 
 
 def event_payload(
