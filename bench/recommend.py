@@ -77,6 +77,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import request_profile  # noqa: E402
 from apikey import bearer, saved_key  # noqa: E402  (bench/ is not a package)
 
 from services.config import Settings  # noqa: E402
@@ -864,6 +865,7 @@ def over_socket(
     similar_ids: Sequence[str],
     checks: Checks,
     log: Path,
+    profile: bool = False,
 ) -> dict[str, Any]:
     import httpx
 
@@ -885,7 +887,7 @@ def over_socket(
                     bad = [(r, s, b) for r, s, b in answers if s != 200]
                     if bad:
                         print(f"# warm-up: {len(bad)} non-200 answers, first: {bad[0]}", flush=True)
-                with phase("socket_feed_seq"):
+                with phase("socket_feed_seq"), profiled(proc.pid, "feed_seq", out, profile):
                     t0 = time.perf_counter()
                     seconds, _ = timed_feeds(http, requests, checks)
                     wall = time.perf_counter() - t0
@@ -894,7 +896,7 @@ def over_socket(
                 for bucket in ("history", "filtered", "cold"):
                     if bucket in out["feed_seq"]:
                         show(f"  {bucket}", out["feed_seq"][bucket])
-            with phase("socket_feed_conc8"):
+            with phase("socket_feed_conc8"), profiled(proc.pid, "feed_conc8", out, profile):
                 out["feed_conc8"] = concurrent_feeds(base_url, key, requests, checks)
             show(f"feed over socket, {CLIENTS} clients", out["feed_conc8"]["all"])
             with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
@@ -905,7 +907,7 @@ def over_socket(
                         expect=RANK_ITEMS,
                     )
                 show(f"rank {RANK_ITEMS} items, 1 at a time", out["rank_100"])
-                with phase("socket_similar"):
+                with phase("socket_similar"), profiled(proc.pid, "similar", out, profile):
                     out["similar"] = timed_calls(
                         lambda item: http.get(f"/v1/items/{item}/similar", params={"limit": 10}),
                         similar_ids,
@@ -913,6 +915,10 @@ def over_socket(
                         exclude=lambda item, body: item in {x["item_id"] for x in body["items"]},
                     )
                 show("similar items, 1 at a time", out["similar"])
+            cpu = out["server_cpu_s"]
+            n = {"feed_seq": len(requests), "feed_conc8": len(requests), "similar": len(similar_ids) + 5}
+            out["server_cpu_ms_per_request"] = {k: round(1000 * cpu[k] / n[k], 2) for k in n}
+            print(f"# sift up CPU per request (ms, all its threads): {out['server_cpu_ms_per_request']}", flush=True)
         finally:
             out["stop"] = stop(proc)
     text = log.read_text(errors="replace") if log.exists() else ""
@@ -923,6 +929,21 @@ def over_socket(
     if out["stop"]["returncode"] not in (0, 1) or out["log_tracebacks"] or out["log_errors"]:
         print(f"# sift up log tail:\n{tail(log)}", flush=True)
     return out
+
+
+@contextmanager
+def profiled(pid: int, name: str, out: dict[str, Any], on: bool) -> Iterator[None]:
+    """The CPU seconds `sift up` spent while the block ran (out["server_cpu_s"][name]: its CPU per
+    request is what the 2 cores can serve), and py-spy on it (--profile; out["profile"][name])."""
+    sampler = request_profile.Sampler(pid) if on else None
+    cpu = request_profile.cpu_seconds(pid)
+    try:
+        yield
+    finally:
+        out.setdefault("server_cpu_s", {})[name] = round(request_profile.cpu_seconds(pid) - cpu, 2)
+        if sampler is not None:
+            out.setdefault("profile", {})[name] = summary = sampler.stop()
+            request_profile.show(name, summary)
 
 
 def timed_calls(
@@ -973,6 +994,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build in this (empty or new) dir and keep it")
     parser.add_argument("--learned", action="store_true", help="then train a recommend model and measure again")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true", help="py-spy on `sift up` per socket phase (by layer)")
     args = parser.parse_args()
     if args.items < len(CATEGORIES) or args.users < 1 or args.history < 1 or args.requests < 10:
         parser.error(f"need --items >= {len(CATEGORIES)}, --users >= 1, --history >= 1, --requests >= 10")
@@ -1057,7 +1079,9 @@ def main() -> None:
                 cache_save(args.cache, key, data_dir, {"built_at": now.isoformat(), "build": results["build"]})
 
         checks = Checks(cat, us)
-        results["socket"] = over_socket(data_dir, requests, warm, rank_jobs, similar_ids, checks, log)
+        results["socket"] = over_socket(
+            data_dir, requests, warm, rank_jobs, similar_ids, checks, log, profile=args.profile
+        )
         results["checks"] = checks.summary()
         print(f"# checks on every feed answer over the socket: {json.dumps(results['checks'])}", flush=True)
     finally:

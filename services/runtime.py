@@ -214,7 +214,11 @@ class Runtime:
         return self._once(
             "recommender",
             lambda: Recommender(
-                settings=self.settings, store=self.store, models=self.models, sessions=self.db.session_scope
+                settings=self.settings,
+                store=self.store,
+                models=self.models,
+                sessions=self.db.session_scope,
+                reads=self.db.read_scope,
             ),
         )
 
