@@ -857,6 +857,96 @@ def concurrent_feeds(base_url: str, key: str, requests: Sequence[FeedRequest], c
     return out
 
 
+@dataclass
+class ScaleExtras:
+    """What bench/scale.py adds to a run (--scale): similar items from 8 clients, the resident
+    memory and disk of `sift up` with this catalogue, and the ingest rate with it stored: new
+    product events (templated like the catalogue, other ids) as 100-event requests from 2
+    clients, timed until every one is done in SQL."""
+
+    events: list[Any]
+
+    def measure(self, base_url: str, key: str, pid: int, data_dir: Path, similar_ids: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"similar_conc8": concurrent_similar(base_url, key, similar_ids)}
+        show(f"similar items, {CLIENTS} clients", out["similar_conc8"])
+        status = Path(f"/proc/{pid}/status").read_text()
+        mem = {
+            line.split(":")[0]: int(line.split()[1]) // 1024
+            for line in status.splitlines()
+            if line[:6] in ("VmRSS:", "VmHWM:")
+        }
+        out["rss_mib"], out["peak_rss_mib"] = mem.get("VmRSS"), mem.get("VmHWM")
+        out["disk_mib"] = round(sum(f.stat().st_blocks * 512 for f in data_dir.rglob("*") if f.is_file()) / 2**20, 1)
+        print(
+            f"# sift up RSS {out['rss_mib']} MiB (peak {out['peak_rss_mib']}), data dir {out['disk_mib']} MiB",
+            flush=True,
+        )
+        with phase("socket_ingest"):
+            out["ingest"] = ingest_rate(base_url, key, data_dir, self.events)
+        print(f"# ingest with the catalogue stored: {json.dumps(out['ingest'])}", flush=True)
+        return out
+
+
+def concurrent_similar(base_url: str, key: str, item_ids: Sequence[str]) -> dict[str, Any]:
+    """GET /v1/items/{id}/similar from CLIENTS threads, each with its own client and every CLIENTS-th id."""
+    import httpx
+
+    seconds: list[list[float]] = [[] for _ in range(CLIENTS)]
+    problems: list[str] = []
+
+    def client(k: int) -> None:
+        with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
+            for item in item_ids[k::CLIENTS]:
+                started = time.perf_counter()
+                response = http.get(f"/v1/items/{item}/similar", params={"limit": 10})
+                seconds[k].append(time.perf_counter() - started)
+                if response.status_code != 200 or len(response.json()["items"]) < 10:
+                    problems.append(f"{item}: {response.status_code}")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out: dict[str, Any] = percentiles([x for s in seconds for x in s], time.perf_counter() - started)
+    out["problems"] = len(problems)
+    return out
+
+
+def ingest_rate(base_url: str, key: str, data_dir: Path, events: Sequence[Any]) -> dict[str, Any]:
+    """events as 100-event POST /v1/events from 2 clients; events/s until all are done in SQL."""
+    import sqlite3
+
+    import httpx
+
+    bodies = [{"events": [e.model_dump(mode="json") for e in events[i : i + 100]]} for i in range(0, len(events), 100)]
+    ids = [e.id for e in events]
+    started = time.perf_counter()
+
+    def post(k: int) -> None:
+        with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
+            for body in bodies[k::2]:
+                http.post("/v1/events", json=body).raise_for_status()
+
+    threads = [threading.Thread(target=post, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    db = sqlite3.connect(f"file:{data_dir / 'sift.db'}?mode=ro", uri=True)
+    marks = ",".join("?" * len(ids))
+    done = 0
+    while time.perf_counter() - started < 1800:
+        done = db.execute(f"SELECT count(*) FROM events WHERE status = 'done' AND id IN ({marks})", ids).fetchone()[0]
+        if done == len(ids):
+            break
+        time.sleep(0.2)
+    seconds = time.perf_counter() - started
+    db.close()
+    return {"events": len(ids), "done": done, "seconds": round(seconds, 1), "events_per_s": round(done / seconds, 1)}
+
+
 def over_socket(
     data_dir: Path,
     requests: Sequence[FeedRequest],
@@ -866,6 +956,7 @@ def over_socket(
     checks: Checks,
     log: Path,
     profile: bool = False,
+    scale: ScaleExtras | None = None,
 ) -> dict[str, Any]:
     import httpx
 
@@ -915,6 +1006,8 @@ def over_socket(
                         exclude=lambda item, body: item in {x["item_id"] for x in body["items"]},
                     )
                 show("similar items, 1 at a time", out["similar"])
+            if scale is not None:
+                out["scale"] = scale.measure(base_url, key, proc.pid, data_dir, similar_ids)
             cpu = out["server_cpu_s"]
             n = {"feed_seq": len(requests), "feed_conc8": len(requests), "similar": len(similar_ids) + 5}
             out["server_cpu_ms_per_request"] = {k: round(1000 * cpu[k] / n[k], 2) for k in n}
@@ -995,6 +1088,9 @@ def main() -> None:
     parser.add_argument("--learned", action="store_true", help="then train a recommend model and measure again")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="py-spy on `sift up` per socket phase (by layer)")
+    parser.add_argument(
+        "--scale", type=int, default=0, metavar="N", help="also bench/scale.py's figures, ingesting N new events"
+    )
     args = parser.parse_args()
     if args.items < len(CATEGORIES) or args.users < 1 or args.history < 1 or args.requests < 10:
         parser.error(f"need --items >= {len(CATEGORIES)}, --users >= 1, --history >= 1, --requests >= 10")
@@ -1079,8 +1175,12 @@ def main() -> None:
                 cache_save(args.cache, key, data_dir, {"built_at": now.isoformat(), "build": results["build"]})
 
         checks = Checks(cat, us)
+        extras = None
+        if args.scale:
+            fresh = catalogue(max(args.scale, len(CATEGORIES)), np.random.default_rng([args.seed, 7])).events
+            extras = ScaleExtras([e.model_copy(update={"id": f"new-{i}"}) for i, e in enumerate(fresh[: args.scale])])
         results["socket"] = over_socket(
-            data_dir, requests, warm, rank_jobs, similar_ids, checks, log, profile=args.profile
+            data_dir, requests, warm, rank_jobs, similar_ids, checks, log, profile=args.profile, scale=extras
         )
         results["checks"] = checks.summary()
         print(f"# checks on every feed answer over the socket: {json.dumps(results['checks'])}", flush=True)
