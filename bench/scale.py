@@ -1,7 +1,7 @@
 """The cost curve: how feed, similar-items and ingest costs, memory and disk grow with the catalogue.
 
     python bench/scale.py --sizes 10000,100000 [--users 2000] [--requests 300] [--ingest 1000]
-                          --cache DIR [--out docs/scale.png] [--json FILE]
+                          --cache DIR [--out docs/scale.png] [--json FILE] [--replot FILE]
 
 One run of bench/recommend.py per size, with --scale (each in its own process, one after the
 other): the same templated catalogue and users as that bench (2,000 users with 15-45 interactions),
@@ -114,9 +114,10 @@ def plot(points: list[dict[str, Any]], out: Path) -> None:
 
     items = [p["items"] for p in points]
     fig, (lat, mem) = plt.subplots(1, 2, figsize=(11, 4))
-    for name, key in ROWS:
+    for (name, key), colour in zip(ROWS, ("C0", "C1", "C2", "C3"), strict=True):
         for pct, style in (("p50_ms", "-o"), ("p99_ms", "--o")):
-            lat.plot(items, [p["latency"][key][pct] for p in points], style, label=f"{name} {pct[:3]}")
+            values = [p["latency"][key][pct] for p in points]
+            lat.plot(items, values, style, color=colour, label=f"{name} {pct[:3]}")
     lat.set(xscale="log", yscale="log", xlabel="items", ylabel="ms", title="latency over a socket (embedded sift up)")
     lat.legend(fontsize=6)
     mem.plot(items, [p["rss_mib"] for p in points], "-o", label="RSS MiB")
@@ -134,16 +135,19 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--requests", type=int, default=300, help="feed requests per latency line")
     parser.add_argument("--ingest", type=int, default=1000, help="new events ingested with the catalogue stored")
-    parser.add_argument("--cache", type=Path, required=True, help="the built data dirs (real embeddings), per size")
+    parser.add_argument("--cache", type=Path, help="the built data dirs (real embeddings), per size")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "scale.png")
     parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--replot", type=Path, help="no run: the table and curves of a --json file")
     args = parser.parse_args()
-    sizes = sorted(int(s) for s in args.sizes.split(","))
-    points = [figures(run_size(n, args)) for n in sizes]
+    if args.replot is not None:
+        points = json.loads(args.replot.read_text())
+    else:
+        points = [figures(run_size(int(n), args)) for n in sorted(int(s) for s in args.sizes.split(","))]
     print(table(points), flush=True)
     plot(points, args.out)
     print(f"# curves: {args.out}", flush=True)
-    if args.json:
+    if args.json and args.replot is None:
         args.json.write_text(json.dumps(points, indent=1))
     print(json.dumps({"bench": "scale", "points": points}))
 
