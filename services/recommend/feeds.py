@@ -49,6 +49,10 @@ _RECOMMEND_EXAMPLES = 10  # examples per side in the vector query: the best-weig
 log = logging.getLogger(__name__)
 _MAX_RANK_ITEMS = 1000
 _EXTRA_PER_SOURCE = 30  # neighbours, trending and newest items a warm feed adds to the vector query's
+# Feeds and ranks compute one at a time in a process (their reads still take no writer's turn): side by
+# side, threads trade the GIL between short SQLite and Qdrant calls; 8 clients' feeds at 100,000 items
+# cost a median 20.5 ms CPU each against 17.2 ms one at a time, 48 feeds/s against 55, p99 487 ms against 240.
+_COMPUTING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class Recommender:
         """The user's feed: unseen items under the filters, scored, diversified, best first."""
         if kind is not None and kind not in interactions.ITEM_KINDS:
             raise InvalidInput(f"kind must be one of {', '.join(interactions.ITEM_KINDS)}, not {kind!r}")
-        with self.reads() as session:  # one read transaction for the history, the pairs and popularity
+        with _COMPUTING, self.reads() as session:  # one read transaction for the history, pairs, popularity
             profile, touches = self._profile(session, user_id)
             model, weights, x = self._learned(touches)
             kind = kind or profile.latest_kind or "product"
@@ -126,7 +130,7 @@ class Recommender:
             raise InvalidInput("item_ids must hold at least one item id")
         if len(unique) > _MAX_RANK_ITEMS:
             raise InvalidInput(f"{len(unique)} items to rank; send at most {_MAX_RANK_ITEMS}")
-        with self.reads() as session:
+        with _COMPUTING, self.reads() as session:
             kinds = interactions.item_kinds(session, ids=unique)
             profile, touches = self._profile(session, user_id)
             learned = self._learned(touches)
