@@ -1,6 +1,7 @@
 """Answer matching: Sift's matcher on Banking77 as an FAQ base, against plain nearest-neighbour, in one run.
 
-    python bench/match.py ../shared/data/banking77/train.csv [--skip-fine-tune] [--latency-queries 300] [--socket-only]
+    python bench/match.py ../shared/data/banking77/train.csv [--skip-fine-tune] [--latency-queries 300]
+                          [--socket-only] [--profile]
 
 The file is split with Sift's own deterministic stratified split (services.training.dataset.split, 20%
 holdout, the one a training run makes). Each intent is an FAQ entry: id = the intent, question =
@@ -21,7 +22,8 @@ ways; "precision" is the share of answered queries whose first answer is right, 
 share not answered, each the mean of the two directions.
 Latency: p50/p99 ms of one single-text match at a time (query embedding included), in process
 (Matcher.match_texts), through the ASGI app (POST /v1/match via TestClient), and over a real
-socket to a `sift up` process (10,000 points only; --socket-only runs just that line), for a base of 1 point and
+socket to a `sift up` process (10,000 points only; --socket-only runs just that line; --profile samples
+that process with py-spy during it, bench/request_profile.py), for a base of 1 point and
 for a base of 10,000 points: every csv row as a paraphrase of its intent (9,999 distinct texts),
 topped up with "<text> please" variants of the first rows (the exact count is printed).
 Prints each figure as it is measured, then one JSON line with all of them and each phase's wall time.
@@ -51,6 +53,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import request_profile  # noqa: E402
 from apikey import bearer, runtime_key, saved_key  # noqa: E402  (bench/ is not a package)
 
 from services.config import Settings  # noqa: E402
@@ -326,7 +329,7 @@ def latency(encoder: Encoder, faqs: Sequence[faq.FaqIn], texts: Sequence[str]) -
     return {"points": points, "queries": len(texts), "in_process": in_process, "http": http}
 
 
-def socket_latency(faqs: Sequence[faq.FaqIn], texts: Sequence[str]) -> dict[str, Any]:
+def socket_latency(faqs: Sequence[faq.FaqIn], texts: Sequence[str], *, profile: bool = False) -> dict[str, Any]:
     """p50/p99 of `POST /v1/match` over a real socket to a `sift up` process (embedded mode: SQLite,
     Qdrant Edge, on-disk broker) holding `faqs`, one request at a time."""
     import signal
@@ -354,7 +357,13 @@ def socket_latency(faqs: Sequence[faq.FaqIn], texts: Sequence[str]) -> dict[str,
             def post(text: str) -> None:
                 http.post("/v1/match", json={"text": text, "top_k": 3}).raise_for_status()
 
+            for text in texts[:WARM_UP]:  # the first match derives the base's threshold: not in the profile
+                post(text)
+            sampler = request_profile.Sampler(proc.pid) if profile else None
             figures = timed(post, texts)
+            if sampler is not None:
+                figures["profile"] = sampler.stop()
+                request_profile.show("match", figures["profile"])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -421,7 +430,12 @@ def matching_phases(
 
 
 def latency_phases(
-    encoder: Encoder, examples: list[dataset.Example], holdout: list[dataset.Example], n: int, socket_only: bool
+    encoder: Encoder,
+    examples: list[dataset.Example],
+    holdout: list[dataset.Example],
+    n: int,
+    socket_only: bool,
+    profile: bool = False,
 ) -> dict[str, Any]:
     """Latency against a base of 1 point and against every csv row as a paraphrase."""
     step = max(1, len(holdout) // max(1, n))
@@ -435,7 +449,7 @@ def latency_phases(
                 out[name] = latency(encoder, base, queries)
             show_latency(title, out[name])
     with phase("latency_10k_socket"):
-        out["latency_10k_socket"] = socket_latency(ten_k, queries)
+        out["latency_10k_socket"] = socket_latency(ten_k, queries, profile=profile)
     show_latency("10,000 points", out["latency_10k_socket"])
     return out
 
@@ -446,6 +460,7 @@ def main() -> None:
     parser.add_argument("--skip-fine-tune", action="store_true", help="train the intent head only (fast)")
     parser.add_argument("--latency-queries", type=int, default=300, help="holdout texts timed per latency line")
     parser.add_argument("--socket-only", action="store_true", help="only the latency against a real `sift up`")
+    parser.add_argument("--profile", action="store_true", help="py-spy on `sift up` during the socket line")
     args = parser.parse_args()
     set_threads(2)
     started, s = time.perf_counter(), Settings()
@@ -460,7 +475,7 @@ def main() -> None:
         flush=True,
     )
     results = {} if args.socket_only else matching_phases(encoder, train, holdout, args.skip_fine_tune)
-    results.update(latency_phases(encoder, examples, holdout, args.latency_queries, args.socket_only))
+    results.update(latency_phases(encoder, examples, holdout, args.latency_queries, args.socket_only, args.profile))
     PHASES["total"] = round(time.perf_counter() - started, 1)
     knobs = {"candidates": s.match_candidates, "temperature": s.match_temperature, "head_weight": s.match_head_weight}
     sizes = {"texts": len(examples), "train": len(train), "holdout": len(holdout)}

@@ -77,6 +77,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import request_profile  # noqa: E402
 from apikey import bearer, saved_key  # noqa: E402  (bench/ is not a package)
 
 from services.config import Settings  # noqa: E402
@@ -856,6 +857,96 @@ def concurrent_feeds(base_url: str, key: str, requests: Sequence[FeedRequest], c
     return out
 
 
+@dataclass
+class ScaleExtras:
+    """What bench/scale.py adds to a run (--scale): similar items from 8 clients, the resident
+    memory and disk of `sift up` with this catalogue, and the ingest rate with it stored: new
+    product events (templated like the catalogue, other ids) as 100-event requests from 2
+    clients, timed until every one is done in SQL."""
+
+    events: list[Any]
+
+    def measure(self, base_url: str, key: str, pid: int, data_dir: Path, similar_ids: Sequence[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {"similar_conc8": concurrent_similar(base_url, key, similar_ids)}
+        show(f"similar items, {CLIENTS} clients", out["similar_conc8"])
+        status = Path(f"/proc/{pid}/status").read_text()
+        mem = {
+            line.split(":")[0]: int(line.split()[1]) // 1024
+            for line in status.splitlines()
+            if line[:6] in ("VmRSS:", "VmHWM:")
+        }
+        out["rss_mib"], out["peak_rss_mib"] = mem.get("VmRSS"), mem.get("VmHWM")
+        out["disk_mib"] = round(sum(f.stat().st_blocks * 512 for f in data_dir.rglob("*") if f.is_file()) / 2**20, 1)
+        print(
+            f"# sift up RSS {out['rss_mib']} MiB (peak {out['peak_rss_mib']}), data dir {out['disk_mib']} MiB",
+            flush=True,
+        )
+        with phase("socket_ingest"):
+            out["ingest"] = ingest_rate(base_url, key, data_dir, self.events)
+        print(f"# ingest with the catalogue stored: {json.dumps(out['ingest'])}", flush=True)
+        return out
+
+
+def concurrent_similar(base_url: str, key: str, item_ids: Sequence[str]) -> dict[str, Any]:
+    """GET /v1/items/{id}/similar from CLIENTS threads, each with its own client and every CLIENTS-th id."""
+    import httpx
+
+    seconds: list[list[float]] = [[] for _ in range(CLIENTS)]
+    problems: list[str] = []
+
+    def client(k: int) -> None:
+        with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
+            for item in item_ids[k::CLIENTS]:
+                started = time.perf_counter()
+                response = http.get(f"/v1/items/{item}/similar", params={"limit": 10})
+                seconds[k].append(time.perf_counter() - started)
+                if response.status_code != 200 or len(response.json()["items"]) < 10:
+                    problems.append(f"{item}: {response.status_code}")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out: dict[str, Any] = percentiles([x for s in seconds for x in s], time.perf_counter() - started)
+    out["problems"] = len(problems)
+    return out
+
+
+def ingest_rate(base_url: str, key: str, data_dir: Path, events: Sequence[Any]) -> dict[str, Any]:
+    """events as 100-event POST /v1/events from 2 clients; events/s until all are done in SQL."""
+    import sqlite3
+
+    import httpx
+
+    bodies = [{"events": [e.model_dump(mode="json") for e in events[i : i + 100]]} for i in range(0, len(events), 100)]
+    ids = [e.id for e in events]
+    started = time.perf_counter()
+
+    def post(k: int) -> None:
+        with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
+            for body in bodies[k::2]:
+                http.post("/v1/events", json=body).raise_for_status()
+
+    threads = [threading.Thread(target=post, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    db = sqlite3.connect(f"file:{data_dir / 'sift.db'}?mode=ro", uri=True)
+    marks = ",".join("?" * len(ids))
+    done = 0
+    while time.perf_counter() - started < 1800:
+        done = db.execute(f"SELECT count(*) FROM events WHERE status = 'done' AND id IN ({marks})", ids).fetchone()[0]
+        if done == len(ids):
+            break
+        time.sleep(0.2)
+    seconds = time.perf_counter() - started
+    db.close()
+    return {"events": len(ids), "done": done, "seconds": round(seconds, 1), "events_per_s": round(done / seconds, 1)}
+
+
 def over_socket(
     data_dir: Path,
     requests: Sequence[FeedRequest],
@@ -864,6 +955,8 @@ def over_socket(
     similar_ids: Sequence[str],
     checks: Checks,
     log: Path,
+    profile: bool = False,
+    scale: ScaleExtras | None = None,
 ) -> dict[str, Any]:
     import httpx
 
@@ -885,7 +978,7 @@ def over_socket(
                     bad = [(r, s, b) for r, s, b in answers if s != 200]
                     if bad:
                         print(f"# warm-up: {len(bad)} non-200 answers, first: {bad[0]}", flush=True)
-                with phase("socket_feed_seq"):
+                with phase("socket_feed_seq"), profiled(proc.pid, "feed_seq", out, profile):
                     t0 = time.perf_counter()
                     seconds, _ = timed_feeds(http, requests, checks)
                     wall = time.perf_counter() - t0
@@ -894,7 +987,7 @@ def over_socket(
                 for bucket in ("history", "filtered", "cold"):
                     if bucket in out["feed_seq"]:
                         show(f"  {bucket}", out["feed_seq"][bucket])
-            with phase("socket_feed_conc8"):
+            with phase("socket_feed_conc8"), profiled(proc.pid, "feed_conc8", out, profile):
                 out["feed_conc8"] = concurrent_feeds(base_url, key, requests, checks)
             show(f"feed over socket, {CLIENTS} clients", out["feed_conc8"]["all"])
             with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
@@ -905,7 +998,7 @@ def over_socket(
                         expect=RANK_ITEMS,
                     )
                 show(f"rank {RANK_ITEMS} items, 1 at a time", out["rank_100"])
-                with phase("socket_similar"):
+                with phase("socket_similar"), profiled(proc.pid, "similar", out, profile):
                     out["similar"] = timed_calls(
                         lambda item: http.get(f"/v1/items/{item}/similar", params={"limit": 10}),
                         similar_ids,
@@ -913,6 +1006,12 @@ def over_socket(
                         exclude=lambda item, body: item in {x["item_id"] for x in body["items"]},
                     )
                 show("similar items, 1 at a time", out["similar"])
+            if scale is not None:
+                out["scale"] = scale.measure(base_url, key, proc.pid, data_dir, similar_ids)
+            cpu = out["server_cpu_s"]
+            n = {"feed_seq": len(requests), "feed_conc8": len(requests), "similar": len(similar_ids) + 5}
+            out["server_cpu_ms_per_request"] = {k: round(1000 * cpu[k] / n[k], 2) for k in n}
+            print(f"# sift up CPU per request (ms, all its threads): {out['server_cpu_ms_per_request']}", flush=True)
         finally:
             out["stop"] = stop(proc)
     text = log.read_text(errors="replace") if log.exists() else ""
@@ -923,6 +1022,21 @@ def over_socket(
     if out["stop"]["returncode"] not in (0, 1) or out["log_tracebacks"] or out["log_errors"]:
         print(f"# sift up log tail:\n{tail(log)}", flush=True)
     return out
+
+
+@contextmanager
+def profiled(pid: int, name: str, out: dict[str, Any], on: bool) -> Iterator[None]:
+    """The CPU seconds `sift up` spent while the block ran (out["server_cpu_s"][name]: its CPU per
+    request is what the 2 cores can serve), and py-spy on it (--profile; out["profile"][name])."""
+    sampler = request_profile.Sampler(pid) if on else None
+    cpu = request_profile.cpu_seconds(pid)
+    try:
+        yield
+    finally:
+        out.setdefault("server_cpu_s", {})[name] = round(request_profile.cpu_seconds(pid) - cpu, 2)
+        if sampler is not None:
+            out.setdefault("profile", {})[name] = summary = sampler.stop()
+            request_profile.show(name, summary)
 
 
 def timed_calls(
@@ -973,6 +1087,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build in this (empty or new) dir and keep it")
     parser.add_argument("--learned", action="store_true", help="then train a recommend model and measure again")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--profile", action="store_true", help="py-spy on `sift up` per socket phase (by layer)")
+    parser.add_argument(
+        "--scale", type=int, default=0, metavar="N", help="also bench/scale.py's figures, ingesting N new events"
+    )
     args = parser.parse_args()
     if args.items < len(CATEGORIES) or args.users < 1 or args.history < 1 or args.requests < 10:
         parser.error(f"need --items >= {len(CATEGORIES)}, --users >= 1, --history >= 1, --requests >= 10")
@@ -1057,7 +1175,13 @@ def main() -> None:
                 cache_save(args.cache, key, data_dir, {"built_at": now.isoformat(), "build": results["build"]})
 
         checks = Checks(cat, us)
-        results["socket"] = over_socket(data_dir, requests, warm, rank_jobs, similar_ids, checks, log)
+        extras = None
+        if args.scale:
+            fresh = catalogue(max(args.scale, len(CATEGORIES)), np.random.default_rng([args.seed, 7])).events
+            extras = ScaleExtras([e.model_copy(update={"id": f"new-{i}"}) for i, e in enumerate(fresh[: args.scale])])
+        results["socket"] = over_socket(
+            data_dir, requests, warm, rank_jobs, similar_ids, checks, log, profile=args.profile, scale=extras
+        )
         results["checks"] = checks.summary()
         print(f"# checks on every feed answer over the socket: {json.dumps(results['checks'])}", flush=True)
     finally:

@@ -204,7 +204,11 @@ class Runtime:
         return self._once(
             "matcher",
             lambda: Matcher(
-                settings=self.settings, store=self.store, models=self.models, sessions=self.db.session_scope
+                settings=self.settings,
+                store=self.store,
+                models=self.models,
+                sessions=self.db.session_scope,
+                reads=self.db.read_scope,
             ),
         )
 
@@ -214,7 +218,11 @@ class Runtime:
         return self._once(
             "recommender",
             lambda: Recommender(
-                settings=self.settings, store=self.store, models=self.models, sessions=self.db.session_scope
+                settings=self.settings,
+                store=self.store,
+                models=self.models,
+                sessions=self.db.session_scope,
+                reads=self.db.read_scope,
             ),
         )
 

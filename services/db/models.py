@@ -50,6 +50,7 @@ class Event(Base):
         Index("ix_events_status_enqueued", "status", "enqueued_at"),
         Index("ix_events_moved_from_point", "moved_from_point"),
         Index("ix_events_kind_status", "kind", "status"),
+        Index("ix_events_kind_status_processed", "kind", "status", "processed_at"),  # a kind's newest items
         Index("ix_events_processed_at", "processed_at"),
     )
 

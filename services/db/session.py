@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +122,25 @@ class Database:
                 # by thread id, not a thread-local: FastAPI may close a request's session in another
                 # pool thread than the one that opened it, and that thread's mark must go all the same
                 self._inside.discard(me)
+
+    @contextmanager
+    def read_scope(self) -> Iterator[Session]:
+        """A transaction that only reads (a feed, a match). On SQLite it does not wait for the
+        writers' turn: in WAL mode readers see the last commit and block no one, so concurrent
+        requests read side by side instead of queueing behind each other and the worker; a
+        write in it fails (PRAGMA query_only). On PostgreSQL it is a session_scope."""
+        if self._turns is None:
+            with self._transaction() as session:
+                yield session
+            return
+        with self._transaction() as session:
+            connection = session.connection()
+            connection.exec_driver_sql("PRAGMA query_only=ON")
+            try:
+                yield session
+            finally:
+                with suppress(DBAPIError):  # an invalidated connection is not returned to the pool
+                    connection.exec_driver_sql("PRAGMA query_only=OFF")
 
     @contextmanager
     def _transaction(self) -> Iterator[Session]:

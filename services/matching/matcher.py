@@ -26,7 +26,9 @@ A match of a text (its vector v, made by the ticket kind's served encoder) goes 
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,8 @@ from services.config import Settings
 from services.db.models import Event, Faq, MatchCalibration
 from services.matching import faq as faq_repo
 from services.vectors.base import Filters, Hit, VectorStore
+
+log = logging.getLogger(__name__)
 
 INTENT_TASK = "intent"
 
@@ -145,14 +149,22 @@ class Matcher:
     """Matches vectors of the ticket kind's served encoder against the FAQ base."""
 
     def __init__(
-        self, *, settings: Settings, store: VectorStore, models: ActiveModels, sessions: Callable[[], Any]
+        self,
+        *,
+        settings: Settings,
+        store: VectorStore,
+        models: ActiveModels,
+        sessions: Callable[[], Any],
+        reads: Callable[[], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.models = models
         self.sessions = sessions
+        self.reads = reads or sessions  # a match only reads (on SQLite a read scope takes no writer's turn)
         self._ensured: set[str] = set()
         self._derived: tuple[tuple[Any, ...], float] | None = None  # (encoder, base fingerprint), threshold
+        self._deriving = threading.Lock()  # held by the one thread deriving a new threshold
 
     def index(self, model: KindModel | None = None) -> faq_repo.FaqIndex:
         """Where FAQ writes go now: the FAQ collection of the ticket kind's served encoder."""
@@ -193,7 +205,7 @@ class Matcher:
             self.store.search(collection, v.tolist(), limit=limit, filters=filters_for(f))
             for v, f in zip(vectors, each, strict=True)
         ]
-        with self.sessions() as session:
+        with self.reads() as session:
             rows = faq_repo.rows_by_id(session, ids={str(h.payload.get("faq_id")) for hs in hits for h in hs})
             if calibration is None:
                 calibration = self.calibration(session, model)
@@ -229,17 +241,43 @@ class Matcher:
         return Calibration((a, b, c, d), row.threshold if fixed is None else fixed)
 
     def derived(self, session: Any, model: KindModel) -> float:
-        """The uncalibrated threshold derived from the FAQ base (computed again when the base or the
-        encoder changes)."""
+        """The uncalibrated threshold derived from the FAQ base. When the base or the encoder
+        changes, the last threshold is served while one background thread derives the new one
+        (it encodes up to 10,000 texts: seconds, which no match should wait for, in slices that
+        queries' embeddings pass between); only the first is derived in the request."""
         count, latest = session.execute(select(func.count(Faq.id), func.max(Faq.updated_at))).one()
         key = (model.encoder.version, int(count or 0), str(latest))
-        if self._derived is None or self._derived[0] != key:
-            rows = session.scalars(select(Faq).order_by(Faq.id).limit(DERIVE_MAX_ENTRIES)).all()
-            entries = [faq_repo.texts_of(r.question, r.paraphrases)[:DERIVE_MAX_TEXTS] for r in rows]
-            flat = [t for texts in entries for t in texts]
-            vectors = model.encoder.encode(flat) if flat else np.zeros((0, 1), dtype=np.float32)
-            owners = np.repeat(np.arange(len(entries)), [len(t) for t in entries])
-            self._derived = (key, base_threshold(vectors, owners))
+        known = self._derived
+        if known is not None and known[0] == key:
+            return known[1]
+        if known is None:
+            with self._deriving:
+                return self._derive(session, model, key)
+        if self._deriving.acquire(blocking=False):
+            threading.Thread(target=self._derive_later, args=(model, key), name="sift-match-threshold").start()
+        return known[1]
+
+    def _derive_later(self, model: KindModel, key: tuple[Any, ...]) -> None:
+        try:
+            with self.reads() as session:
+                self._derive(session, model, key)
+        except Exception:  # the last threshold stays; the next match after a change tries again
+            log.exception("could not derive the match threshold from the FAQ base")
+        finally:
+            self._deriving.release()
+
+    def _derive(self, session: Any, model: KindModel, key: tuple[Any, ...]) -> float:
+        known = self._derived
+        if known is not None and known[0] == key:  # derived by another thread meanwhile
+            return known[1]
+        rows = session.scalars(select(Faq).order_by(Faq.id).limit(DERIVE_MAX_ENTRIES)).all()
+        entries = [faq_repo.texts_of(r.question, r.paraphrases)[:DERIVE_MAX_TEXTS] for r in rows]
+        flat = [t for texts in entries for t in texts]
+        # In slices: the encoder serves one call at a time, and a query waits for one slice, not all.
+        parts = [model.encoder.encode(flat[i : i + _DERIVE_SLICE]) for i in range(0, len(flat), _DERIVE_SLICE)]
+        vectors = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+        owners = np.repeat(np.arange(len(entries)), [len(t) for t in entries])
+        self._derived = (key, base_threshold(vectors, owners))
         return self._derived[1]
 
     def step(
@@ -255,6 +293,7 @@ class Matcher:
 
 # A base this large gives a stable threshold; more would only cost encoding time.
 DERIVE_MAX_ENTRIES, DERIVE_MAX_TEXTS = 500, 20
+_DERIVE_SLICE = 64  # texts per encoder call while deriving (two batches: one per encode thread)
 DERIVED_FALLBACK, DERIVED_RANGE = 0.5, (0.3, 0.9)
 
 

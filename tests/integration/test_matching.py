@@ -257,3 +257,46 @@ def test_bad_input_is_refused_and_writes_nothing(client: TestClient, runtime: Ru
     assert "intent" in refused(client.post("/v1/labels", json={"labels": [wrong_task]}))
     with runtime.db.session_scope() as s:
         assert s.query(Label).count() == 0
+
+
+def test_a_changed_base_is_matched_with_the_last_threshold_while_the_new_one_is_derived(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """Deriving the threshold encodes the base's texts (seconds for a large one): after a change
+    the next match does not wait for it, and the threshold of the new base follows."""
+    import threading
+    import time
+
+    match(client, "I forgot my password")
+    first_key = (runtime.matcher._derived or ((), 0.0))[0]
+    release = threading.Event()
+    encode = runtime.matcher.models.for_kind("ticket").encoder.encode
+    entered = threading.Event()
+
+    def held_encode(texts: Any) -> Any:
+        if threading.current_thread().name == "sift-match-threshold":
+            entered.set()
+            release.wait(10)  # the background derivation is held until the match below has answered
+        return encode(texts)
+
+    runtime.matcher.models.for_kind("ticket").encoder.encode = held_encode  # type: ignore[method-assign]
+    try:
+        extra = {
+            "question": "I lost my card",
+            "paraphrases": ["my card is gone"],
+            "answer": "Freeze it.",
+        }
+        assert client.put("/v1/faqs/lost_card", json=extra).status_code in (200, 201)
+        started = time.monotonic()
+        assert match(client, "I can't remember my password")["matches"][0]["faq_id"] == "password_reset"
+        assert time.monotonic() - started < 5 and entered.wait(5)  # answered while the derivation waits
+        assert runtime.matcher._derived is not None and runtime.matcher._derived[0] == first_key
+        release.set()
+        deadline = time.monotonic() + 10
+        while runtime.matcher._derived is not None and runtime.matcher._derived[0] == first_key:
+            assert time.monotonic() < deadline, "the new base's threshold was never derived"
+            time.sleep(0.05)
+        assert runtime.matcher._derived[0] != first_key and 0.3 <= runtime.matcher._derived[1] <= 0.9
+    finally:
+        release.set()
+        del runtime.matcher.models.for_kind("ticket").encoder.encode

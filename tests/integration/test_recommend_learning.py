@@ -139,7 +139,11 @@ def test_a_run_promotes_only_a_better_blend_and_rolls_back(client: TestClient, r
 
 def test_another_process_reloads_the_promoted_model(client: TestClient, runtime: Runtime) -> None:
     other = Recommender(
-        settings=runtime.settings, store=runtime.store, models=runtime.models, sessions=runtime.db.session_scope
+        settings=runtime.settings,
+        store=runtime.store,
+        models=runtime.models,
+        sessions=runtime.db.session_scope,
+        reads=runtime.db.read_scope,
     )
     history = _histories(60, seed=0)["u0"]
     item, partner = history[-1], ITEMS[_partner(ITEMS.index(history[-1]))]
@@ -196,7 +200,11 @@ def test_a_version_whose_files_are_gone_leaves_feeds_on_the_hand_set_blend(
     version = client.get("/v1/models", params={"task": "recommend"}).json()["models"][0]
     shutil.rmtree(version["artifact_path"])
     fresh = Recommender(
-        settings=runtime.settings, store=runtime.store, models=runtime.models, sessions=runtime.db.session_scope
+        settings=runtime.settings,
+        store=runtime.store,
+        models=runtime.models,
+        sessions=runtime.db.session_scope,
+        reads=runtime.db.read_scope,
     )
     ranked = fresh.rank(user_id="u0", item_ids=ITEMS)
     assert fresh.served.get() is None and all(s.learned == 0.0 for s in ranked)

@@ -51,7 +51,7 @@ def count(db: Database) -> int:
 def test_migrations_are_idempotent(db: Database) -> None:
     upgrade(db.url)  # a second upgrade (every `sift up`) changes nothing
     with db.session_scope() as s:
-        assert s.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0009"
+        assert s.scalar(sa.text("SELECT version_num FROM alembic_version")) == "0010"
         assert s.scalar(sa.text("SELECT count(*) FROM tasks")) == 3  # the default tasks, seeded once
         assert s.scalar(sa.text("SELECT count(*) FROM faqs")) == 0
         assert s.scalar(sa.text("SELECT count(*) FROM labels WHERE outcome IS NOT NULL")) == 0
