@@ -317,13 +317,13 @@ def test_an_item_deleted_while_a_worker_embeds_it_does_not_come_back(
     client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pipeline = runtime.pipeline
-    process = pipeline.process
+    prepare = pipeline.prepare
 
     def deleted_meanwhile(events: Any, *, now: datetime) -> Any:
         assert client.delete("/v1/items/late").status_code == 204  # deleted after the worker claimed it...
-        return process(events, now=now)  # ...which then writes its point
+        return prepare(events, now=now)  # ...which then encodes it and writes its point
 
-    monkeypatch.setattr(pipeline, "process", deleted_meanwhile)
+    monkeypatch.setattr(pipeline, "prepare", deleted_meanwhile)
     with runtime.db.session_scope() as s:
         late = ingest.EventIn(id="late", kind="product", text="running shoes, late arrival")  # type: ignore[arg-type]
         ingest.accept(s, events=[late], limits=ingest.Limits(max_events=10, max_text_chars=1000))
