@@ -126,6 +126,7 @@ def claim(
     stale_after_s: float,
     limit: int = 0,
     max_attempts: int | None = None,
+    holding: Sequence[str] = (),
 ) -> list[Event]:
     """Mark events as processing and return them: those of ids that wait (queued, or processing
     but abandoned for stale_after_s); then, with a limit, claims abandoned by a dead worker (up to
@@ -134,8 +135,11 @@ def claim(
     worker's events as soon as their claim is stale, instead of after the backlog (the beat's sweep
     cannot get through a busy queue), and batches grow by themselves when a backlog builds up.
     Done and failed events, events a live worker holds and, with max_attempts, abandoned claims
-    that used up their attempts (the sweep fails them) are skipped: a duplicate message is a no-op."""
+    that used up their attempts (the sweep fails them) are skipped: a duplicate message is a no-op.
+    holding: claims the caller itself still works on (a batch being written), never abandoned."""
     abandoned = and_(Event.status == "processing", Event.claimed_at <= now - timedelta(seconds=stale_after_s))
+    if holding:
+        abandoned = and_(abandoned, Event.id.not_in(holding))
     if max_attempts is not None:
         abandoned = and_(abandoned, Event.attempts < max_attempts)
     waiting = or_(Event.status == "queued", abandoned)

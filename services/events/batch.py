@@ -119,7 +119,7 @@ class BatchProcessor:
                     # the write's log lines carry this task's ids: contextvars do not cross threads by themselves
                     writing = writer.submit(contextvars.copy_context().run, self._write, prepared, now, encoded_s)
                     drained = time.monotonic() - started >= self.settings.batch_drain_s
-                    batch = [] if drained else self._claim([])
+                    batch = [] if drained else self._claim([], holding=prepared.ids)
             finally:  # whatever happened, the write in flight ends before the run does
                 self._settle(writing, totals, send)
         return totals
@@ -132,8 +132,9 @@ class BatchProcessor:
             self._release([e.id for e in batch])
             raise
 
-    def _claim(self, event_ids: list[str]) -> list[Event]:
-        """The events of event_ids that wait, topped up from the backlog to a batch."""
+    def _claim(self, event_ids: list[str], *, holding: list[str] | None = None) -> list[Event]:
+        """The events of event_ids that wait, topped up from the backlog to a batch; never the
+        batch this task is still writing (holding), however old its claim."""
         s = self.settings
         with self.sessions() as session:
             batch = repo.claim(
@@ -143,6 +144,7 @@ class BatchProcessor:
                 stale_after_s=s.sweep_after_s,
                 limit=s.batch_size,
                 max_attempts=s.max_attempts,
+                holding=holding or (),
             )
         if batch:
             log.info("claimed %d events", len(batch), extra={"event_ids": [e.id for e in batch]})

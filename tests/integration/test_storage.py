@@ -174,6 +174,22 @@ def test_a_batch_takes_over_a_dead_workers_claims_however_full_it_is(db: Databas
         }
 
 
+def test_a_batch_never_takes_over_the_claims_its_own_task_is_still_writing(db: Database) -> None:
+    # A draining task claims its next batch while the write thread still records e0-e3, claimed
+    # 61 s ago (a slow write): they are held, not abandoned, so they are not processed twice.
+    now = datetime.now(UTC)
+    with db.session_scope() as s:
+        ingest.accept(s, events=events(6), limits=LIMITS, now=now - timedelta(seconds=900))
+        repo.claim(s, ids=["e0", "e1", "e2", "e3"], now=now - timedelta(seconds=61), stale_after_s=60)
+    with db.session_scope() as s:
+        held = ["e0", "e1", "e2", "e3"]
+        claimed = repo.claim(s, ids=[], now=now, stale_after_s=60, limit=16, max_attempts=5, holding=held)
+        assert sorted(e.id for e in claimed) == ["e4", "e5"]
+        assert {e.id: e.attempts for e in s.scalars(sa.select(Event).where(Event.id.in_(held)))} == dict.fromkeys(
+            held, 1
+        )
+
+
 def test_record_writes_a_batch_of_outcomes(db: Database) -> None:
     now = datetime.now(UTC)
     with db.session_scope() as s:
