@@ -47,8 +47,13 @@ def test_one_lease_at_a_time_and_an_expired_one_is_taken_over(runtime: Runtime) 
         assert lease.take(s, run_id=run_id, now=NOW + timedelta(seconds=lease.LEASE_S + 1))  # its trainer died
 
 
-def test_a_message_for_a_run_under_a_live_lease_trains_nothing(runtime: Runtime) -> None:
-    run_id = new_run(runtime)
+@pytest.mark.parametrize("recommend", [False, True], ids=["classifier", "recommend"])
+def test_a_message_for_a_run_under_a_live_lease_trains_nothing(runtime: Runtime, recommend: bool) -> None:
+    if recommend:
+        with runtime.db.session_scope() as s:
+            run_id = registry.new_run(s, task=TASK, now=NOW, others=[TASK]).id
+    else:
+        run_id = new_run(runtime)
     with runtime.db.session_scope() as s:
         assert lease.take(s, run_id=run_id, now=datetime.now(UTC))
     sender = RecordingSender()
@@ -57,20 +62,7 @@ def test_a_message_for_a_run_under_a_live_lease_trains_nothing(runtime: Runtime)
     with runtime.db.session_scope() as s:
         run = s.get(TrainingRun, run_id)
         assert run is not None and run.status == "running" and run.model_version is None
-
-
-def test_a_message_for_a_recommend_run_under_a_live_lease_trains_nothing(runtime: Runtime) -> None:
-    with runtime.db.session_scope() as s:
-        run_id = registry.new_run(s, task=TASK, now=NOW, others=[TASK]).id
-    with runtime.db.session_scope() as s:
-        assert lease.take(s, run_id=run_id, now=datetime.now(UTC))
-    sender = RecordingSender()
-    outcome = runtime.trainer.run(run_id, send=sender)
-    assert outcome.version == "" and outcome.notes == ["running elsewhere"] and sender.sent == []
-    with runtime.db.session_scope() as s:
-        run = s.get(TrainingRun, run_id)
-        assert run is not None and run.status == "running" and run.model_version is None
-        assert s.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.task == TASK)) == 0
+        assert s.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.task == run.task)) == 0
 
 
 def test_the_heartbeat_extends_the_lease_while_the_run_trains(runtime: Runtime) -> None:
