@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from services.events import batch
 from services.events.accept import point_id_for
 from services.recommend import interactions, reads
 from services.recommend.interactions import Touch
+from services.recommend.item_points import ItemPoints
 from services.recommend.learned import Ease, ServedModel, served_blend
 from services.recommend.scoring import (
     Candidate,
@@ -86,13 +88,14 @@ class Recommender:
         self.reads = reads
         self.weights = weights_from(settings)
         self.served = ServedModel(sessions=sessions, reload_s=settings.model_reload_s)
+        self.points = ItemPoints(store)
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._cache_lock = threading.Lock()
         self._refreshing: set[tuple[str, str]] = set()
         batch.on_done(self.forget_cached)  # a done item is recommendable at once, not after the cache's age
 
     def _point(self, item_id: str) -> str:
-        return point_id_for(item_id, tenant=self.settings.tenant)
+        return _point_id(item_id, self.settings.tenant)
 
     def feed(
         self, *, user_id: str, limit: int, kind: str | None = None, filters: Filters | None = None
@@ -171,6 +174,7 @@ class Recommender:
         # deletes the point itself, and a retry after a crash here still deletes it (ids are fixed).
         for collection in self._collections().values():
             self.store.delete(collection, [self._point(item_id)])
+            self.points.forget(collection, [self._point(item_id)])
         if kind is None:
             raise NotFound(f"no item with id {item_id!r}")
 
@@ -200,9 +204,11 @@ class Recommender:
         return vectors, titles
 
     def _retrieve(self, collection: str, kind: str, ids: Sequence[str]) -> list[Candidate]:
-        """The items' points with their vectors, in no particular order (a filtered query on the
-        indexed event id: 1.5 ms for 90 ids, where retrieving them by point id took 2.5 ms)."""
-        return self._filtered(collection, kind, ids, None)
+        """Those of the items that are stored, in the order of ids, with their vectors (from the
+        item cache: no query when every one is there)."""
+        point_ids = [self._point(i) for i in ids]
+        points = self.points.get(collection, point_ids)
+        return [Candidate(p.item_id, kind, p.vector, p.payload) for pid in point_ids if (p := points.get(pid))]
 
     def _content_candidates(
         self, profile: Profile, kind: str, vectors: Mapping[str, np.ndarray], collection: str, filters: Filters | None
@@ -218,19 +224,26 @@ class Recommender:
             limit=self.settings.recommend_candidates,
             filters=filters,
             exclude_ids=[self._point(i) for i in profile.seen],
-            with_vectors=True,
+            with_payload=False,
         )
-        return _candidates(hits, kind)
+        return self._candidates(collection, kind, hits)
 
     def _filtered(self, collection: str, kind: str, ids: Sequence[str], filters: Filters | None) -> list[Candidate]:
-        """Those of ids that pass the filters (one filtered query; its ranking vector is irrelevant)."""
-        if not ids:
-            return []
+        """Those of ids that are stored and pass the filters (with filters, one filtered query on the
+        indexed event id; its ranking vector is irrelevant)."""
+        if not ids or not filters:
+            return self._retrieve(collection, kind, ids) if ids else []
         where = dict(filters or {})
         where["event_id"] = list(ids)
         any_vector = [1.0] + [0.0] * (self.models.for_kind(kind).encoder.dimension - 1)
-        hits = self.store.search(collection, any_vector, limit=len(ids), filters=where, with_vectors=True)
-        return _candidates(hits, kind)
+        hits = self.store.search(collection, any_vector, limit=len(ids), filters=where, with_payload=False)
+        return self._candidates(collection, kind, hits)
+
+    def _candidates(self, collection: str, kind: str, hits: Sequence[Hit]) -> list[Candidate]:
+        """The hits (ids and scores only) as candidates, in order, with their vectors and payloads
+        from the item cache (one that was deleted since the query is left out)."""
+        points = self.points.get(collection, [h.id for h in hits])
+        return [Candidate(p.item_id, kind, p.vector, p.payload) for h in hits if (p := points.get(h.id))]
 
     def _neighbours_and_trending(
         self, session: Session, profile: Profile, kind: str
@@ -279,10 +292,13 @@ class Recommender:
         return scored, signals
 
     def forget_cached(self, kind: str, ids: list[str]) -> None:
-        """Put kind's items just recorded done at the head of the cached newest items, so they are
+        """Kind's items just recorded done: forget their cached points (an item sent again may carry
+        a new text or metadata), and put them at the head of the cached newest items, so they are
         in feeds at once without a read in the next request (reading the newest items again cost
         15 ms at 10,000 items, the trending scan 23 ms, and a worker records a batch every second
         or so while ingesting). Trending counts interactions, which a new item does not change."""
+        if kind in interactions.ITEM_KINDS:  # an item sent again may have a new text or metadata
+            self.points.forget(self._collections()[kind], [self._point(i) for i in ids])
         with self._cache_lock:
             hit = self._cache.get(("newest", kind))
             if hit is not None:
@@ -325,15 +341,10 @@ class Recommender:
             log.exception("could not refresh the recommendation cache %s", key)
 
 
-def _candidates(hits: Sequence[Hit], kind: str) -> list[Candidate]:
-    """Candidates from hits, their vectors made unit rows of one array (one conversion, not one per hit)."""
-    with_vector = [h for h in hits if h.vector is not None]
-    if not with_vector:
-        return [Candidate(str(h.payload.get("event_id", h.id)), kind, None, h.payload) for h in hits]
-    rows = np.asarray([h.vector for h in with_vector], dtype=np.float32)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    unit_rows = dict(zip((id(h) for h in with_vector), rows / np.where(norms > 0, norms, 1.0), strict=True))
-    return [Candidate(str(h.payload.get("event_id", h.id)), kind, unit_rows.get(id(h)), h.payload) for h in hits]
+@lru_cache(maxsize=65_536)
+def _point_id(item_id: str, tenant: str) -> str:
+    """point_id_for, remembered: a feed excludes every item of the user's history (200 UUIDs to hash)."""
+    return point_id_for(item_id, tenant=tenant)
 
 
 def _title(payload: Mapping[str, Any], fallback: str) -> str:

@@ -75,8 +75,10 @@ class VectorStore(Protocol):
         filters: Filters | None = None,
         exclude_ids: Sequence[str] = (),
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
-        """Nearest points by cosine similarity, best first, honouring filters and leaving out exclude_ids."""
+        """Nearest points by cosine similarity, best first, honouring filters and leaving out exclude_ids
+        (with_payload=False: ids and scores only, the hits' payloads empty)."""
 
     def recommend(
         self,
@@ -89,6 +91,7 @@ class VectorStore(Protocol):
         exclude_ids: Sequence[str] = (),
         strategy: str = "average_vector",
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         """Points like the positive examples and unlike the negative ones (Qdrant's recommendation query)."""
 

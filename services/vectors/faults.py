@@ -47,11 +47,18 @@ class FaultyStore:
         filters: Filters | None = None,
         exclude_ids: Sequence[str] = (),
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         """Nearest points."""
         self._check("search")
         return self.inner.search(
-            name, vector, limit=limit, filters=filters, exclude_ids=exclude_ids, with_vectors=with_vectors
+            name,
+            vector,
+            limit=limit,
+            filters=filters,
+            exclude_ids=exclude_ids,
+            with_vectors=with_vectors,
+            with_payload=with_payload,
         )
 
     def recommend(
@@ -65,6 +72,7 @@ class FaultyStore:
         exclude_ids: Sequence[str] = (),
         strategy: str = "average_vector",
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         """Points like the positive examples and unlike the negative ones."""
         self._check("recommend")
@@ -77,6 +85,7 @@ class FaultyStore:
             exclude_ids=exclude_ids,
             strategy=strategy,
             with_vectors=with_vectors,
+            with_payload=with_payload,
         )
 
     def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:

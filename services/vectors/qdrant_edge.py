@@ -100,9 +100,14 @@ def edge_filter(filters: Filters | None, exclude_ids: Sequence[str] = ()) -> qe.
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
-def _hits(points: Sequence[qe.ScoredPoint], with_vectors: bool) -> list[Hit]:
+def _hits(points: Sequence[qe.ScoredPoint], with_vectors: bool, with_payload: bool) -> list[Hit]:
     return [
-        Hit(str(p.id), float(p.score), dict(p.payload or {}), plain_vector(p.vector) if with_vectors else None)
+        Hit(
+            str(p.id),
+            float(p.score),
+            dict(p.payload or {}) if with_payload else {},
+            plain_vector(p.vector) if with_vectors else None,
+        )
         for p in points
     ]
 
@@ -218,13 +223,21 @@ class QdrantEdgeStore:
         filters: Filters | None = None,
         exclude_ids: Sequence[str] = (),
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         """Nearest points by cosine similarity, best first, leaving out exclude_ids."""
         action = f"cannot search {name!r}"
         with _engine(action):
             query = qe.Query.Nearest([float(x) for x in vector])
         return self._query(
-            name, query, limit=limit, filters=filters, exclude_ids=exclude_ids, with_vectors=with_vectors, action=action
+            name,
+            query,
+            limit=limit,
+            filters=filters,
+            exclude_ids=exclude_ids,
+            with_vectors=with_vectors,
+            with_payload=with_payload,
+            action=action,
         )
 
     def recommend(
@@ -238,6 +251,7 @@ class QdrantEdgeStore:
         exclude_ids: Sequence[str] = (),
         strategy: str = "average_vector",
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         """Points like the positive examples and unlike the negative ones, best first."""
         action = f"cannot recommend from {name!r}"
@@ -250,7 +264,14 @@ class QdrantEdgeStore:
                     qe.RecommendQuery(cast(list[Any], positives), cast(list[Any], negatives))
                 )
         return self._query(
-            name, query, limit=limit, filters=filters, exclude_ids=exclude_ids, with_vectors=with_vectors, action=action
+            name,
+            query,
+            limit=limit,
+            filters=filters,
+            exclude_ids=exclude_ids,
+            with_vectors=with_vectors,
+            with_payload=with_payload,
+            action=action,
         )
 
     def _query(
@@ -262,6 +283,7 @@ class QdrantEdgeStore:
         filters: Filters | None,
         exclude_ids: Sequence[str],
         with_vectors: bool,
+        with_payload: bool,
         action: str,
     ) -> list[Hit]:
         shard = self._shard(name)
@@ -270,11 +292,11 @@ class QdrantEdgeStore:
                 limit=limit,
                 query=query,
                 filter=edge_filter(filters, exclude_ids),
-                with_payload=True,
+                with_payload=with_payload,
                 with_vector=with_vectors,
             )
             points = shard.query(request)
-        return _hits(points, with_vectors)
+        return _hits(points, with_vectors, with_payload)
 
     def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:
         """Points by id (score 1.0); unknown ids are left out."""

@@ -103,9 +103,14 @@ def server_filter(filters: Filters | None, exclude_ids: Sequence[str] = ()) -> q
     return qm.Filter(must=must or None, must_not=must_not or None)
 
 
-def _hits(points: Sequence[qm.ScoredPoint], with_vectors: bool) -> list[Hit]:
+def _hits(points: Sequence[qm.ScoredPoint], with_vectors: bool, with_payload: bool) -> list[Hit]:
     return [
-        Hit(str(p.id), float(p.score), dict(p.payload or {}), plain_vector(p.vector) if with_vectors else None)
+        Hit(
+            str(p.id),
+            float(p.score),
+            dict(p.payload or {}) if with_payload else {},
+            plain_vector(p.vector) if with_vectors else None,
+        )
         for p in points
     ]
 
@@ -179,13 +184,21 @@ class QdrantServerStore:
         filters: Filters | None = None,
         exclude_ids: Sequence[str] = (),
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         """Nearest points by cosine similarity, best first, leaving out exclude_ids."""
         action = f"cannot search {name!r}"
         with _client(action):
             query = [float(x) for x in vector]
         return self._query(
-            name, query, limit=limit, filters=filters, exclude_ids=exclude_ids, with_vectors=with_vectors, action=action
+            name,
+            query,
+            limit=limit,
+            filters=filters,
+            exclude_ids=exclude_ids,
+            with_vectors=with_vectors,
+            with_payload=with_payload,
+            action=action,
         )
 
     def recommend(
@@ -199,6 +212,7 @@ class QdrantServerStore:
         exclude_ids: Sequence[str] = (),
         strategy: str = "average_vector",
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         """Points like the positive examples and unlike the negative ones, best first."""
         action = f"cannot recommend from {name!r}"
@@ -207,7 +221,14 @@ class QdrantServerStore:
             examples = qm.RecommendInput(positive=positives, negative=negatives, strategy=_STRATEGIES[strategy])
             query = qm.RecommendQuery(recommend=examples)
         return self._query(
-            name, query, limit=limit, filters=filters, exclude_ids=exclude_ids, with_vectors=with_vectors, action=action
+            name,
+            query,
+            limit=limit,
+            filters=filters,
+            exclude_ids=exclude_ids,
+            with_vectors=with_vectors,
+            with_payload=with_payload,
+            action=action,
         )
 
     def _query(
@@ -219,14 +240,20 @@ class QdrantServerStore:
         filters: Filters | None,
         exclude_ids: Sequence[str],
         with_vectors: bool,
+        with_payload: bool,
         action: str,
     ) -> list[Hit]:
         with _client(action):
             query_filter = server_filter(filters, exclude_ids)
             result = self.client.query_points(
-                name, query=query, query_filter=query_filter, limit=limit, with_payload=True, with_vectors=with_vectors
+                name,
+                query=query,
+                query_filter=query_filter,
+                limit=limit,
+                with_payload=with_payload,
+                with_vectors=with_vectors,
             )
-        return _hits(result.points, with_vectors)
+        return _hits(result.points, with_vectors, with_payload)
 
     def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:
         """Points by id (score 1.0); unknown ids are left out."""

@@ -50,11 +50,18 @@ class TimedStore:
         filters: Filters | None = None,
         exclude_ids: Sequence[str] = (),
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         """Nearest points."""
         with metrics.vector_timer("search"):
             return self.inner.search(
-                name, vector, limit=limit, filters=filters, exclude_ids=exclude_ids, with_vectors=with_vectors
+                name,
+                vector,
+                limit=limit,
+                filters=filters,
+                exclude_ids=exclude_ids,
+                with_vectors=with_vectors,
+                with_payload=with_payload,
             )
 
     def recommend(
@@ -68,6 +75,7 @@ class TimedStore:
         exclude_ids: Sequence[str] = (),
         strategy: str = "average_vector",
         with_vectors: bool = False,
+        with_payload: bool = True,
     ) -> list[Hit]:
         """Points like the positive examples and unlike the negative ones."""
         with metrics.vector_timer("recommend"):
@@ -80,6 +88,7 @@ class TimedStore:
                 exclude_ids=exclude_ids,
                 strategy=strategy,
                 with_vectors=with_vectors,
+                with_payload=with_payload,
             )
 
     def retrieve(self, name: str, ids: Sequence[str], *, with_vectors: bool = False) -> list[Hit]:

@@ -218,6 +218,19 @@ def test_an_updated_item_is_filtered_on_its_new_payload(client: TestClient, runt
     assert ids(feed(client, "gil", limit=20, category="tools")) == ["knife"]
 
 
+def test_a_feed_shows_an_item_sent_again_with_its_new_text_at_once(client: TestClient, runtime: Runtime) -> None:
+    act(client, "ida", "knife", "view")
+    before = [item["reason"] for item in feed(client, "ida", limit=5, category="kitchen")]  # knife's point cached
+    assert any("for slicing vegetables" in reason for reason in before), before
+    changed = ingest.EventIn(id="knife", kind="product", text="ceramic paring knife", metadata={"category": "kitchen"})
+    with runtime.db.session_scope() as s:
+        ingest.accept(s, events=[changed], limits=ingest.Limits(max_events=10, max_text_chars=1000))
+    run_batch(["knife"])
+    after = [item["reason"] for item in feed(client, "ida", limit=5, category="kitchen")]
+    assert any("ceramic paring knife" in reason for reason in after), after
+    assert not any("for slicing vegetables" in reason for reason in after), after
+
+
 def test_the_same_state_gives_the_same_feed(client: TestClient) -> None:
     act(client, "hal", "novel-sf", "like")
     act(client, "hal", "phones", "view")

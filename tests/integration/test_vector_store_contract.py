@@ -204,6 +204,15 @@ def test_search_returns_the_nearest_first(shared: VectorStore) -> None:
     assert len({hit.id for hit in hits}) == 5
 
 
+def test_without_payload_a_search_or_recommendation_gives_the_same_ids_and_scores_only(shared: VectorStore) -> None:
+    full = shared.search(NAME, VECTORS[4], limit=5, filters={"kind": "review"})
+    bare = shared.search(NAME, VECTORS[4], limit=5, filters={"kind": "review"}, with_payload=False)
+    assert [(h.id, round(h.score, 5)) for h in bare] == [(h.id, round(h.score, 5)) for h in full]
+    assert all(h.payload == {} and h.vector is None for h in bare) and all(h.payload for h in full)
+    [top] = shared.recommend(RECO, positive=[X], limit=1, with_payload=False, with_vectors=True)
+    assert top.payload == {} and top.vector == pytest.approx(X, abs=1e-5)
+
+
 def test_search_with_an_exact_value_filter(shared: VectorStore) -> None:
     hits = shared.search(NAME, VECTORS[0], limit=N, filters={"kind": "review"})
     assert {hit.id for hit in hits} == ids_where(lambda p: p["kind"] == "review")
