@@ -1,7 +1,7 @@
 """Recommendation feeds at catalogue size: feed, rank and similar-items latency of a real `sift up`.
 
     python bench/recommend.py [--items 100000] [--users 5000] [--history 30] [--requests 400]
-                              [--cache DIR] [--keep DIR] [--seed 0]
+                              [--cache DIR] [--keep DIR] [--seed 0] [--warm-up N]
 
 Catalogue: --items products, deterministic from --seed. The texts are templated English product
 descriptions ("<adjective> <material> <product> for <use>, <colour>, <feature>.") over 40
@@ -27,7 +27,9 @@ popularity updates included) is reported.
 Latency, embedded mode (SQLite, Qdrant Edge, on-disk broker), after the build:
   in_process   Recommender.feed in this process, one call at a time (the reference: no HTTP);
   then this process closes its runtime and starts `sift up` (API + worker + beat in one process)
-  on the same data dir, waits for /readyz, warms up with 20 feed requests, then over a real socket:
+  on the same data dir, waits for /readyz, warms up with 20 feed requests (plus --warm-up N feeds of
+other random requests, drawn apart, for a process that has served a while: its caches of items'
+vectors and of trending items hold what earlier users' feeds read), then over a real socket:
   feed_seq     GET /v1/users/{id}/feed?limit=10, one request at a time, --requests requests;
   feed_conc8   the same requests from 8 concurrent clients (threads, one httpx.Client each);
   rank_100     POST /v1/users/{id}/rank with 100 item ids, one at a time (--requests / 2);
@@ -1089,6 +1091,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--profile", action="store_true", help="py-spy on `sift up` per socket phase (by layer)")
     parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N more feeds of other random requests before the clock: a process that has served for a while",
+    )
+    parser.add_argument(
         "--scale", type=int, default=0, metavar="N", help="also bench/scale.py's figures, ingesting N new events"
     )
     args = parser.parse_args()
@@ -1137,6 +1146,8 @@ def main() -> None:
         req_rng = np.random.default_rng([args.seed, 1])
         requests = feed_requests(args.requests, us, cat, req_rng, "m")
         warm = feed_requests(WARM_UP, us, cat, req_rng, "w")
+        if args.warm_up:  # from their own generator: the measured requests stay those of a run without them
+            warm += feed_requests(args.warm_up, us, cat, np.random.default_rng([args.seed, 2]), "s")
         rank_jobs = []
         for _ in range(max(10, args.requests // 2)):
             u = int(req_rng.integers(len(us.ids)))

@@ -261,7 +261,7 @@ class Recommender:
         totals: dict[str, float] = defaultdict(float)
         for (other, item_id), weight in pairs.items():
             totals[other] += profile.positives[item_id] * weight
-        neighbours = sorted(totals, key=lambda k: (-totals[k], k))[:per_source]
+        neighbours = [k for _, k in sorted((-w, k) for k, w in totals.items())[:per_source]]  # no key calls
         ids = [*neighbours, *list(trending)[:per_source], *newest[:per_source]]
         return list(dict.fromkeys(ids)), trending, pairs
 

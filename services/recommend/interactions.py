@@ -225,7 +225,7 @@ def _add_pairs(dialect: str) -> Any:
 
 def history(session: Session, *, user_id: str, limit: int) -> list[Touch]:
     """The user's latest interactions, newest first: at most limit rows, however long the history."""
-    rows = session.execute(_HISTORY, {"user_id": user_id, "n": limit})
+    rows = session.execute(_HISTORY, {"user_id": user_id, "n": limit}).all()
     return [Touch(r.item_id, r.kind, r.type, as_utc(r.ts)) for r in rows]
 
 

@@ -26,7 +26,7 @@ def neighbour_pairs(session: Session, item_ids: Sequence[str], *, per_item: int)
     parts = max(len(item_ids), _PAIR_PARTS)  # padded with "" (matches nothing): one statement to build
     params: dict[str, Any] = {f"item_{n}": "" for n in range(parts)}
     params.update({f"item_{n}": item_id for n, item_id in enumerate(item_ids)})
-    rows = session.execute(_neighbour_statement(parts, per_item), params).tuples()
+    rows = session.execute(_neighbour_statement(parts, per_item), params).tuples().all()  # one fetch, not one a row
     return {(other, item_id): float(weight) for item_id, other, weight in rows}
 
 
@@ -85,17 +85,26 @@ def newest(session: Session, kind: str, limit: int) -> list[str]:
     return list(session.scalars(stmt))
 
 
+# Built once: IN (:ids) expands at execution, where .in_(values) coerced each of 200 values per feed.
+_POPULARITY = select(ItemStats.item_id, ItemStats.positives).where(
+    ItemStats.item_id.in_(bindparam("ids", expanding=True))
+)
+_PAIRS = select(ItemPair.item_id, ItemPair.other_id, ItemPair.weight).where(
+    ItemPair.item_id.in_(bindparam("items", expanding=True)), ItemPair.other_id.in_(bindparam("others", expanding=True))
+)
+
+
 def popularity(session: Session, ids: Sequence[str]) -> dict[str, float]:
     if not ids:
         return {}
-    rows = session.execute(select(ItemStats.item_id, ItemStats.positives).where(ItemStats.item_id.in_(set(ids))))
-    return {r.item_id: float(r.positives) for r in rows}
+    rows = session.execute(_POPULARITY, {"ids": list(set(ids))}).tuples().all()
+    return {item_id: float(positives) for item_id, positives in rows}
 
 
 def pairs(session: Session, candidates: Sequence[str], profile_items: Sequence[str]) -> dict[tuple[str, str], float]:
     if not candidates or not profile_items:
         return {}
-    stmt = select(ItemPair.item_id, ItemPair.other_id, ItemPair.weight).where(
-        ItemPair.item_id.in_(set(candidates)), ItemPair.other_id.in_(set(profile_items))
-    )
-    return {(r.item_id, r.other_id): float(r.weight) for r in session.execute(stmt)}
+    params = {"items": list(set(candidates)), "others": list(set(profile_items))}
+    return {
+        (item_id, other): float(weight) for item_id, other, weight in session.execute(_PAIRS, params).tuples().all()
+    }

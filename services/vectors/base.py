@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
@@ -157,9 +158,15 @@ def _iso_datetime(key: str, text: str) -> str:
 def point_ids(ids: Sequence[str]) -> list[str]:
     """ids in canonical UUID form; the engines disagree on other strings (an error or a silent miss)."""
     try:
-        return [str(uuid.UUID(str(i))) for i in ids]
+        return [_canonical(str(i)) for i in ids]
     except ValueError as exc:
         raise InvalidInput(f"point ids are UUIDs: {exc}") from exc
+
+
+@lru_cache(maxsize=65_536)
+def _canonical(point_id: str) -> str:
+    """One id's canonical form, remembered: a feed excludes the 200 items of a user's history."""
+    return str(uuid.UUID(point_id))
 
 
 def recommend_examples(
