@@ -3,6 +3,7 @@ fetches, and what it forgets (services/recommend/item_points.py)."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def test_a_point_is_fetched_once_then_answered_from_memory_as_a_unit_vector(stor
     assert store.retrieved == IDS[:3]
     again = cache.get(NAME, [IDS[2], IDS[3], IDS[5]])  # IDS[5] is not stored
     assert store.retrieved == [*IDS[:3], IDS[3], IDS[5]]
-    assert again[IDS[2]] is first[IDS[2]] and IDS[5] not in again
+    assert np.array_equal(again[IDS[2]].vector, first[IDS[2]].vector) and IDS[5] not in again
     point = again[IDS[3]]
     assert point.item_id == "item-3" and point.payload["title"] == "item 3"
     assert point.vector.dtype == np.float32 and float(np.linalg.norm(point.vector)) == pytest.approx(1.0)
@@ -106,3 +107,19 @@ def test_a_fetch_that_overlaps_a_forget_keeps_nothing(store: CountingStore) -> N
     store.retrieved.clear()
     cache.get(NAME, [IDS[0]])
     assert store.retrieved == [IDS[0]]  # nothing was kept: fetched again
+
+
+def test_a_full_cache_adds_nothing_for_the_garbage_collector_to_traverse(store: CountingStore) -> None:
+    ids = [f"00000000-0000-4000-9000-{n:012d}" for n in range(2000)]
+    payload = {"title": "t", "text": "x" * 500, "metadata": {"category": "c", "tags": ["a", "b"]}, "price": 3.0}
+    store.inner.upsert(
+        NAME, [VectorPoint(i, [1.0, 0, 0, float(n)], {**payload, "event_id": f"e{n}"}) for n, i in enumerate(ids)]
+    )
+    cache = ItemPoints(store)  # type: ignore[arg-type]
+    gc.collect()
+    before = len(gc.get_objects())
+    points = cache.get(NAME, ids)
+    assert points[ids[7]].payload == {"event_id": "e7", "title": "t", "text": "x" * 200}  # what feeds read
+    del points
+    gc.collect()
+    assert len(cache) == 2000 and len(gc.get_objects()) - before < 100
