@@ -106,6 +106,11 @@ def _warm(runtime: Runtime) -> None:
         runtime.store  # noqa: B018 - loads the model, then opens the store with its dimension
     except Exception:
         log.exception("could not load the model or open the vector store; /readyz will say why")
+        return
+    try:
+        runtime.recommender.prefill()
+    except Exception:  # feeds still work: they read what the cache lacks
+        log.exception("could not read the most interacted items into the feeds' cache")
 
 
 class BodyLimit:

@@ -50,6 +50,7 @@ from services.vectors.base import Filters, Hit, VectorStore
 _RECOMMEND_EXAMPLES = 10  # examples per side in the vector query: the best-weighted positives, the latest dismissals
 log = logging.getLogger(__name__)
 _MAX_RANK_ITEMS = 1000
+_PREFILL_ITEMS = 20_000  # per kind, read into the item cache when the API starts (about 40 MB)
 _EXTRA_PER_SOURCE = 30  # neighbours, trending and newest items a warm feed adds to the vector query's
 # Feeds and ranks compute one at a time in a process (their reads still take no writer's turn): side by
 # side, threads trade the GIL between short SQLite and Qdrant calls; 8 clients' feeds at 100,000 items
@@ -160,6 +161,17 @@ class Recommender:
             collection, found[0].vector.tolist(), limit=limit, filters=filters, exclude_ids=[self._point(item_id)]
         )
         return [Similar(str(h.payload.get("event_id")), round(h.score, 6), f"similar to “{title}”") for h in hits]
+
+    def prefill(self, *, items: int = _PREFILL_ITEMS) -> int:
+        """Read the points of each kind's most interacted items into the item cache, so that a new
+        process's first feeds find most candidates there; returns how many were read."""
+        read = 0
+        for kind, collection in self._collections().items():
+            with self.reads() as session:
+                ids = reads.most_interacted(session, kind, items)
+            for start in range(0, len(ids), 1000):
+                read += len(self._retrieve(collection, kind, ids[start : start + 1000]))
+        return read
 
     def delete_item(self, *, item_id: str) -> None:
         """Remove an item from every feed: its row, its aggregates (interactions stay) and its point."""

@@ -70,6 +70,12 @@ def trending(session: Session, kind: str, settings: Settings) -> dict[str, float
     return {row.item_id: float(row.positives) for row in session.execute(all_time)}
 
 
+def most_interacted(session: Session, kind: str, limit: int) -> list[str]:
+    """The items of a kind with the most positive interactions of all time, most first."""
+    stmt = select(ItemStats.item_id).where(ItemStats.kind == kind).order_by(ItemStats.positives.desc()).limit(limit)
+    return list(session.scalars(stmt))
+
+
 def max_popularity(session: Session) -> float:
     return float(session.scalar(select(func.max(ItemStats.positives))) or 1.0)
 

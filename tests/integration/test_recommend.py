@@ -370,3 +370,14 @@ def test_a_new_item_is_in_feeds_as_soon_as_it_is_done(client: TestClient, runtim
         ingest.accept(s, events=[lamp], limits=ingest.Limits(max_events=1, max_text_chars=1000))
     assert run_batch(["lamp"])["done"] == 1
     assert "lamp" in ids(feed(client, "newcomer", kind="product", limit=50))
+
+
+def test_prefill_reads_the_most_interacted_items_into_the_feeds_cache(client: TestClient, runtime: Runtime) -> None:
+    for user, item in [("u1", "pan"), ("u2", "pan"), ("u1", "knife"), ("u3", "news-new")]:
+        act(client, user, item, "view")
+    recommender = runtime.recommender
+    assert recommender.prefill(items=1) == 2  # the most interacted product and news item
+    assert len(recommender.points) == 2
+    assert recommender.prefill() == 3 and len(recommender.points) == 3  # every item with an interaction
+    feed(client, "u9")  # a cold feed: trending and newest items, most of them not read yet
+    assert len(recommender.points) > 3
