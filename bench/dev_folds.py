@@ -37,8 +37,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import quality  # noqa: E402
 
 from services.classify import tasks  # noqa: E402
+from services.classify.head import Head  # noqa: E402
 from services.config import Settings  # noqa: E402
-from services.embedding.encoder import resolve_device, set_threads  # noqa: E402
+from services.embedding.encoder import Encoder, resolve_device, set_threads  # noqa: E402
 from services.training import (  # noqa: E402
     dataset,
     heads,
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--folds", default="0,1,2", help="dev folds (salts dev0, dev1, ...)")
     parser.add_argument("--few", type=int, default=0, help="labels per class drawn from the rest (0: all)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--save", type=Path, help="write each fold's fine-tuned vectors here, to try heads on")
     args = parser.parse_args()
     settings = Settings()
     set_threads(settings.threads_for_this_process())
@@ -87,6 +89,8 @@ def main() -> None:
                 encoder, labeled, fit=fit, val=val, unlabeled=unlabeled, settings=settings, classifier=classifier
             )
             vectors, gold = np.asarray(encoder.encode([e.text for e in dev])), [e.label for e in dev]
+            if args.save:
+                _save(args.save / f"{args.dataset}-{fold}.npz", encoder, labeled, fit, dev, vectors, classifier)
             result = {
                 "dataset": args.dataset,
                 "fold": fold,
@@ -101,6 +105,35 @@ def main() -> None:
                 "classifier": heads.evaluate(classifier, vectors, gold)["accuracy"],
             }
         print(json.dumps(result), flush=True)
+
+
+def _save(
+    path: Path,
+    encoder: Encoder,
+    labeled: list[dataset.Example],
+    fit: list[dataset.Example],
+    dev: list[dataset.Example],
+    dev_vectors: np.ndarray,
+    classifier: Head,
+) -> None:
+    """The fold's fine-tuned vectors of the run's labels and of dev, which of the labels the
+    fine-tuning saw (fit), and the classifier trained with the encoder: heads can then be tried
+    in seconds without fine-tuning again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    in_fit = {(e.text, e.label) for e in fit}
+    np.savez(
+        path,
+        train_vectors=np.asarray(encoder.encode([e.text for e in labeled])),
+        train_texts=np.array([e.text for e in labeled], dtype=object),
+        train_labels=np.array([e.label for e in labeled], dtype=object),
+        in_fit=np.array([(e.text, e.label) in in_fit for e in labeled]),
+        dev_vectors=dev_vectors,
+        dev_texts=np.array([e.text for e in dev], dtype=object),
+        dev_labels=np.array([e.label for e in dev], dtype=object),
+        classifier_labels=np.array(classifier.labels, dtype=object),
+        classifier_weights=classifier.weights,
+        classifier_bias=classifier.bias,
+    )
 
 
 if __name__ == "__main__":

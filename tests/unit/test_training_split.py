@@ -10,7 +10,7 @@ from services.config import Settings
 from services.training.budget import epochs_for
 from services.training.dataset import Example, split, with_label_descriptions
 from services.training.estimate import folds, kfold_scores, split_for_run
-from services.training.heads import fit_head, neighbour_smoothed
+from services.training.heads import fit_head, neighbour_smoothed, refit_anchored
 from services.training.tuning import precision_args
 
 
@@ -123,14 +123,16 @@ def test_self_training_keeps_the_classifier_trained_with_the_encoder() -> None:
     )
     assert head is classifier and report["head_pseudo_labeled"] == 0
 
-    # People's labels kept out: a head is refit with C chosen on them, and averaged with the classifier.
+    # People's labels kept out: a head is refit with C chosen on them, and averaged with the
+    # classifier refit on every label (refit_anchored).
     fit, val = labeled[1:6] + labeled[7:], [labeled[0], labeled[6]]
     head, report = head_after_fine_tune(
         encoder, labeled, fit=fit, val=val, unlabeled=[], settings=settings, classifier=classifier
     )
-    refit = fit_head(encode([e.text for e in labeled]), [e.label for e in labeled], cs=(report["head_c"],))
-    np.testing.assert_allclose(head.weights, (refit.weights + classifier.weights) / 2, rtol=1e-6)
-    np.testing.assert_allclose(head.bias, (refit.bias + classifier.bias) / 2, rtol=1e-6, atol=1e-7)
+    vectors, labels = encode([e.text for e in labeled]), [e.label for e in labeled]
+    refit, tuned = fit_head(vectors, labels, cs=(report["head_c"],)), refit_anchored(classifier, vectors, labels)
+    np.testing.assert_allclose(head.weights, (refit.weights + tuned.weights) / 2, rtol=1e-5)
+    np.testing.assert_allclose(head.bias, (refit.bias + tuned.bias) / 2, rtol=1e-5, atol=1e-6)
     assert head.predict(encode(["left z", "right z"])) == ["L", "R"]  # the refit head is the surer one here
 
     # A classifier without one of the labels (it was only in val) cannot be averaged: the refit head alone.
@@ -140,6 +142,27 @@ def test_self_training_keeps_the_classifier_trained_with_the_encoder() -> None:
     )
     assert head.labels == ("L", "R") and report["head"] == "refit"
     np.testing.assert_allclose(head.weights, refit.weights, rtol=1e-6)
+
+
+def test_the_classifier_refit_on_every_label_fixes_its_bias_and_keeps_its_weights_near() -> None:
+    from services.classify.head import Head
+
+    rng = np.random.default_rng(0)
+    left = np.column_stack([rng.uniform(-1.0, -0.2, 40), rng.normal(0.0, 0.3, 40)])
+    right = np.column_stack([rng.uniform(0.2, 1.0, 40), rng.normal(0.0, 0.3, 40)])
+    vectors, labels = np.vstack([left, right]).astype(np.float32), ["L"] * 40 + ["R"] * 40
+    # The fine-tuning's direction is right, but its bias sends every text to L.
+    weights = np.array([[-2.0, 0.0], [2.0, 0.0]], dtype=np.float32)
+    classifier = Head(("L", "R"), weights, np.array([3.0, -3.0], dtype=np.float32))
+    assert set(classifier.predict(vectors)) == {"L"}
+
+    held = refit_anchored(classifier, vectors, labels, pull=1.0)
+    assert held.predict(vectors) == labels  # the bias is free: it moves back
+    free = refit_anchored(classifier, vectors, labels, pull=1e-4)
+    assert free.predict(vectors) == labels
+    moved = [float(np.abs(h.weights - weights).max()) for h in (held, free)]
+    assert moved[0] < 0.5 < moved[1]  # the pull keeps the weights near the fine-tuning's
+    assert held.labels == classifier.labels and held.weights.dtype == np.float32
 
 
 def test_the_head_c_is_chosen_by_log_loss_on_val() -> None:
