@@ -1,7 +1,7 @@
 """The cost curve: how feed, similar-items and ingest costs, memory and disk grow with the catalogue.
 
     python bench/scale.py --sizes 10000,100000 [--users 2000] [--requests 300] [--ingest 1000]
-                          --cache DIR [--out docs/scale.png] [--json FILE] [--replot FILE]
+                          --cache DIR [--out docs/scale.png] [--json FILE] [--replot FILE] [--merge FILE]
 
 One run of bench/recommend.py per size, with --scale (each in its own process, one after the
 other): the same templated catalogue and users as that bench (2,000 users with 15-45 interactions),
@@ -144,11 +144,16 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "scale.png")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--replot", type=Path, help="no run: the table and curves of a --json file")
+    parser.add_argument("--merge", type=Path, help="also the sizes of an earlier --json file that this run has not")
     args = parser.parse_args()
     if args.replot is not None:
         points = json.loads(args.replot.read_text())
     else:
         points = [figures(run_size(int(n), args)) for n in sorted(int(s) for s in args.sizes.split(","))]
+    if args.merge is not None:
+        measured = {p["items"] for p in points}
+        points += [p for p in json.loads(args.merge.read_text()) if p["items"] not in measured]
+        points.sort(key=lambda p: p["items"])
     print(table(points), flush=True)
     plot(points, args.out)
     print(f"# curves: {args.out}", flush=True)
