@@ -35,11 +35,6 @@ CHUNK = 20_000  # passages per encode call and per .npy file
 Encode = Callable[[Sequence[str]], np.ndarray]
 
 
-def passage(title: str | None, text: str) -> str:
-    """What the pipeline embeds for an event (services.events.pipeline.text_to_embed)."""
-    return f"{title}. {text}" if title else text
-
-
 def chunk_file(root: Path, passages: Sequence[str], encoder_version: str) -> Path:
     """A chunk's file, named by its passages and the encoder: a smaller catalogue made by the same
     generator (a prefix of a larger one) finds the larger one's chunks when its boundaries match."""

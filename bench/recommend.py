@@ -88,6 +88,7 @@ from apikey import bearer, saved_key  # noqa: E402  (bench/ is not a package)
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
 from services.events import accept as ingest  # noqa: E402
+from services.events.pipeline import text_to_embed  # noqa: E402  (an EventIn has its title and text)
 from services.recommend import interactions  # noqa: E402
 from services.recommend.filters import item_filters  # noqa: E402
 from services.recommend.interactions import InteractionIn  # noqa: E402
@@ -433,9 +434,8 @@ def ingest_items(rt: Runtime, cat: Catalogue, vectors: Path | None = None) -> di
     reference = {"reference_encoder_texts_per_s": round(raw_rate, 1), "reference_texts": len(sample)}
     if vectors is None:
         return {**_items_through_pipeline(rt, cat), **reference}
-    table = catalogue_vectors.Table(
-        list(dict.fromkeys(catalogue_vectors.passage(e.title, e.text) for e in cat.events)), rt.encoder.dimension
-    )
+    passages = [text_to_embed(e) for e in cat.events]  # type: ignore[arg-type]
+    table = catalogue_vectors.Table(list(dict.fromkeys(passages)), rt.encoder.dimension)
     filling = threading.Thread(
         target=table.fill, args=(rt.encoder.encode, vectors, rt.encoder.version), name="bench-encode", daemon=True
     )
