@@ -141,12 +141,14 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--requests", type=int, default=300, help="feed requests per latency line")
     parser.add_argument("--ingest", type=int, default=1000, help="new events ingested with the catalogue stored")
-    parser.add_argument("--cache", type=Path, help="the built data dirs (real embeddings), per size")
+    parser.add_argument("--cache", type=Path, help="the built data dirs and vectors, per size (needed to run)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "scale.png")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--replot", type=Path, help="no run: the table and curves of a --json file")
     parser.add_argument("--merge", type=Path, help="also the sizes of an earlier --json file that this run has not")
     args = parser.parse_args()
+    if args.replot is None and args.cache is None:
+        parser.error("--cache DIR is needed to run (or --replot FILE)")
     if args.replot is not None:
         points = json.loads(args.replot.read_text())
     else:
