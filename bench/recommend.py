@@ -14,6 +14,10 @@ encodes them with the packaged model (all-MiniLM-L6-v2, 384 dimensions) and upse
 embedded Qdrant; nothing is synthetic about the vectors but the texts they embed. The build
 prints its rate (items/s through the batch use case: encode + upsert + record) beside the reference rate
 of the bare encoder (Encoder.encode, same model and threads) on the last 1024 texts, in this run.
+--vectors DIR: the same encoder embeds the distinct passages first, in calls of 20,000 texts kept in
+DIR as .npy (resumed and reused by later builds), while the pipeline takes the items through all its
+steps but the forward pass, looking their vectors up (bench/catalogue_vectors.py); --build-only
+stops after the build (and its --cache), so that a build can run under nice apart from the timings.
 
 Users: --users users, each with a history of about --history interactions (uniform between half
 and one and a half times it), over the last 28 days, concentrated on 1-3 categories (the first
@@ -79,12 +83,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import catalogue_vectors  # noqa: E402
 import request_profile  # noqa: E402
 from apikey import bearer, saved_key  # noqa: E402  (bench/ is not a package)
 
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
 from services.events import accept as ingest  # noqa: E402
+from services.events.pipeline import text_to_embed  # noqa: E402  (an EventIn has its title and text)
 from services.recommend import interactions  # noqa: E402
 from services.recommend.filters import item_filters  # noqa: E402
 from services.recommend.interactions import InteractionIn  # noqa: E402
@@ -417,16 +423,37 @@ def settings_for(data_dir: Path) -> Settings:
     return Settings(data_dir=data_dir, log_level="WARNING", device="cpu", batch_size=BATCH)
 
 
-def ingest_items(rt: Runtime, cat: Catalogue) -> dict[str, Any]:
-    """Every item through ingest.accept and the batch use case, BATCH ids at a time."""
-    limits = ingest.Limits(max_events=BATCH, max_text_chars=rt.settings.max_text_chars)
-    n = len(cat.events)
+def ingest_items(rt: Runtime, cat: Catalogue, vectors: Path | None = None) -> dict[str, Any]:
+    """Every item through ingest.accept and the batch use case, BATCH ids at a time. With vectors
+    (a folder), the distinct passages are encoded first in big calls (or read back from there) and
+    the pipeline's encoder answers from them (bench/catalogue_vectors.py)."""
     sample = [e.text for e in cat.events[-REFERENCE_TEXTS:]]
     rt.encoder.encode(sample[:32])  # load and warm the model outside the clock
     t0 = time.perf_counter()
     rt.encoder.encode(sample)
     raw_rate = len(sample) / (time.perf_counter() - t0)
     print(f"#   reference: the bare encoder on {len(sample)} of the texts: {raw_rate:.1f} texts/s", flush=True)
+    reference = {"reference_encoder_texts_per_s": round(raw_rate, 1), "reference_texts": len(sample)}
+    if vectors is None:
+        return {**_items_through_pipeline(rt, cat), **reference}
+    passages = [text_to_embed(e) for e in cat.events]  # type: ignore[arg-type]
+    table = catalogue_vectors.Table(list(dict.fromkeys(passages)), rt.encoder.dimension)
+    filling = threading.Thread(
+        target=table.fill, args=(rt.encoder.encode, vectors, rt.encoder.version), name="bench-encode", daemon=True
+    )
+    filling.start()  # the encoder's own threads do the work; this one waits on them
+    with catalogue_vectors.looked_up(rt.encoder, table) as counts:
+        out = _items_through_pipeline(rt, cat)
+    filling.join()
+    if table.error is not None:
+        raise SystemExit(f"encoding the passages failed: {table.error!r}")
+    print(f"#   vectors: {json.dumps(table.report)}; looked up in the pipeline: {counts}", flush=True)
+    return {**out, **reference, "vectors": table.report, "pipeline_encoder": counts}
+
+
+def _items_through_pipeline(rt: Runtime, cat: Catalogue) -> dict[str, Any]:
+    limits = ingest.Limits(max_events=BATCH, max_text_chars=rt.settings.max_text_chars)
+    n = len(cat.events)
     step = min(10_000, max(BATCH, n // 10))
     accept_s = process_s = 0.0
     done = failed = 0
@@ -463,8 +490,6 @@ def ingest_items(rt: Runtime, cat: Catalogue) -> dict[str, Any]:
         "run_batch_s": round(process_s, 1),
         "items_per_s_run_batch": round(done / process_s, 1),
         "items_per_s_overall": round(done / total, 1),
-        "reference_encoder_texts_per_s": round(raw_rate, 1),
-        "reference_texts": len(sample),
         "model": rt.encoder.version,
         "dimension": rt.encoder.dimension,
     }
@@ -522,13 +547,15 @@ def write_interactions(rt: Runtime, cat: Catalogue, us: Users, now: datetime) ->
     }
 
 
-def build(data_dir: Path, cat: Catalogue, us: Users, now: datetime) -> tuple[Runtime, dict[str, Any]]:
+def build(
+    data_dir: Path, cat: Catalogue, us: Users, now: datetime, vectors: Path | None = None
+) -> tuple[Runtime, dict[str, Any]]:
     settings = settings_for(data_dir)
     upgrade(settings.sqlalchemy_url)
     rt = reset_runtime(settings)
     out: dict[str, Any] = {}
     with phase("build_items"):
-        out["items"] = ingest_items(rt, cat)
+        out["items"] = ingest_items(rt, cat, vectors)
     print(f"# items: {json.dumps(out['items'])}", flush=True)
     with phase("build_interactions"):
         out["interactions"] = write_interactions(rt, cat, us, now)
@@ -1086,6 +1113,12 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=30, help="mean interactions per user")
     parser.add_argument("--requests", type=int, default=400, help="feed requests per latency line")
     parser.add_argument("--cache", type=Path, help="keep / reuse the built data dir here")
+    parser.add_argument(
+        "--vectors",
+        type=Path,
+        help="encode the distinct texts first in big calls, kept here as .npy (bench/catalogue_vectors.py)",
+    )
+    parser.add_argument("--build-only", action="store_true", help="build (and --cache) the data dir, then stop")
     parser.add_argument("--keep", type=Path, help="build in this (empty or new) dir and keep it")
     parser.add_argument("--learned", action="store_true", help="then train a recommend model and measure again")
     parser.add_argument("--seed", type=int, default=0)
@@ -1140,7 +1173,15 @@ def main() -> None:
             rt = reset_runtime(settings_for(data_dir))
         else:
             results["cache"] = {"used": False, "key": key if args.cache else None}
-            rt, results["build"] = build(data_dir, cat, us, now)
+            rt, results["build"] = build(data_dir, cat, us, now, args.vectors)
+        if args.build_only:
+            rt.close()
+            reset_runtime()
+            if args.cache is not None and meta is None:
+                with phase("cache_save"):
+                    cache_save(args.cache, key, data_dir, {"built_at": now.isoformat(), "build": results["build"]})
+            print(json.dumps({"bench": "recommend", **results, "phases_s": PHASES}, default=_plain))
+            return
 
         # the requests, from their own generator so that a cache hit asks the same
         req_rng = np.random.default_rng([args.seed, 1])
