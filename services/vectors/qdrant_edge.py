@@ -229,16 +229,7 @@ class QdrantEdgeStore:
         action = f"cannot search {name!r}"
         with _engine(action):
             query = qe.Query.Nearest([float(x) for x in vector])
-        return self._query(
-            name,
-            query,
-            limit=limit,
-            filters=filters,
-            exclude_ids=exclude_ids,
-            with_vectors=with_vectors,
-            with_payload=with_payload,
-            action=action,
-        )
+        return self._query(name, query, action, limit, filters, exclude_ids, with_vectors, with_payload)
 
     def recommend(
         self,
@@ -263,28 +254,19 @@ class QdrantEdgeStore:
                 query = qe.Query.RecommendBestScore(
                     qe.RecommendQuery(cast(list[Any], positives), cast(list[Any], negatives))
                 )
-        return self._query(
-            name,
-            query,
-            limit=limit,
-            filters=filters,
-            exclude_ids=exclude_ids,
-            with_vectors=with_vectors,
-            with_payload=with_payload,
-            action=action,
-        )
+        return self._query(name, query, action, limit, filters, exclude_ids, with_vectors, with_payload)
 
-    def _query(
+    def _query(  # search's and recommend's options, passed on positionally
         self,
         name: str,
         query: qe.Query,
-        *,
+        action: str,
         limit: int,
         filters: Filters | None,
         exclude_ids: Sequence[str],
         with_vectors: bool,
         with_payload: bool,
-        action: str,
+        /,
     ) -> list[Hit]:
         shard = self._shard(name)
         with _engine(action):

@@ -190,16 +190,7 @@ class QdrantServerStore:
         action = f"cannot search {name!r}"
         with _client(action):
             query = [float(x) for x in vector]
-        return self._query(
-            name,
-            query,
-            limit=limit,
-            filters=filters,
-            exclude_ids=exclude_ids,
-            with_vectors=with_vectors,
-            with_payload=with_payload,
-            action=action,
-        )
+        return self._query(name, query, action, limit, filters, exclude_ids, with_vectors, with_payload)
 
     def recommend(
         self,
@@ -220,28 +211,19 @@ class QdrantServerStore:
             positives, negatives = recommend_examples(positive=positive, negative=negative, strategy=strategy)
             examples = qm.RecommendInput(positive=positives, negative=negatives, strategy=_STRATEGIES[strategy])
             query = qm.RecommendQuery(recommend=examples)
-        return self._query(
-            name,
-            query,
-            limit=limit,
-            filters=filters,
-            exclude_ids=exclude_ids,
-            with_vectors=with_vectors,
-            with_payload=with_payload,
-            action=action,
-        )
+        return self._query(name, query, action, limit, filters, exclude_ids, with_vectors, with_payload)
 
-    def _query(
+    def _query(  # search's and recommend's options, passed on positionally
         self,
         name: str,
         query: list[float] | qm.RecommendQuery,
-        *,
+        action: str,
         limit: int,
         filters: Filters | None,
         exclude_ids: Sequence[str],
         with_vectors: bool,
         with_payload: bool,
-        action: str,
+        /,
     ) -> list[Hit]:
         with _client(action):
             query_filter = server_filter(filters, exclude_ids)
