@@ -168,7 +168,7 @@ class Recommender:
         read = 0
         for kind, collection in self._collections().items():
             with self.reads() as session:
-                ids = reads.most_interacted(session, kind, items)
+                ids = list(reads.most_interacted(session, kind, items))
             for start in range(0, len(ids), 1000):
                 read += len(self._retrieve(collection, kind, ids[start : start + 1000]))
         return read
@@ -184,9 +184,10 @@ class Recommender:
                 session.execute(delete(Event).where(Event.id == item_id))
         # The point goes after the row: a worker that upserts it meanwhile finds the row gone and
         # deletes the point itself, and a retry after a crash here still deletes it (ids are fixed).
+        point = self._point(item_id)
         for collection in self._collections().values():
-            self.store.delete(collection, [self._point(item_id)])
-            self.points.forget(collection, [self._point(item_id)])
+            self.store.delete(collection, [point])
+            self.points.forget(collection, [point])
         if kind is None:
             raise NotFound(f"no item with id {item_id!r}")
 
@@ -244,8 +245,8 @@ class Recommender:
         """Those of ids that are stored and pass the filters (with filters, one filtered query on the
         indexed event id; its ranking vector is irrelevant)."""
         if not ids or not filters:
-            return self._retrieve(collection, kind, ids) if ids else []
-        where = dict(filters or {})
+            return self._retrieve(collection, kind, ids)
+        where = dict(filters)
         where["event_id"] = list(ids)
         any_vector = [1.0] + [0.0] * (self.models.for_kind(kind).encoder.dimension - 1)
         hits = self.store.search(collection, any_vector, limit=len(ids), filters=where, with_payload=False)

@@ -59,21 +59,18 @@ def trending(session: Session, kind: str, settings: Settings) -> dict[str, float
         .limit(settings.recommend_candidates)
     )
     recent = {row.item_id: float(row.n) for row in session.execute(stmt)}
-    if recent:
-        return recent
-    all_time = (
+    return recent or most_interacted(session, kind, settings.recommend_candidates)
+
+
+def most_interacted(session: Session, kind: str, limit: int) -> dict[str, float]:
+    """The items of a kind with the most positive interactions of all time, with their counts, most first."""
+    stmt = (
         select(ItemStats.item_id, ItemStats.positives)
         .where(ItemStats.kind == kind)
         .order_by(ItemStats.positives.desc(), ItemStats.item_id)
-        .limit(settings.recommend_candidates)
+        .limit(limit)
     )
-    return {row.item_id: float(row.positives) for row in session.execute(all_time)}
-
-
-def most_interacted(session: Session, kind: str, limit: int) -> list[str]:
-    """The items of a kind with the most positive interactions of all time, most first."""
-    stmt = select(ItemStats.item_id).where(ItemStats.kind == kind).order_by(ItemStats.positives.desc()).limit(limit)
-    return list(session.scalars(stmt))
+    return {row.item_id: float(row.positives) for row in session.execute(stmt)}
 
 
 def max_popularity(session: Session) -> float:
