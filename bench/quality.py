@@ -22,7 +22,8 @@ Prints accuracy, macro-F1 and training wall time per line, and one JSON line at 
 
 --flow measures instead what a user gets through the product's own entry points (a `sift up`
 process, labels and events through the API, one training run, predictions read back), on a
-deterministic dev-train / dev-test split of Banking77's training file: bench/quality_flow.py.
+deterministic dev-train / dev-test split of the first of --datasets' training file:
+bench/quality_flow.py.
 """
 
 from __future__ import annotations
@@ -170,15 +171,18 @@ def tuned(
 
 
 def flow(args: argparse.Namespace, settings: Settings, base: Encoder, device: str) -> None:
-    """--flow: the product's flow on Banking77 with --few labels per intent (bench/quality_flow.py)."""
+    """--flow: the product's flow on the first of --datasets with --few labels per class, or all with
+    --few 0 (bench/quality_flow.py)."""
     from quality_flow import dev_split, run_flow
 
-    dev_train, dev_test = dev_split(load(args.data / "banking77" / "train.csv"), args.test_size)
-    labels = few_per_label(dev_train, args.few, args.seed)
+    name = args.datasets.split(",")[0]
+    task, kind = ("sentiment", "news") if name == "fpb" else ("intent", "ticket")
+    dev_train, dev_test = dev_split(load(args.data / name / "train.csv"), args.test_size)
+    labels = few_per_label(dev_train, args.few, args.seed) if args.few else dev_train
     chosen = {e.text for e in labels}
     unlabeled = [e.text for e in dev_train if e.text not in chosen]
-    tag = f"banking77 {args.few}/class seed {args.seed}"
-    print(f"# {tag}: {len(labels)} labels, {len(unlabeled)} unlabeled tickets, {len(dev_test)} dev-test (flow)")
+    tag = f"{name} {args.few}/class seed {args.seed}" if args.few else f"{name} all labels"
+    print(f"# {tag}: {len(labels)} labels, {len(unlabeled)} unlabeled {kind}, {len(dev_test)} dev-test (flow)")
     print(f"{'dataset':<30}{'method':<40}{'acc':>8}{'macroF1':>9}{'train s':>9}", flush=True)
     results: list[dict[str, Any]] = []
 
@@ -188,18 +192,23 @@ def flow(args: argparse.Namespace, settings: Settings, base: Encoder, device: st
 
     line("ref: TF-IDF + logistic regression", tfidf(labels, dev_test))
     line("ref: head on frozen embeddings", head_on(base, labels, dev_test))
-    result = run_flow(args.sift_root, labels, unlabeled, dev_test)
+    extra_env = dict(item.split("=", 1) for item in args.env)
+    result = run_flow(args.sift_root, labels, unlabeled, dev_test, task=task, kind=kind, extra_env=extra_env)
     line("sift flow: API labels, run, predictions", result)
     metrics = result["run"]["metrics"]
     keys = ("accuracy", "se", "estimate", "train", "holdout", "unlabeled_pool", "pseudo_labels_kept", "baseline")
     print(f"# run {result['run']['model_version']}: " + json.dumps({k: metrics.get(k) for k in keys}), flush=True)
     print(f"# served by the run's version: {result['served_by_run']} of {len(dev_test)}", flush=True)
     if not args.no_recipe:
-        descriptions = {x: tasks.describe(x) for x in {e.label for e in labels}}
+        descriptions = SENTIMENT if name == "fpb" else {x: tasks.describe(x) for x in {e.label for e in labels}}
         with tempfile.TemporaryDirectory() as tmp:
             recipe = tuned(labels, dev_test, settings, Path(tmp), unlabeled, ["torch"], descriptions, device)
         line("ref: the recipe alone (bench, no flow)", recipe["torch"])
-    print(json.dumps({"flow": True, "seed": args.seed, "sift_root": str(args.sift_root), "results": results}))
+    print(
+        json.dumps(
+            {"flow": True, "seed": args.seed, "sift_root": str(args.sift_root), "env": extra_env, "results": results}
+        )
+    )
 
 
 def main() -> None:
@@ -220,9 +229,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto (a GPU when visible), cpu or cuda")
     parser.add_argument("--flow", action="store_true", help="through the product's flow (bench/quality_flow.py)")
     parser.add_argument("--seed", type=int, default=1, help="--flow: the draw of --few labels per intent")
-    parser.add_argument("--test-size", type=int, default=2000, help="--flow: texts kept as dev-test")
+    parser.add_argument(
+        "--test-size", type=int, default=None, help="--flow: texts kept as dev-test (2,000, or a fifth if fewer)"
+    )
     parser.add_argument("--no-recipe", action="store_true", help="--flow: without the recipe-only reference")
     parser.add_argument("--sift-root", type=Path, default=ROOT, help="--flow: the checkout whose `sift up` runs")
+    parser.add_argument("--env", action="append", default=[], help="--flow: SIFT_X=value for that `sift up`")
     args = parser.parse_args()
     backends = args.backends.split(",")
     device = resolve_device(args.device)

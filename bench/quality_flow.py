@@ -1,23 +1,26 @@
 """Classification quality through the product's own flow (`bench/quality.py --flow`): what a team
-that labels a few tickets per intent gets.
+that labels its tickets (Banking77, `intent`) or its news (Financial PhraseBank, `sentiment`) gets.
 
-    python bench/quality.py ../shared/data --flow [--few 10] [--seed 1] [--test-size 2000]
-                            [--no-recipe] [--sift-root PATH]
+    python bench/quality.py ../shared/data --flow [--datasets banking77|fpb] [--few 10] [--seed 1]
+                            [--test-size N] [--no-recipe] [--sift-root PATH]
 
 On a fresh data dir, a `sift up` process (embedded: SQLite, Qdrant Edge, on-disk broker):
- 1. Banking77's training file is split deterministically into dev-train and dev-test (the
-    --test-size texts with the smallest salted hash; the shared folder has no held-out file);
- 2. --few labels per intent of dev-train (numpy's generator seeded with --seed) go in through
-    POST /v1/labels (text, task `intent`, label), as a team's first labels would;
- 3. the rest of dev-train is ingested as unlabeled tickets (POST /v1/events) and processed;
- 4. one training run, POST /v1/training/runs {"task": "intent"}, polled to its end, then its
+ 1. the dataset's training file is split deterministically into dev-train and dev-test (the
+    --test-size texts with the smallest salted hash, by default 2,000 or a fifth of the file if
+    smaller; the shared folder has no held-out file);
+ 2. --few labels per label of dev-train (numpy's generator seeded with --seed), or with --few 0
+    every dev-train text, go in through POST /v1/labels (text, task, label), as a team's labels would;
+ 3. the rest of dev-train is ingested as unlabeled events (POST /v1/events: tickets, or news for
+    `sentiment`) and processed;
+ 4. one training run, POST /v1/training/runs {"task": ...}, polled to its end, then its
     re-index (GET /v1/models) until the version is active;
- 5. dev-test is ingested as new tickets, and each one's `intent` prediction is read back with
+ 5. dev-test is ingested as new events, and each one's prediction for the task is read back with
     GET /v1/events/{id}: accuracy and macro-F1 of what a user sees.
 In the same run, on the same labels and dev-test: TF-IDF + LR and a head on frozen embeddings
 (references), and, unless --no-recipe, the recipe alone (services.training.tuning.fine_tune with
 the labels and the same unlabeled texts, as `bench/quality.py` measures it). --sift-root runs the
-`sift up` of another checkout (the code before a change) under the same driver. The beat's own
+`sift up` of another checkout (the code before a change) under the same driver; --env SIFT_X=v
+(repeated) sets a setting of that `sift up` (the bench's own shell's SIFT_* are not passed). The beat's own
 training check is pushed out (SIFT_TRAIN_CHECK_INTERVAL_S) so that the run is the one this bench starts.
 """
 
@@ -41,16 +44,23 @@ from services.training import dataset
 FLOW_SALT = "sift-flow-dev-test\x00"
 
 
-def dev_split(examples: list[dataset.Example], test_size: int) -> tuple[list[dataset.Example], list[dataset.Example]]:
-    """(dev-train, dev-test): distinct texts, the test_size with the smallest salted hash are dev-test."""
+def dev_split(
+    examples: list[dataset.Example], test_size: int | None
+) -> tuple[list[dataset.Example], list[dataset.Example]]:
+    """(dev-train, dev-test): distinct texts, the test_size (None: 2,000 or a fifth if fewer) with the
+    smallest salted hash are dev-test."""
     unique = list({e.text: e for e in examples}.values())
+    test_size = test_size if test_size is not None else min(2000, len(unique) // 5)
     ranked = sorted(unique, key=lambda e: hashlib.sha1((FLOW_SALT + e.text).encode()).hexdigest())
     test = set(e.text for e in ranked[:test_size])
     return [e for e in unique if e.text not in test], [e for e in unique if e.text in test]
 
 
-def start_sift(root: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], str, Any]:
-    """A `sift up` process of the checkout at root, on a free port; (process, base url, log file)."""
+def start_sift(
+    root: Path, data_dir: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str, Any]:
+    """A `sift up` process of the checkout at root, on a free port, with only extra_env's SIFT_*
+    settings besides the bench's own; (process, base url, log file)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
@@ -58,6 +68,7 @@ def start_sift(root: Path, data_dir: Path) -> tuple[subprocess.Popen[bytes], str
     env.update(
         SIFT_DATA_DIR=str(data_dir), SIFT_PORT=str(port), SIFT_LOG_LEVEL="WARNING", SIFT_TRAIN_CHECK_INTERVAL_S="86400"
     )
+    env.update(extra_env or {})
     log = (data_dir / "up.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "services.cli.app", "up"], cwd=root, env=env, stdout=log, stderr=log)
     return proc, f"http://127.0.0.1:{port}", log
@@ -94,9 +105,9 @@ def wait_processed(http: Any, kind: str, timeout_s: float = 1800) -> None:
     raise SystemExit(f"{kind} events not processed in {timeout_s} s")
 
 
-def train_intent(http: Any, timeout_s: float = 2400) -> dict[str, Any]:
-    """One `intent` run through the API, to its end; then its re-index, until the version is active."""
-    run_id = http.post("/v1/training/runs", json={"task": "intent"}).json()["run_id"]
+def train(http: Any, task: str, timeout_s: float = 2400) -> dict[str, Any]:
+    """One run of task through the API, to its end; then its re-index, until the version is active."""
+    run_id = http.post("/v1/training/runs", json={"task": task}).json()["run_id"]
     started, deadline, last = time.monotonic(), time.monotonic() + timeout_s, ""
     while time.monotonic() < deadline:
         run = http.get(f"/v1/training/runs/{run_id}").json()
@@ -113,7 +124,7 @@ def train_intent(http: Any, timeout_s: float = 2400) -> dict[str, Any]:
         raise SystemExit(f"training run failed: {run.get('error')}")
     version = run["model_version"]
     while run["promoted"] and time.monotonic() < deadline:
-        models = http.get("/v1/models", params={"task": "intent"}).json()["models"]
+        models = http.get("/v1/models", params={"task": task}).json()["models"]
         if any(m["version"] == version and m["status"] == "active" for m in models):
             break
         time.sleep(3)
@@ -121,12 +132,19 @@ def train_intent(http: Any, timeout_s: float = 2400) -> dict[str, Any]:
     return run
 
 
-def predictions(http: Any, ids: list[str]) -> list[dict[str, Any]]:
-    return [http.get(f"/v1/events/{i}").json()["predictions"].get("intent", {}) for i in ids]
+def predictions(http: Any, ids: list[str], task: str) -> list[dict[str, Any]]:
+    return [http.get(f"/v1/events/{i}").json()["predictions"].get(task, {}) for i in ids]
 
 
 def run_flow(
-    root: Path, labels: list[dataset.Example], unlabeled: list[str], test: list[dataset.Example]
+    root: Path,
+    labels: list[dataset.Example],
+    unlabeled: list[str],
+    test: list[dataset.Example],
+    *,
+    task: str = "intent",
+    kind: str = "ticket",
+    extra_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Steps 2-5 of the module docstring on a fresh data dir; the figures and the run's metrics."""
     import shutil
@@ -134,28 +152,28 @@ def run_flow(
     import httpx
 
     data_dir = Path(tempfile.mkdtemp(prefix="sift-flow-"))
-    proc, url, log = start_sift(root, data_dir)
+    proc, url, log = start_sift(root, data_dir, extra_env)
     try:
         with httpx.Client(base_url=url, timeout=300) as http:
             wait_ready(http, proc)
             http.headers.update(bearer(saved_key(data_dir)))
             post_chunks(
-                http, "/v1/labels", "labels", [{"text": e.text, "task": "intent", "label": e.label} for e in labels]
+                http, "/v1/labels", "labels", [{"text": e.text, "task": task, "label": e.label} for e in labels]
             )
-            events = [{"id": f"u-{i}", "kind": "ticket", "text": t} for i, t in enumerate(unlabeled)]
+            events = [{"id": f"u-{i}", "kind": kind, "text": t} for i, t in enumerate(unlabeled)]
             post_chunks(http, "/v1/events", "events", events)
-            wait_processed(http, "ticket")
-            run = train_intent(http)
+            wait_processed(http, kind)
+            run = train(http, task)
             print(f"# run: {run['status']}, promoted {run['promoted']}, {run['wall_s']} s", flush=True)
             ids = [f"t-{i}" for i in range(len(test))]
             post_chunks(
                 http,
                 "/v1/events",
                 "events",
-                [{"id": i, "kind": "ticket", "text": e.text} for i, e in zip(ids, test, strict=True)],
+                [{"id": i, "kind": kind, "text": e.text} for i, e in zip(ids, test, strict=True)],
             )
-            wait_processed(http, "ticket")
-            got = predictions(http, ids)
+            wait_processed(http, kind)
+            got = predictions(http, ids, task)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
