@@ -7,8 +7,9 @@ queries a feed. A point changes under its id only when its item is sent again wi
 or metadata, or deleted (a new encoder writes a new collection). This process forgets such an
 item at once: the worker's batch tells it (events.batch.on_done) and Recommender.delete_item
 forgets what it deletes; a process that runs no worker serves the old entry for at most
-ENTRY_TTL_S. At most CAPACITY entries (about 2 KB each at 384 dimensions): the least recently
-used go first. An entry keeps only the payload keys feeds read (PAYLOAD_KEYS, str values), as
+ENTRY_TTL_S. At most CAPACITY entries in the process (about 2 KB each at 384 dimensions), whatever
+the number of tenants whose recommenders share it (Entries): the least recently used go first,
+whichever tenant's they are. An entry keeps only the payload keys feeds read (PAYLOAD_KEYS, str values), as
 one flat tuple of strings, a float and bytes (the vector's), which Python's garbage collector does
 not track (a tuple holding a dict or an ndarray stays tracked): a cache of
 100,000 payload dicts made each full collection traverse half a million more objects.
@@ -16,6 +17,7 @@ not track (a tuple holding a dict or an ndarray stays tracked): a cache of
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -42,29 +44,42 @@ class ItemPoint:
     payload: dict[str, str]
 
 
+class Entries:
+    """The least-recently-used entries of every cache in a process, at most `capacity` in all."""
+
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        self.capacity = capacity
+        # (owner, collection, point id) -> (when fetched, float32 vector as bytes, *the PAYLOAD_KEYS' values or "")
+        self.items: OrderedDict[tuple[int, str, str], tuple[Any, ...]] = OrderedDict()
+        self.lock = threading.Lock()
+        self.forgotten = 0  # counts forget calls: a fetch that overlapped one keeps nothing
+
+
+PROCESS_ENTRIES = Entries()
+_owners = itertools.count()
+
+
 class ItemPoints:
     """The cache: `get` answers from memory and retrieves what it lacks in one call."""
 
-    def __init__(self, store: VectorStore, *, capacity: int = CAPACITY, ttl_s: float = ENTRY_TTL_S) -> None:
+    def __init__(self, store: VectorStore, *, entries: Entries = PROCESS_ENTRIES, ttl_s: float = ENTRY_TTL_S) -> None:
         self.store = store
-        self.capacity = capacity
         self.ttl_s = ttl_s
-        # (collection, point id) -> (when fetched, float32 vector as bytes, *the PAYLOAD_KEYS' values or "")
-        self._entries: OrderedDict[tuple[str, str], tuple[Any, ...]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._forgotten = 0  # counts forget calls: a fetch that overlapped one keeps nothing
+        self._shared = entries
+        self._owner = next(_owners)  # this cache's keys: two tenants' caches never answer for each other
 
     def get(self, collection: str, point_ids: Sequence[str]) -> dict[str, ItemPoint]:
         """The points of point_ids that exist, by point id."""
         found: dict[str, ItemPoint] = {}
         missing: list[str] = []
         now = time.monotonic()
-        with self._lock:
-            epoch = self._forgotten
+        shared = self._shared
+        with shared.lock:
+            epoch = shared.forgotten
             for pid in dict.fromkeys(point_ids):
-                entry = self._entries.get((collection, pid))
+                entry = shared.items.get((self._owner, collection, pid))
                 if entry is not None and now - entry[0] < self.ttl_s:
-                    self._entries.move_to_end((collection, pid))
+                    shared.items.move_to_end((self._owner, collection, pid))
                     found[pid] = _point(entry)
                 else:
                     missing.append(pid)
@@ -76,13 +91,15 @@ class ItemPoints:
 
     def forget(self, collection: str, point_ids: Sequence[str]) -> None:
         """Drop these points (their item changed or was deleted)."""
-        with self._lock:
-            self._forgotten += 1
+        with self._shared.lock:
+            self._shared.forgotten += 1
             for pid in point_ids:
-                self._entries.pop((collection, pid), None)
+                self._shared.items.pop((self._owner, collection, pid), None)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """This cache's entries (a scan of the process's: for tests and logs)."""
+        with self._shared.lock:
+            return sum(key[0] == self._owner for key in self._shared.items)
 
     def _fetch(self, collection: str, point_ids: Sequence[str]) -> dict[str, ItemPoint]:
         hits = [h for h in self.store.retrieve(collection, point_ids, with_vectors=True) if h.vector is not None]
@@ -98,18 +115,16 @@ class ItemPoints:
         return points
 
     def _keep(self, collection: str, points: Mapping[str, ItemPoint], now: float, epoch: int) -> None:
-        with self._lock:
-            if epoch != self._forgotten:  # what was fetched may predate the change that was forgotten
+        shared = self._shared
+        with shared.lock:
+            if epoch != shared.forgotten:  # what was fetched may predate the change that was forgotten
                 return
             for pid, point in points.items():
-                self._entries[(collection, pid)] = (
-                    now,
-                    point.vector.tobytes(),
-                    *(point.payload.get(key, "") for key in PAYLOAD_KEYS),
-                )
-                self._entries.move_to_end((collection, pid))
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+                key = (self._owner, collection, pid)
+                shared.items[key] = (now, point.vector.tobytes(), *(point.payload.get(k, "") for k in PAYLOAD_KEYS))
+                shared.items.move_to_end(key)
+            while len(shared.items) > shared.capacity:
+                shared.items.popitem(last=False)
 
 
 def _slim(payload: Mapping[str, Any]) -> dict[str, str]:
