@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from services.config import Settings
+from services.training.batches import grouped_batches
 from services.training.dataset import Example
 
 
@@ -29,17 +30,24 @@ def fit_epochs(wanted: float, *, examples: int, batch_size: int, step_s: float, 
     return max(1, affordable) * batch_size / max(1, examples)
 
 
-def typical_batch(lengths: Sequence[int], batch_size: int, *, draws: int = 64) -> list[int]:
-    """Indices of a batch like the trainer's: a batch is padded to its longest text, so of `draws`
-    random batches (seeded) the one whose longest text is nearest the mean longest."""
-    rng = np.random.default_rng(0)
-    size = min(batch_size, len(lengths))
-    batches = [rng.choice(len(lengths), size=size, replace=False) for _ in range(draws)]
-    longest = np.array([max(lengths[i] for i in b) for b in batches])
-    return sorted(int(i) for i in batches[int(np.argmin(np.abs(longest - longest.mean())))])
+def typical_batch(lengths: Sequence[int], batch_size: int) -> list[int]:
+    """Indices of a batch like the trainer's: it pads a batch to its longest text and groups texts of
+    about one length (services/training/batches.py), so of the first epoch's batches the one whose
+    padded size (texts x longest) is nearest the mean padded size."""
+    batches = grouped_batches(lengths, batch_size, seed=0, epoch=0)
+    padded = np.array([len(b) * max(lengths[i] for i in b) for b in batches])
+    return sorted(batches[int(np.argmin(np.abs(padded - padded.mean())))])
 
 
-def seconds_per_step(loss: Any, examples: Sequence[Example], classes: Sequence[str], *, batch_size: int) -> float:
+def token_lengths(model: Any, texts: Sequence[str]) -> list[int]:
+    """Each text's length in the model's tokens, as the trainer truncates it."""
+    tokens = model.tokenizer(list(texts), truncation=True, max_length=model.max_seq_length)
+    return [len(ids) for ids in tokens["input_ids"]]
+
+
+def seconds_per_step(
+    loss: Any, examples: Sequence[Example], classes: Sequence[str], *, lengths: Sequence[int], batch_size: int
+) -> float:
     """Wall time of one training step: forward and backward of a typical batch (typical_batch), in
     training mode, the fastest of 3 after a warm-up one (the first ones set up kernels and memory),
     plus a sixth for the optimizer step. Gradients are dropped afterwards, and the trainer seeds its
@@ -50,8 +58,6 @@ def seconds_per_step(loss: Any, examples: Sequence[Example], classes: Sequence[s
     if not examples:
         return 0.0
     model = loss.model
-    tokens = model.tokenizer([e.text for e in examples], truncation=True, max_length=model.max_seq_length)
-    lengths = [len(ids) for ids in tokens["input_ids"]]
     sample = [examples[i] for i in typical_batch(lengths, batch_size)]
     features = {
         k: v.to(model.device) if isinstance(v, torch.Tensor) else v

@@ -33,7 +33,8 @@ import numpy as np
 from services.classify.head import Head
 from services.config import Settings
 from services.embedding.encoder import Encoder
-from services.training.budget import epochs_for, fit_epochs, seconds_per_step
+from services.training.batches import sampler_factory
+from services.training.budget import epochs_for, fit_epochs, seconds_per_step, token_lengths
 from services.training.dataset import Example, fine_tune_split
 from services.training.heads import fit_head, head_after_fine_tune, pseudo_label
 
@@ -119,6 +120,7 @@ class _Plan:
     members: int
     stop_at: float
     loss: Any
+    lengths: list[int]  # each example's tokens, for batches of texts of about one length
 
 
 @dataclass
@@ -165,10 +167,12 @@ def _plan(model: Any, probed: _Probed, *, settings: Settings, stop_at: float, so
     loss = probe_loss(model, probed.probe, label_smoothing=settings.train_label_smoothing)
     n = len(probed.examples)
     wanted = epochs_for(n, settings)
-    step_s = seconds_per_step(loss, probed.examples, probed.classes, batch_size=settings.train_batch_size)
+    lengths = token_lengths(model, [e.text for e in probed.examples])
+    batch = settings.train_batch_size
+    step_s = seconds_per_step(loss, probed.examples, probed.classes, lengths=lengths, batch_size=batch)
     seconds = stop_at - time.monotonic()
-    epochs = fit_epochs(wanted, examples=n, batch_size=settings.train_batch_size, step_s=step_s, seconds=seconds)
-    return _Plan(epochs, wanted, step_s, settings.train_soup if soup else 1, stop_at, loss)
+    epochs = fit_epochs(wanted, examples=n, batch_size=batch, step_s=step_s, seconds=seconds)
+    return _Plan(epochs, wanted, step_s, settings.train_soup if soup else 1, stop_at, loss, lengths)
 
 
 def _train_members(
@@ -207,6 +211,7 @@ def _train_members(
             dataset,
             seed=seed,
             epochs=plan.epochs,
+            lengths=plan.lengths,
             out_dir=out_dir,
             settings=settings,
             device=device,
@@ -238,9 +243,19 @@ def _step_callback(clock: _Clock, progress: Progress) -> Any:
 
 
 def _train_one(
-    loss: Any, dataset: Any, *, seed: int, epochs: float, out_dir: Path, settings: Settings, device: str, callback: Any
+    loss: Any,
+    dataset: Any,
+    *,
+    seed: int,
+    epochs: float,
+    lengths: Sequence[int],
+    out_dir: Path,
+    settings: Settings,
+    device: str,
+    callback: Any,
 ) -> None:
-    """One fine-tuning of loss.model with the sentence-transformers trainer."""
+    """One fine-tuning of loss.model with the sentence-transformers trainer, in batches of texts of
+    about one length (services/training/batches.py)."""
     from sentence_transformers import SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
     from transformers.trainer_callback import PrinterCallback
@@ -250,6 +265,7 @@ def _train_one(
         output_dir=str(out_dir / "checkpoints"),
         num_train_epochs=epochs,
         per_device_train_batch_size=settings.train_batch_size,
+        batch_sampler=sampler_factory(lengths),
         learning_rate=settings.train_learning_rate,
         warmup_steps=0.1,
         save_strategy="no",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 
 from services.config import Settings
 from services.training.budget import epochs_for
@@ -240,16 +241,57 @@ def test_remembered_encodes_each_distinct_text_once_and_keeps_the_order() -> Non
 
 
 def test_the_timed_batch_is_padded_like_a_typical_one_not_like_the_longest_text() -> None:
+    from services.training.batches import grouped_batches
     from services.training.budget import typical_batch
 
-    # 990 texts of 10 tokens and 10 of 120: a random batch of 32 holds a 120-token text about a
-    # quarter of the time, so the typical batch is padded to 10 tokens, and is a real batch.
-    lengths = [10] * 990 + [120] * 10
+    # Texts of 10 to 120 tokens: batches group texts of about one length, so the timed batch is one
+    # of the trainer's batches with the mean padded size, not the one holding the longest text.
+    lengths = [10 + (i * 7) % 111 for i in range(3000)]
     batch = typical_batch(lengths, 32)
     assert len(batch) == len(set(batch)) == 32
-    assert max(lengths[i] for i in batch) == 10
+    epoch = grouped_batches(lengths, 32, seed=0, epoch=0)
+    assert sorted(batch) in [sorted(b) for b in epoch]
+    padded = [len(b) * max(lengths[i] for i in b) for b in epoch]
+    assert abs(32 * max(lengths[i] for i in batch) - sum(padded) / len(padded)) <= 32 * 3
     assert typical_batch(lengths, 32) == batch  # seeded
     assert sorted(typical_batch([5, 7, 9], 32)) == [0, 1, 2]  # fewer texts than a batch
+
+
+def test_an_epoch_sees_every_example_once_in_batches_of_about_one_length() -> None:
+    from services.training.batches import grouped_batches
+
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(5, 90, size=4010).tolist()
+    first = grouped_batches(lengths, 32, seed=7, epoch=0)
+    assert sorted(i for b in first for i in b) == list(range(4010))
+    assert sum(len(b) < 32 for b in first) == 1  # runs are whole batches but the last
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in first)
+    order = rng.permutation(4010)
+    random = sum(32 * max(lengths[i] for i in order[k : k + 32]) for k in range(0, 4010, 32))
+    assert padded < 0.7 * random  # the point: far less padding than random batches
+    assert padded <= 1.1 * sum(lengths)
+    again = grouped_batches(lengths, 32, seed=7, epoch=0)
+    assert again == first  # seeded
+    later = grouped_batches(lengths, 32, seed=7, epoch=1)
+    assert later != first and sorted(i for b in later for i in b) == list(range(4010))
+    assert grouped_batches(lengths, 32, seed=8, epoch=0) != first  # each soup member's own order
+
+
+def test_the_trainer_s_batch_sampler_yields_those_batches_and_follows_the_epoch() -> None:
+    from datasets import Dataset
+
+    from services.training.batches import grouped_batches, sampler_factory
+
+    lengths = [3 + i % 40 for i in range(100)]
+    dataset = Dataset.from_dict({"text": ["x"] * 100, "label": [0] * 100})
+    sampler = sampler_factory(lengths)(dataset, batch_size=16, drop_last=False, seed=5)
+    assert len(sampler) == 7 and list(sampler) == grouped_batches(lengths, 16, seed=5, epoch=0)
+    sampler.set_epoch(2)
+    assert list(sampler) == grouped_batches(lengths, 16, seed=5, epoch=2)
+    dropping = sampler_factory(lengths)(dataset, batch_size=16, drop_last=True, seed=5)
+    assert len(dropping) == 6 and all(len(b) == 16 for b in dropping)
+    with pytest.raises(ValueError, match="the dataset has 100 examples, the lengths 99"):
+        sampler_factory(lengths[:99])(dataset, batch_size=16, drop_last=False, seed=5)
 
 
 def labeled(per_label: int, labels: int = 4) -> list[Example]:
