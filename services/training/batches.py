@@ -2,7 +2,7 @@
 
 The trainer pads every batch to its longest text, so random batches of short texts spend most of
 their compute on padding (FPB: 2.1x the real tokens, Banking77: 2.9x, batch 32). Each epoch here
-shuffles the examples with the seed and the epoch, sorts each run of `group` batches' worth of
+shuffles the examples with the seed and the epoch, sorts each run of GROUP (50) batches' worth of
 them by length, cuts the batches from it, and shuffles the order of the batches: every example
 is seen once an epoch, batch order and membership still change every epoch, and a batch holds
 texts of about one length (docs/decisions/length-grouped-batches.md).
