@@ -35,7 +35,8 @@ Latency, embedded mode (SQLite, Qdrant Edge, on-disk broker), after the build:
 other random requests, drawn apart, for a process that has served a while: its caches of items'
 vectors and of trending items hold what earlier users' feeds read), then over a real socket:
   feed_seq     GET /v1/users/{id}/feed?limit=10, one request at a time, --requests requests;
-  feed_conc8   the same requests from 8 concurrent clients (threads, one httpx.Client each);
+  feed_conc8   as many requests of their own draw (mostly other users than feed_seq just asked for,
+               whose reads a cache would still hold) from 8 concurrent clients (threads, one httpx.Client each);
   rank_100     POST /v1/users/{id}/rank with 100 item ids, one at a time (--requests / 2);
   similar      GET /v1/items/{id}/similar?limit=10, one at a time (--requests / 2).
 The feed requests mix: 80% users with a history, 10% such users with a filter
@@ -777,8 +778,9 @@ def free_port() -> int:
 
 
 def sift_command() -> list[str]:
-    script = Path(sys.executable).parent / "sift"
-    return [str(script), "up"] if script.exists() else [sys.executable, "-m", "services.cli.app", "up"]
+    """`sift up` of the code this bench belongs to: run with cwd=ROOT, `-m` imports ROOT's services
+    (the installed `sift` script would import the checkout the virtual environment was made from)."""
+    return [sys.executable, "-m", "services.cli.app", "up"]
 
 
 def wait_ready(http: Any, proc: subprocess.Popen[bytes], log: Path, limit_s: float = 300) -> float:
@@ -978,7 +980,7 @@ def ingest_rate(base_url: str, key: str, data_dir: Path, events: Sequence[Any]) 
 
 def over_socket(
     data_dir: Path,
-    requests: Sequence[FeedRequest],
+    requests: tuple[Sequence[FeedRequest], Sequence[FeedRequest]],
     warm: Sequence[FeedRequest],
     rank_jobs: Sequence[tuple[str, list[str]]],
     similar_ids: Sequence[str],
@@ -989,6 +991,7 @@ def over_socket(
 ) -> dict[str, Any]:
     import httpx
 
+    requests, concurrent = requests  # one at a time; from 8 clients (a draw of their own)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SIFT_")}
     env.update(SIFT_DATA_DIR=str(data_dir), SIFT_PORT=str(port), SIFT_LOG_LEVEL="WARNING", HF_HUB_OFFLINE="1")
@@ -1017,7 +1020,7 @@ def over_socket(
                     if bucket in out["feed_seq"]:
                         show(f"  {bucket}", out["feed_seq"][bucket])
             with phase("socket_feed_conc8"), profiled(proc.pid, "feed_conc8", out, profile):
-                out["feed_conc8"] = concurrent_feeds(base_url, key, requests, checks)
+                out["feed_conc8"] = concurrent_feeds(base_url, key, concurrent, checks)
             show(f"feed over socket, {CLIENTS} clients", out["feed_conc8"]["all"])
             with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
                 with phase("socket_rank"):
@@ -1231,8 +1234,17 @@ def main() -> None:
         if args.scale:
             fresh = catalogue(max(args.scale, len(CATEGORIES)), np.random.default_rng([args.seed, 7])).events
             extras = ScaleExtras([e.model_copy(update={"id": f"new-{i}"}) for i, e in enumerate(fresh[: args.scale])])
+        concurrent = feed_requests(args.requests, us, cat, np.random.default_rng([args.seed, 3]), "c")
         results["socket"] = over_socket(
-            data_dir, requests, warm, rank_jobs, similar_ids, checks, log, profile=args.profile, scale=extras
+            data_dir,
+            (requests, concurrent),
+            warm,
+            rank_jobs,
+            similar_ids,
+            checks,
+            log,
+            profile=args.profile,
+            scale=extras,
         )
         results["checks"] = checks.summary()
         print(f"# checks on every feed answer over the socket: {json.dumps(results['checks'])}", flush=True)

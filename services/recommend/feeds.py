@@ -32,6 +32,7 @@ from services.events.accept import point_id_for
 from services.recommend import interactions, reads
 from services.recommend.interactions import Touch
 from services.recommend.item_points import ItemPoints
+from services.recommend.item_reads import ItemReads
 from services.recommend.learned import Ease, ServedModel, served_blend
 from services.recommend.scoring import (
     Candidate,
@@ -90,10 +91,12 @@ class Recommender:
         self.weights = weights_from(settings)
         self.served = ServedModel(sessions=sessions, reload_s=settings.model_reload_s)
         self.points = ItemPoints(store)
+        self.item_reads = ItemReads(ttl_s=lambda: self.settings.recommend_cache_s)
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._cache_lock = threading.Lock()
         self._refreshing: set[tuple[str, str]] = set()
         batch.on_done(self.forget_cached)  # a done item is recommendable at once, not after the cache's age
+        interactions.on_recorded(self._recorded)  # new pairs and popularity count at once in this process
 
     def _point(self, item_id: str) -> str:
         return _point_id(item_id, self.settings.tenant)
@@ -182,6 +185,8 @@ class Recommender:
             if kind is not None:
                 interactions.forget_item(session, item_id=item_id)
                 session.execute(delete(Event).where(Event.id == item_id))
+        self.item_reads.forget([item_id])
+        self.item_reads.forget_all_neighbours()
         # The point goes after the row: a worker that upserts it meanwhile finds the row gone and
         # deletes the point itself, and a retry after a crash here still deletes it (ids are fixed).
         point = self._point(item_id)
@@ -226,14 +231,14 @@ class Recommender:
     def _content_candidates(
         self, profile: Profile, kind: str, vectors: Mapping[str, np.ndarray], collection: str, filters: Filters | None
     ) -> list[Candidate]:
-        positive = [vectors[i].tolist() for i in profile.positives if profile.kinds[i] == kind and i in vectors]
+        positive = [vectors[i] for i in profile.positives if profile.kinds[i] == kind and i in vectors]
         if not positive:
             return []
-        negative = [vectors[i].tolist() for i in profile.dismissed if profile.kinds[i] == kind and i in vectors]
-        hits = self.store.recommend(
+        negative = [vectors[i] for i in profile.dismissed if profile.kinds[i] == kind and i in vectors]
+        hits = self.store.recommend(  # rows of one array each: no per-number conversion
             collection,
-            positive=positive[:_RECOMMEND_EXAMPLES],
-            negative=negative[:_RECOMMEND_EXAMPLES],
+            positive=np.stack(positive[:_RECOMMEND_EXAMPLES]),
+            negative=np.stack(negative[:_RECOMMEND_EXAMPLES]) if negative else [],
             limit=self.settings.recommend_candidates,
             filters=filters,
             exclude_ids=[self._point(i) for i in profile.seen],
@@ -266,7 +271,8 @@ class Recommender:
         start; and the pairs read, which stand for every pair of the feed (the top neighbours of
         each profile item, as item-kNN keeps them)."""
         per_source = self.settings.recommend_candidates if profile.cold else _EXTRA_PER_SOURCE
-        pairs = reads.neighbour_pairs(session, list(profile.positives), per_item=self.settings.recommend_neighbours)
+        per_item = self.settings.recommend_neighbours
+        pairs = self.item_reads.neighbours(session, list(profile.positives), per_item=per_item)
         trending = self._cached(("trending", kind), lambda s: reads.trending(s, kind, self.settings), session)
         newest = self._cached(
             ("newest", kind), lambda s: reads.newest(s, kind, self.settings.recommend_candidates), session
@@ -292,7 +298,7 @@ class Recommender:
         ids = [c.item_id for c in candidates]
         max_pop = self._cached(("max", ""), reads.max_popularity, session) if popularity is None else 1.0
         if popularity is None:
-            popularity = reads.popularity(session, [*ids, *profile.positives])
+            popularity = self.item_reads.popularity(session, [*ids, *profile.positives])
         if pairs is None:
             pairs = reads.pairs(session, ids, list(profile.positives))
         signals = Signals(popularity=popularity, max_popularity=max(max_pop, *popularity.values(), 1.0), pairs=pairs)
@@ -303,6 +309,10 @@ class Recommender:
             candidates, profile=profile, vectors=vectors, signals=signals, weights=weights, now=now, learned=column
         )
         return scored, signals
+
+    def _recorded(self, tenant: str, item_ids: set[str]) -> None:
+        if tenant == self.settings.tenant:
+            self.item_reads.forget(item_ids)
 
     def forget_cached(self, kind: str, ids: list[str]) -> None:
         """Kind's items just recorded done: forget their cached points (an item sent again may carry

@@ -9,15 +9,16 @@ its cost is bounded whatever the history; the interaction's id makes a retry wri
 from __future__ import annotations
 
 import uuid
+import weakref
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Integer, Table, bindparam, delete, or_, select
+from sqlalchemy import Integer, Table, bindparam, delete, event, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -29,6 +30,8 @@ ITEM_KINDS: tuple[str, ...] = ("product", "news")
 POSITIVE_TYPES: tuple[str, ...] = ("view", "click", "purchase", "like")
 TYPES: tuple[str, ...] = (*POSITIVE_TYPES, "dismiss")
 _NAMESPACE = uuid.UUID("6f1d3c2a-3c52-4e8e-9d7e-2f0b7f6a9c11")
+_TOUCHED = "sift_recorded_items"  # session.info key: the items whose aggregates this transaction changed
+_recorded_listeners: list[weakref.WeakMethod[Callable[[str, set[str]], None]]] = []
 
 
 class InteractionIn(BaseModel):
@@ -113,8 +116,38 @@ def record(
     new_rows = [row for row in rows if row["id"] in new_ids]
     positives = sorted((r for r in new_rows if r["type"] in POSITIVE_TYPES), key=lambda r: (r["user_id"], r["ts"]))
     _count_popularity(session, positives)
-    _count_pairs(session, positives, window=pair_window)
+    touched = _count_pairs(session, positives, window=pair_window)
+    _tell_after_commit(session, touched | {row["item_id"] for row in positives})
     return Recorded(ids=[row["id"] for row in rows], new=len(new_ids))
+
+
+def on_recorded(listener: Callable[[str, set[str]], None]) -> None:
+    """Call the bound method listener(tenant, item_ids) after each commit of a transaction that
+    changed the popularity or co-interaction pairs of those items (in this process)."""
+    _recorded_listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+
+
+def _tell_after_commit(session: Session, items: Iterable[str]) -> None:
+    pending: set[str] | None = session.info.get(_TOUCHED)
+    if pending is None:
+        pending = session.info[_TOUCHED] = set()
+        event.listen(session, "after_commit", _committed)
+        event.listen(session, "after_rollback", lambda s: s.info.get(_TOUCHED, set()).clear())
+    pending.update(items)
+
+
+def _committed(session: Session) -> None:
+    items = set(session.info.get(_TOUCHED, ()))
+    session.info.get(_TOUCHED, set()).clear()
+    if not items:
+        return
+    tenant = str(session.info.get("tenant", ""))
+    for ref in list(_recorded_listeners):
+        listener = ref()
+        if listener is None:
+            _recorded_listeners.remove(ref)
+        else:
+            listener(tenant, items)
 
 
 def item_kinds(session: Session, *, ids: Sequence[str]) -> dict[str, str]:
@@ -187,8 +220,9 @@ def _add_popularity(dialect: str) -> Any:
     )
 
 
-def _count_pairs(session: Session, rows: Sequence[dict[str, Any]], *, window: int) -> None:
-    """Pair each new positive interaction with the user's latest distinct items before it."""
+def _count_pairs(session: Session, rows: Sequence[dict[str, Any]], *, window: int) -> set[str]:
+    """Pair each new positive interaction with the user's latest distinct items before it; returns
+    the items whose pairs changed."""
     by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_user[row["user_id"]].append(row)
@@ -205,6 +239,7 @@ def _count_pairs(session: Session, rows: Sequence[dict[str, Any]], *, window: in
     if weights:
         params = [{"item_id": a, "other_id": b, "weight": w} for (a, b), w in sorted(weights.items())]
         session.execute(_add_pairs(session.get_bind().dialect.name), params)
+    return {item for pair in weights for item in pair}
 
 
 def _latest_items(session: Session, *, user_id: str, exclude: set[str], limit: int) -> list[str]:

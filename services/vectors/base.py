@@ -26,6 +26,7 @@ Filters = Mapping[str, Any]
 
 RANGE_KEYS = ("gte", "gt", "lte", "lt")
 RECOMMEND_STRATEGIES = ("average_vector", "best_score")
+Examples = Sequence[Sequence[float]] | np.ndarray  # recommendation examples: vectors, or one row each
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,8 @@ class VectorStore(Protocol):
         self,
         name: str,
         *,
-        positive: Sequence[Sequence[float]],
-        negative: Sequence[Sequence[float]] = (),
+        positive: Examples,
+        negative: Examples = (),
         limit: int,
         filters: Filters | None = None,
         exclude_ids: Sequence[str] = (),
@@ -169,30 +170,31 @@ def _canonical(point_id: str) -> str:
     return str(uuid.UUID(point_id))
 
 
-def recommend_examples(
-    *, positive: Sequence[Sequence[float]], negative: Sequence[Sequence[float]], strategy: str
-) -> tuple[list[list[float]], list[list[float]]]:
-    """The examples as unit vectors, so that each weighs alike whatever its length, once the query is valid."""
+def recommend_examples(*, positive: Examples, negative: Examples, strategy: str) -> tuple[np.ndarray, np.ndarray]:
+    """The examples as rows of unit vectors (float64), so that each weighs alike whatever its
+    length, once the query is valid (lists or a 2-D array in: one conversion either way)."""
     if strategy not in RECOMMEND_STRATEGIES:
         raise InvalidInput(f"unknown recommend strategy {strategy!r}; use one of {list(RECOMMEND_STRATEGIES)}")
-    if not positive:
+    if len(positive) == 0:
         raise InvalidInput("a recommendation needs at least one positive example")
-    return [_unit(v) for v in positive], [_unit(v) for v in negative]
-
-
-def _unit(vector: Sequence[float]) -> list[float]:
-    values = np.asarray(vector, dtype=np.float64)
-    norm = float(np.sqrt(values @ values))
-    if not (math.isfinite(norm) and norm > 0):
-        raise InvalidInput("a recommendation example must be a non-zero vector of finite numbers")
-    return (values / norm).tolist()  # type: ignore[no-any-return]
-
-
-def average_example(positive: Sequence[Sequence[float]], negative: Sequence[Sequence[float]]) -> list[float]:
-    """Qdrant's average_vector query: mean(positive) + (mean(positive) - mean(negative)), or mean(positive)."""
     if len({len(v) for v in [*positive, *negative]}) > 1:
         raise InvalidInput("the recommendation examples differ in dimension")
-    mean_positive = np.asarray(positive, dtype=np.float64).mean(axis=0)
-    if not negative:
+    return _units(positive), _units(negative)
+
+
+def _units(vectors: Examples) -> np.ndarray:
+    if len(vectors) == 0:
+        return np.zeros((0, 0))
+    rows = np.asarray(vectors, dtype=np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
+    if not (np.all(np.isfinite(norms)) and np.all(norms > 0)):
+        raise InvalidInput("a recommendation example must be a non-zero vector of finite numbers")
+    return rows / norms[:, None]  # type: ignore[no-any-return]
+
+
+def average_example(positive: np.ndarray, negative: np.ndarray) -> list[float]:
+    """Qdrant's average_vector query: mean(positive) + (mean(positive) - mean(negative)), or mean(positive)."""
+    mean_positive = positive.mean(axis=0)
+    if len(negative) == 0:
         return mean_positive.tolist()  # type: ignore[no-any-return]
-    return (2 * mean_positive - np.asarray(negative, dtype=np.float64).mean(axis=0)).tolist()  # type: ignore[no-any-return]
+    return (2 * mean_positive - negative.mean(axis=0)).tolist()  # type: ignore[no-any-return]

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from services.errors import VectorStoreUnavailable
-from services.vectors.base import Filters, Hit, PayloadIndex, VectorPoint, VectorStore
+from services.vectors.base import Examples, Filters, Hit, PayloadIndex, VectorPoint, VectorStore
 
 
 class FaultyStore:
@@ -65,8 +65,8 @@ class FaultyStore:
         self,
         name: str,
         *,
-        positive: Sequence[Sequence[float]],
-        negative: Sequence[Sequence[float]] = (),
+        positive: Examples,
+        negative: Examples = (),
         limit: int,
         filters: Filters | None = None,
         exclude_ids: Sequence[str] = (),

@@ -15,6 +15,7 @@ import qdrant_edge as qe
 
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, VectorStoreUnavailable
 from services.vectors.base import (
+    Examples,
     Filters,
     Hit,
     PayloadIndex,
@@ -235,8 +236,8 @@ class QdrantEdgeStore:
         self,
         name: str,
         *,
-        positive: Sequence[Sequence[float]],
-        negative: Sequence[Sequence[float]] = (),
+        positive: Examples,
+        negative: Examples = (),
         limit: int,
         filters: Filters | None = None,
         exclude_ids: Sequence[str] = (),
@@ -251,9 +252,7 @@ class QdrantEdgeStore:
             if strategy == "average_vector":  # Qdrant computes this one above the shard, so Edge lacks it
                 query = qe.Query.Nearest(average_example(positives, negatives))
             else:
-                query = qe.Query.RecommendBestScore(
-                    qe.RecommendQuery(cast(list[Any], positives), cast(list[Any], negatives))
-                )
+                query = qe.Query.RecommendBestScore(qe.RecommendQuery(positives.tolist(), negatives.tolist()))
         return self._query(name, query, action, limit, filters, exclude_ids, with_vectors, with_payload)
 
     def _query(  # search's and recommend's options, passed on positionally

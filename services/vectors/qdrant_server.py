@@ -15,6 +15,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from services.errors import Conflict, DomainError, InvalidInput, NotFound, VectorStoreUnavailable
 from services.vectors.base import (
+    Examples,
     Filters,
     Hit,
     PayloadIndex,
@@ -196,8 +197,8 @@ class QdrantServerStore:
         self,
         name: str,
         *,
-        positive: Sequence[Sequence[float]],
-        negative: Sequence[Sequence[float]] = (),
+        positive: Examples,
+        negative: Examples = (),
         limit: int,
         filters: Filters | None = None,
         exclude_ids: Sequence[str] = (),
@@ -209,7 +210,9 @@ class QdrantServerStore:
         action = f"cannot recommend from {name!r}"
         with _client(action):
             positives, negatives = recommend_examples(positive=positive, negative=negative, strategy=strategy)
-            examples = qm.RecommendInput(positive=positives, negative=negatives, strategy=_STRATEGIES[strategy])
+            examples = qm.RecommendInput(
+                positive=positives.tolist(), negative=negatives.tolist(), strategy=_STRATEGIES[strategy]
+            )
             query = qm.RecommendQuery(recommend=examples)
         return self._query(name, query, action, limit, filters, exclude_ids, with_vectors, with_payload)
 

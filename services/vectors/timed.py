@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 from services import metrics
 from services.errors import Transient
-from services.vectors.base import Filters, Hit, PayloadIndex, VectorPoint, VectorStore
+from services.vectors.base import Examples, Filters, Hit, PayloadIndex, VectorPoint, VectorStore
 
 
 class TimedStore:
@@ -68,8 +68,8 @@ class TimedStore:
         self,
         name: str,
         *,
-        positive: Sequence[Sequence[float]],
-        negative: Sequence[Sequence[float]] = (),
+        positive: Examples,
+        negative: Examples = (),
         limit: int,
         filters: Filters | None = None,
         exclude_ids: Sequence[str] = (),

@@ -250,9 +250,11 @@ def test_a_feed_reads_a_bounded_history_whatever_its_length(data_dir: Path, enco
         feed(client, "short", limit=20)  # fills the trending and popularity caches
         statements: list[str] = []
         sa.event.listen(runtime.db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        runtime.recommender.item_reads.forget(items)  # each feed reads its neighbours and popularity
         long_feed = feed(client, "long", limit=20)
         long_count = len(statements)
         statements.clear()
+        runtime.recommender.item_reads.forget(items)
         feed(client, "short", limit=20)
         assert long_count == len(statements)  # the same statements, whatever the history's length
         # only the 4 latest interactions are read: older items may come back, newer never do
