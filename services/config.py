@@ -217,7 +217,7 @@ class Settings(BaseSettings):
         0.8, ge=0, le=1, description="diversity: 1 = by score only, lower = fewer near-duplicates"
     )
     recommend_trending_window_s: int = Field(7 * 86_400, ge=60, description="window of trending items")
-    recommend_cache_s: float = Field(30.0, ge=0, description="how long trending and popularity maxima are reused")
+    recommend_cache_s: float = Field(30.0, ge=0, description="how long trending, popularity and neighbours are reused")
     recommend_learned_items: int = Field(
         4000, ge=2, le=20_000, description="learned model: the most interacted items it covers (cost grows as its cube)"
     )
