@@ -91,7 +91,8 @@ class Recommender:
         self.weights = weights_from(settings)
         self.served = ServedModel(sessions=sessions, reload_s=settings.model_reload_s)
         self.points = ItemPoints(store)
-        self.item_reads = ItemReads(ttl_s=lambda: self.settings.recommend_cache_s)
+        # closes over the settings, not self: a cycle would keep a closed recommender and its listeners alive
+        self.item_reads = ItemReads(ttl_s=lambda: settings.recommend_cache_s)
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._cache_lock = threading.Lock()
         self._refreshing: set[tuple[str, str]] = set()

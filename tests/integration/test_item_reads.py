@@ -112,3 +112,20 @@ def test_the_cache_keeps_at_most_its_capacity_dropping_the_oldest_read(runtime: 
         cache.popularity(session, ["pan", "knife"])
         cache.popularity(session, ["board"])
         assert list(cache._popularity.items) == ["knife", "board"]
+
+
+def test_a_recommender_no_one_holds_is_freed_at_once_with_its_listeners(runtime: Runtime) -> None:
+    import gc
+    import weakref
+
+    from services.recommend.feeds import Recommender
+
+    r = runtime.recommender
+    made = Recommender(settings=r.settings, store=r.store, models=r.models, sessions=r.sessions, reads=r.reads)
+    gone = weakref.ref(made)
+    gc.disable()  # by reference counts alone: a cycle would keep it, and it would go on hearing recordings
+    try:
+        del made
+        assert gone() is None
+    finally:
+        gc.enable()
