@@ -65,15 +65,18 @@ class ItemReads:
     def neighbours(self, session: Session, item_ids: Sequence[str], *, per_item: int) -> dict[tuple[str, str], float]:
         """(neighbour, item) -> weight for the strongest `per_item` pairs of each item (reads.neighbour_pairs)."""
         now, epoch, (found, missing) = self._look(self._neighbours, item_ids)
+        for item_id in [i for i, (n, _) in found.items() if n != per_item]:  # read for another per_item
+            del found[item_id]
+            missing.append(item_id)
         if missing:
             rows = reads.neighbour_pairs(session, missing, per_item=per_item)
             read: dict[str, list[tuple[str, float]]] = {item_id: [] for item_id in missing}
             for (other, item_id), weight in rows.items():
                 read[item_id].append((other, weight))
-            values = {item_id: tuple(pairs) for item_id, pairs in read.items()}
+            values = {item_id: (per_item, tuple(pairs)) for item_id, pairs in read.items()}
             self._keep(self._neighbours, values, now, epoch)
             found.update(values)
-        return {(other, item_id): weight for item_id in item_ids for other, weight in found.get(item_id, ())}
+        return {(other, item_id): weight for item_id in item_ids for other, weight in found[item_id][1]}
 
     def popularity(self, session: Session, ids: Sequence[str]) -> dict[str, float]:
         """item id -> positive interactions, for the ids that have any (reads.popularity)."""

@@ -69,8 +69,13 @@ def test_a_deleted_item_leaves_every_neighbour_list_at_once(client: TestClient, 
         act(client, user, "pan", "view", minutes_ago=3)
         act(client, user, "knife", "view", minutes_ago=2)
     assert _neighbours(runtime, "pan") == {("knife", "pan"): 2.0}
+    act(client, "cy", "pan", "view", minutes_ago=3)
+    act(client, "cy", "board", "view", minutes_ago=2)
+    with runtime.db.read_scope() as session:  # a list read for another length is read again
+        assert runtime.recommender.item_reads.neighbours(session, ["pan"], per_item=1) == {("knife", "pan"): 2.0}
+    assert _neighbours(runtime, "pan") == {("knife", "pan"): 2.0, ("board", "pan"): 1.0}
     assert client.delete("/v1/items/knife").status_code == 204
-    assert _neighbours(runtime, "pan") == {}
+    assert _neighbours(runtime, "pan") == {("board", "pan"): 1.0}
     assert _popularity(runtime, ["knife"]) == {}
 
 
