@@ -93,13 +93,15 @@ def oldest_unfinished_age(runtime: Runtime, *, now: float | None = None) -> floa
     return ((now or time.time()) - min(oldest)) if oldest else None
 
 
-def readiness_checks(*, runtime: Runtime, ping_broker: Check) -> dict[str, Check]:
-    """The checks behind /readyz: database, broker, model loaded, vector store; and, degrading
-    only, a backlog older than SIFT_STALE_AFTER_S and vector writes that fail."""
+def readiness_checks(*, runtime: Runtime, ping_broker: Check, warmed: Callable[[], bool]) -> dict[str, Check]:
+    """The checks behind /readyz: database, broker, model loaded and the process warmed up, vector
+    store; and, degrading only, a backlog older than SIFT_STALE_AFTER_S and vector writes that fail."""
 
     def model() -> None:
         if not runtime.model_loaded():
             raise NotReady("model still loading")
+        if not warmed():
+            raise NotReady("warming up (the feeds' cache)")
 
     def vectors() -> None:
         if not runtime.model_loaded():  # the store needs the model's dimension to create collections

@@ -59,7 +59,9 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
         writer = GroupWriter(on_queued=lambda tenant, ids: enqueuer.submit(ids, tenant=tenant))
         app.state.writer = writer
         if warm_model:
-            threading.Thread(target=_warm, args=(runtime,), name="sift-warm", daemon=True).start()
+            threading.Thread(target=_warm, args=(runtime, app.state.warmed), name="sift-warm", daemon=True).start()
+        else:
+            app.state.warmed.set()
         yield
         writer.close()
         enqueuer.close()
@@ -77,6 +79,7 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
     app.state.runtime = runtime
     app.state.enqueuer_app = producer
     app.state.checks = Checks()  # /readyz: at most one check per dependency in flight
+    app.state.warmed = threading.Event()  # /readyz: not ready before the warm-up is done
     errors.install(app)
     openapi.document_errors(app)
     app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
@@ -102,7 +105,9 @@ def create_app(runtime: Runtime | None = None, *, warm_model: bool = True) -> Fa
     return app
 
 
-def _warm(runtime: Runtime) -> None:
+def _warm(runtime: Runtime, warmed: threading.Event) -> None:
+    """Load the model, open the store, read the feeds' cache, then freeze: /readyz says ready only
+    after this, so a load balancer sends no request to a process that would answer it slowly."""
     try:
         runtime.store  # noqa: B018 - loads the model, then opens the store with its dimension
     except Exception:
@@ -115,6 +120,7 @@ def _warm(runtime: Runtime) -> None:
     # What a started process holds (modules, the model: about 650,000 objects) is never garbage:
     # out of the collector's sight, a full collection no longer stops every request for 0.4-0.5 s.
     gc.freeze()
+    warmed.set()
 
 
 class BodyLimit:

@@ -105,17 +105,32 @@ def test_a_process_that_is_not_the_store_owner_is_not_ready(runtime: Runtime, da
 CHECKS = ("database", "broker", "model", "vectors", "backlog", "vector writes")
 
 
-def test_a_started_api_puts_what_it_holds_out_of_the_collector_s_sight(runtime: Runtime) -> None:
+def test_a_started_api_is_ready_only_once_warmed_up(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
     import gc
+    import threading
     import time
 
+    release, prefill = threading.Event(), runtime.recommender.prefill
+
+    def slow_prefill() -> None:  # the feeds' cache takes as long as the test wants
+        release.wait(60)
+        prefill()
+
+    monkeypatch.setattr(runtime.recommender, "prefill", slow_prefill)
     gc.unfreeze()
     try:
-        with TestClient(create_app(runtime)):  # warms up in the background: the model, the store, the feeds' cache
+        with TestClient(create_app(runtime)) as client:  # warms up in the background
+            assert runtime.model_loaded()  # the encoder fixture: loaded before the warm-up starts
+            answer = client.get("/readyz")
+            assert answer.status_code == 503 and answer.json()["checks"]["model"] == "warming up (the feeds' cache)"
+            assert gc.get_freeze_count() == 0
+            release.set()
             deadline = time.monotonic() + 60
-            while gc.get_freeze_count() == 0 and time.monotonic() < deadline:
+            while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
                 time.sleep(0.05)
+            assert client.get("/readyz").json() == {"status": "ready", "checks": dict.fromkeys(CHECKS, "ok")}
         # modules, the model and the settings: a full collection would traverse them on every pass
         assert gc.get_freeze_count() > 100_000
     finally:
+        release.set()
         gc.unfreeze()

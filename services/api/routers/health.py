@@ -43,10 +43,11 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 
 @router.get("/readyz", response_model=Readiness, responses=NOT_READY)
 async def readyz(request: Request, runtime: RootRuntimeDep) -> JSONResponse:
-    """Readiness: database, broker, vector store reachable and the model loaded, within 1 s."""
+    """Readiness: database, broker, vector store reachable and the model loaded and warmed up, within 1 s."""
     broker = request.app.state.enqueuer_app
     checks: Checks = request.app.state.checks
-    futures = checks.start(readiness_checks(runtime=runtime, ping_broker=lambda: ping(broker, timeout_s=1.0)))
+    ping_broker, warmed = lambda: ping(broker, timeout_s=1.0), request.app.state.warmed.is_set
+    futures = checks.start(readiness_checks(runtime=runtime, ping_broker=ping_broker, warmed=warmed))
     # Awaited on the event loop, not in the request thread pool: requests stuck on a hung
     # database can fill that pool, and the probe must still answer.
     waiting = [asyncio.wrap_future(f) for f in futures.values()]
