@@ -8,9 +8,9 @@ or metadata, or deleted (a new encoder writes a new collection). This process fo
 item at once: the worker's batch tells it (events.batch.on_done) and Recommender.delete_item
 forgets what it deletes; a process that runs no worker serves the old entry for at most
 ENTRY_TTL_S. At most CAPACITY entries in the process (about 2 KB each at 384 dimensions), whatever
-the number of tenants whose recommenders share it (Entries): the least recently used go first,
+the number of tenants whose recommenders share it (PROCESS_ENTRIES): the least recently used go first,
 whichever tenant's they are. An entry keeps only the payload keys feeds read (PAYLOAD_KEYS, str values), as
-one flat tuple of strings, a float and bytes (the vector's), which Python's garbage collector does
+one flat tuple of strings and bytes (the vector's) beside its read time, which Python's garbage collector does
 not track (a tuple holding a dict or an ndarray stays tracked): a cache of
 100,000 payload dicts made each full collection traverse half a million more objects.
 """
@@ -18,15 +18,13 @@ not track (a tuple holding a dict or an ndarray stays tracked): a cache of
 from __future__ import annotations
 
 import itertools
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from services.recommend.memo import Memo
 from services.vectors.base import VectorStore
 
 CAPACITY = 200_000
@@ -44,25 +42,16 @@ class ItemPoint:
     payload: dict[str, str]
 
 
-class Entries:
-    """The least-recently-used entries of every cache in a process, at most `capacity` in all."""
-
-    def __init__(self, capacity: int = CAPACITY) -> None:
-        self.capacity = capacity
-        # (owner, collection, point id) -> (when fetched, float32 vector as bytes, *the PAYLOAD_KEYS' values or "")
-        self.items: OrderedDict[tuple[int, str, str], tuple[Any, ...]] = OrderedDict()
-        self.lock = threading.Lock()
-        self.forgotten = 0  # counts forget calls: a fetch that overlapped one keeps nothing
-
-
-PROCESS_ENTRIES = Entries()
+PROCESS_ENTRIES: Memo[tuple[int, str, str]] = Memo(CAPACITY)  # (owner, collection, point id) -> entry
 _owners = itertools.count()
 
 
 class ItemPoints:
     """The cache: `get` answers from memory and retrieves what it lacks in one call."""
 
-    def __init__(self, store: VectorStore, *, entries: Entries = PROCESS_ENTRIES, ttl_s: float = ENTRY_TTL_S) -> None:
+    def __init__(
+        self, store: VectorStore, *, entries: Memo[tuple[int, str, str]] = PROCESS_ENTRIES, ttl_s: float = ENTRY_TTL_S
+    ) -> None:
         self.store = store
         self.ttl_s = ttl_s
         self._shared = entries
@@ -70,36 +59,22 @@ class ItemPoints:
 
     def get(self, collection: str, point_ids: Sequence[str]) -> dict[str, ItemPoint]:
         """The points of point_ids that exist, by point id."""
-        found: dict[str, ItemPoint] = {}
-        missing: list[str] = []
-        now = time.monotonic()
-        shared = self._shared
-        with shared.lock:
-            epoch = shared.forgotten
-            for pid in dict.fromkeys(point_ids):
-                entry = shared.items.get((self._owner, collection, pid))
-                if entry is not None and now - entry[0] < self.ttl_s:
-                    shared.items.move_to_end((self._owner, collection, pid))
-                    found[pid] = _point(entry)
-                else:
-                    missing.append(pid)
-        if missing:
-            fetched = self._fetch(collection, missing)
+        keys = [(self._owner, collection, pid) for pid in dict.fromkeys(point_ids)]
+        lookup = self._shared.look(keys, ttl_s=self.ttl_s)
+        found = {key[2]: _point(entry) for key, entry in lookup.found.items()}
+        if lookup.missing:
+            fetched = self._fetch(collection, [key[2] for key in lookup.missing])
             found.update(fetched)
-            self._keep(collection, fetched, now, epoch)
+            self._shared.keep(lookup, {(self._owner, collection, pid): _entry(p) for pid, p in fetched.items()})
         return found
 
     def forget(self, collection: str, point_ids: Sequence[str]) -> None:
         """Drop these points (their item changed or was deleted)."""
-        with self._shared.lock:
-            self._shared.forgotten += 1
-            for pid in point_ids:
-                self._shared.items.pop((self._owner, collection, pid), None)
+        self._shared.forget([(self._owner, collection, pid) for pid in point_ids])
 
     def __len__(self) -> int:
         """This cache's entries (a scan of the process's: for tests and logs)."""
-        with self._shared.lock:
-            return sum(key[0] == self._owner for key in self._shared.items)
+        return self._shared.count(lambda key: key[0] == self._owner)
 
     def _fetch(self, collection: str, point_ids: Sequence[str]) -> dict[str, ItemPoint]:
         hits = [h for h in self.store.retrieve(collection, point_ids, with_vectors=True) if h.vector is not None]
@@ -114,18 +89,6 @@ class ItemPoints:
             points[h.id] = ItemPoint(item_id, rows[k].copy(), {**_slim(h.payload), "event_id": item_id})
         return points
 
-    def _keep(self, collection: str, points: Mapping[str, ItemPoint], now: float, epoch: int) -> None:
-        shared = self._shared
-        with shared.lock:
-            if epoch != shared.forgotten:  # what was fetched may predate the change that was forgotten
-                return
-            for pid, point in points.items():
-                key = (self._owner, collection, pid)
-                shared.items[key] = (now, point.vector.tobytes(), *(point.payload.get(k, "") for k in PAYLOAD_KEYS))
-                shared.items.move_to_end(key)
-            while len(shared.items) > shared.capacity:
-                shared.items.popitem(last=False)
-
 
 def _slim(payload: Mapping[str, Any]) -> dict[str, str]:
     """The payload keys feeds read, where they are strings (the text cut to _TEXT_CHARS)."""
@@ -135,6 +98,11 @@ def _slim(payload: Mapping[str, Any]) -> dict[str, str]:
     return slim
 
 
+def _entry(point: ItemPoint) -> tuple[Any, ...]:
+    """What the cache keeps of a point: the float32 vector as bytes, then the PAYLOAD_KEYS' values or ""."""
+    return (point.vector.tobytes(), *(point.payload.get(key, "") for key in PAYLOAD_KEYS))
+
+
 def _point(entry: tuple[Any, ...]) -> ItemPoint:
-    payload = {key: value for key, value in zip(PAYLOAD_KEYS, entry[2:], strict=True) if value}
-    return ItemPoint(payload["event_id"], np.frombuffer(entry[1], dtype=np.float32), payload)
+    payload = {key: value for key, value in zip(PAYLOAD_KEYS, entry[1:], strict=True) if value}
+    return ItemPoint(payload["event_id"], np.frombuffer(entry[0], dtype=np.float32), payload)

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.recommend.item_points import Entries, ItemPoints
+from services.recommend.item_points import ItemPoints
+from services.recommend.memo import Memo
 from services.vectors.base import Hit, PayloadIndex, VectorPoint
 from services.vectors.qdrant_edge import QdrantEdgeStore
 
@@ -77,7 +78,7 @@ def test_a_forgotten_point_is_fetched_again_with_its_new_content(store: Counting
 
 
 def test_entries_expire_and_the_least_recently_used_go_beyond_the_capacity(store: CountingStore) -> None:
-    cache = ItemPoints(store, entries=Entries(2))  # type: ignore[arg-type]
+    cache = ItemPoints(store, entries=Memo(2))  # type: ignore[arg-type]
     cache.get(NAME, [IDS[0], IDS[1]])
     cache.get(NAME, [IDS[0]])  # IDS[0] is now the most recently used
     cache.get(NAME, [IDS[2]])
@@ -93,7 +94,7 @@ def test_entries_expire_and_the_least_recently_used_go_beyond_the_capacity(store
 
 
 def test_every_tenant_s_cache_shares_one_capacity_and_answers_only_for_its_own(store: CountingStore) -> None:
-    entries = Entries(3)
+    entries: Memo[tuple[int, str, str]] = Memo(3)
     first = ItemPoints(store, entries=entries)  # type: ignore[arg-type]
     second = ItemPoints(store, entries=entries)  # type: ignore[arg-type]
     first.get(NAME, [IDS[0], IDS[1]])
