@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.keys import keys_app
-from services.cli.output import console, version_cells
+from services.cli.output import calibration_line, console, version_cells
 from services.cli.output import fail as _fail
 from services.cli.output import message as _message
 from services.cli.output import print_summary as _print_summary
@@ -275,7 +275,11 @@ def faq_calibrate(as_json: JsonOpt = False) -> None:
     derived from the FAQ base's own paraphrases."""
     from services.cli import api_client
 
-    _print_summary(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match:calibrate"), as_json=as_json)
+    _print_summary(
+        lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match:calibrate"),
+        as_json=as_json,
+        line=calibration_line,
+    )
 
 
 @watchlist_app.command("import")

@@ -21,14 +21,16 @@ def fail(text: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def print_summary(run: Callable[[], dict[str, Any]], *, as_json: bool = False) -> None:
-    """Run a file command and print its summary, a line for people or JSON (as_json): bad input
-    exits 2, a service problem 1."""
+def print_summary(
+    run: Callable[[], dict[str, Any]], *, as_json: bool = False, line: Callable[[dict[str, Any]], str] | None = None
+) -> None:
+    """Run a command and print its summary, a line for people (`line`, by default `human`) or JSON
+    (as_json): bad input exits 2, a service problem 1."""
     result = exit_codes(run)
     if as_json:
         Console().print_json(json.dumps(result, default=str))
     else:
-        Console(soft_wrap=True).print(escape(human(result)), highlight=False)
+        Console(soft_wrap=True).print(escape((line or human)(result)), highlight=False)
 
 
 def human(result: Any) -> str:
@@ -51,6 +53,24 @@ def human(result: Any) -> str:
         elif value is not None:
             parts.append(f"{key.replace('_', ' ')}: {value}")
     return head + ", ".join(p for p in parts if p)
+
+
+def calibration_line(result: dict[str, Any]) -> str:
+    """`sift faq calibrate` for people: the threshold, what it was fitted for, how it did on the
+    held-out tickets, and the models it belongs to."""
+    m = result.get("metrics") or {}
+    text = (
+        f"calibration {result['id']}: matches below confidence {result['threshold']:.4f} abstain "
+        f"(fitted for precision {result['target']:g} on the answered)"
+    )
+    if "n" in m:
+        text += (
+            f"; on {m['n']} held-out labeled tickets: top-1 {m['top1_accuracy']:.3f}, "
+            f"answered {m['answered_share']:.0%}, precision of the answered {m['precision_answered']:.3f}"
+        )
+    models = [f"intent model {result['intent_version']}"] if result.get("intent_version") else []
+    models.append(f"encoder {result['encoder_version']}")
+    return f"{text}; for {', '.join(models)}"
 
 
 def version_cells(task: str, metrics: dict[str, Any], snapshot: dict[str, Any]) -> tuple[str, str, str]:
