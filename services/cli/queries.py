@@ -24,9 +24,12 @@ def match(
 
     body: dict[str, Any] = {"text": text, "top_k": top_k, "filters": {"tags": tag or [], "locale": locale}}
     result = exit_codes(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match", json=body))
-    table = Table("#", "faq", "score", "question", "answer")
+    # score ranks the entries against each other (it sums to about 1 over the candidates);
+    # similarity is the query's cosine to the entry's closest paraphrase, the absolute evidence.
+    table = Table("#", "faq", "score", "similarity", "question", "answer")
     for rank, item in enumerate(result["matches"], start=1):
-        table.add_row(str(rank), item["faq_id"], f"{item['score']:.3f}", item["question"], item["answer"][:80])
+        score, similarity = f"{item['score']:.3f}", f"{item['similarity']:.3f}"
+        table.add_row(str(rank), item["faq_id"], score, similarity, item["question"], item["answer"][:80])
     Console().print(table)
     verdict = "[yellow]abstain: route to a human[/yellow]" if result["abstain"] else "[green]answer[/green]"
     calibrated = "" if result["calibrated"] else " (not calibrated yet: `sift faq calibrate`)"

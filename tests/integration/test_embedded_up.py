@@ -108,7 +108,7 @@ def use_the_faq_commands(data_dir: Path, env: dict[str, str]) -> None:
     assert imported.returncode == 0 and "2 faqs, 2 created" in imported.stdout, imported.stdout + imported.stderr
     matched = sift(env, "match", "my card never arrived", "--top-k", "1")
     assert matched.returncode == 0 and "card_arrival" in matched.stdout and "refund" not in matched.stdout
-    assert "confidence" in matched.stdout, matched.stdout
+    assert "confidence" in matched.stdout and "similarity" in matched.stdout, matched.stdout
     bad = data_dir / "bad.jsonl"
     bad.write_text('{"id": "x", "question": "q"}\n')
     refused = sift(env, "faq", "import", str(bad))
