@@ -24,7 +24,7 @@ def match(
 
     body: dict[str, Any] = {"text": text, "top_k": top_k, "filters": {"tags": tag or [], "locale": locale}}
     result = exit_codes(lambda: api_client.call(get_settings().api_base_url, "POST", "/v1/match", json=body))
-    # score ranks the entries against each other (it sums to about 1 over the candidates);
+    # score ranks the entries against each other (docs/matching.md: relative to the candidates);
     # similarity is the query's cosine to the entry's closest paraphrase, the absolute evidence.
     table = Table("#", "faq", "score", "similarity", "question", "answer")
     for rank, item in enumerate(result["matches"], start=1):
