@@ -167,10 +167,20 @@ class Recommender:
         return [Similar(str(h.payload.get("event_id")), round(h.score, 6), f"similar to “{title}”") for h in hits]
 
     def prefill(self, *, items: int = _PREFILL_ITEMS) -> int:
-        """Read the points of each kind's most interacted items into the item cache, so that a new
-        process's first feeds find most candidates there; returns how many were read."""
+        """Read each kind's item collection into the page cache (a feed's candidates are mostly
+        items no request read before) and the points of its most interacted items into the item
+        cache, so that a new process's first feeds find most candidates there; returns the points read."""
         read = 0
         for kind, collection in self._collections().items():
+            took = time.monotonic()
+            size = self.store.warm(collection)
+            if size:
+                log.info(
+                    "read %s (%.0f MiB) into the page cache in %.1f s",
+                    collection,
+                    size / 2**20,
+                    time.monotonic() - took,
+                )
             with self.reads() as session:
                 ids = list(reads.most_interacted(session, kind, items))
             for start in range(0, len(ids), 1000):

@@ -107,6 +107,10 @@ class VectorStore(Protocol):
         """Build the vector index of every open collection with at least min_unindexed points
         outside it; returns those collections and their unindexed counts (a server indexes by itself)."""
 
+    def warm(self, name: str) -> int:
+        """Read the collection's files into the operating system's page cache before the first
+        queries need them; returns the bytes read (0 for a server, which keeps its own)."""
+
     def ping(self) -> None:
         """Raise VectorStoreUnavailable unless the store answers."""
 

@@ -103,6 +103,11 @@ class FaultyStore:
         self._check("build indexes")
         return self.inner.build_indexes(min_unindexed=min_unindexed)
 
+    def warm(self, name: str) -> int:
+        """Read the collection into the page cache."""
+        self._check("warm")
+        return self.inner.warm(name)
+
     def ping(self) -> None:
         """Raise VectorStoreUnavailable unless the store answers."""
         self._check("ping")

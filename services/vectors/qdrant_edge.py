@@ -317,6 +317,19 @@ class QdrantEdgeStore:
                     built[name] = unindexed
         return built
 
+    def warm(self, name: str) -> int:
+        """Read every file of the collection once, in order, into the page cache: a just-opened
+        shard otherwise reads each point's payload and vector pages from disk at its first use, one
+        page at a time (at 1,000,000 items about 60 disk reads a feed, 7.5 ms per 100 random
+        points' payloads against 3.4 ms once the files were read). Returns the bytes read."""
+        buffer = bytearray(8 << 20)
+        total = 0
+        for path in sorted(p for p in (self.root / name).rglob("*") if p.is_file()):
+            with suppress(OSError), path.open("rb", buffering=0) as file:  # a file the engine just removed
+                while read := file.readinto(buffer):
+                    total += read
+        return total
+
     def ping(self) -> None:
         """Raise VectorStoreUnavailable unless the data directory is there and every open shard answers."""
         if not self.root.is_dir():

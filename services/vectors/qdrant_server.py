@@ -260,6 +260,10 @@ class QdrantServerStore:
         """Nothing to do: a Qdrant server builds its indexes in the background."""
         return {}
 
+    def warm(self, name: str) -> int:
+        """Nothing to read here: the server keeps its own storage warm."""
+        return 0
+
     def ping(self) -> None:
         """Raise VectorStoreUnavailable unless the server answers."""
         try:

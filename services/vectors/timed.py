@@ -105,6 +105,10 @@ class TimedStore:
         """Build vector indexes where they are due (not timed: maintenance, not a request)."""
         return self.inner.build_indexes(min_unindexed=min_unindexed)
 
+    def warm(self, name: str) -> int:
+        """Read the collection into the page cache (not timed: start-up, not a request)."""
+        return self.inner.warm(name)
+
     def ping(self) -> None:
         """Raise VectorStoreUnavailable unless the store answers."""
         self.inner.ping()

@@ -374,11 +374,19 @@ def test_a_new_item_is_in_feeds_as_soon_as_it_is_done(client: TestClient, runtim
     assert "lamp" in ids(feed(client, "newcomer", kind="product", limit=50))
 
 
-def test_prefill_reads_the_most_interacted_items_into_the_feeds_cache(client: TestClient, runtime: Runtime) -> None:
+def test_prefill_reads_the_most_interacted_items_into_the_feeds_cache(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for user, item in [("u1", "pan"), ("u2", "pan"), ("u1", "knife"), ("u3", "news-new")]:
         act(client, user, item, "view")
     recommender = runtime.recommender
+    warmed: dict[str, int] = {}
+    warm = recommender.store.warm
+    monkeypatch.setattr(recommender.store, "warm", lambda name: warmed.setdefault(name, warm(name)))
     assert recommender.prefill(items=1) == 2  # the most interacted product and news item
+    # each item collection's files were read into the page cache first (embedded store: some bytes)
+    assert set(warmed) == {runtime.models.for_kind(k).collection for k in ("product", "news")}
+    assert all(size > 0 for size in warmed.values()), warmed
     assert len(recommender.points) == 2
     assert recommender.prefill() == 3 and len(recommender.points) == 3  # every item with an interaction
     feed(client, "u9")  # a cold feed: trending and newest items, most of them not read yet

@@ -275,6 +275,18 @@ def test_retrieve_by_ids_with_and_without_vectors(shared: VectorStore) -> None:
     assert shared.retrieve(NAME, []) == []
 
 
+def test_warm_reads_an_embedded_collection_from_disk_and_changes_nothing(filled: VectorStore) -> None:
+    before = filled.search(NAME, VECTORS[3], limit=3)
+    read = filled.warm(NAME)
+    if isinstance(filled, QdrantEdgeStore):  # every file of the shard, read once
+        on_disk = sum(p.stat().st_size for p in (filled.root / NAME).rglob("*") if p.is_file())
+        assert 0 < read <= on_disk
+    else:  # a server keeps its own storage warm
+        assert read == 0
+    assert filled.search(NAME, VECTORS[3], limit=3) == before
+    assert filled.warm("no_such_collection") == 0
+
+
 def test_delete_removes_points_and_ignores_unknown_ids(filled: VectorStore) -> None:
     gone = [POINTS[0].id, POINTS[1].id]
     filled.delete(NAME, [*gone, str(uuid.uuid4())])
