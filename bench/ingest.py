@@ -1,6 +1,7 @@
 """Ingest benchmark: Sift end to end against the bare model, on the same texts, in one run.
 
     python bench/ingest.py ../shared/data/banking77/train.csv [--limit N] [--mode embedded|redis-pg] [--peer infinity]
+                           [--faq]
 
 1. reference: raw `SentenceTransformer.encode(texts, batch_size=32)` of the same model, in this
    process before any server starts (median of --raw-repeats runs); beside it, Sift's own CPU
@@ -15,6 +16,9 @@
    torch engine on CPU with its default batching and the same thread count as the reference; the
    same texts posted in the same request styles to its OpenAI-compatible /embeddings endpoint; the
    clock runs from the first post to the last response. It stores nothing.
+With --faq, each server first gets the dataset as its FAQ base (one entry per category, its texts
+as paraphrases: about 10,000 points for Banking77), so every ticket is matched against a help
+desk's base as it is ingested.
 With --versus SIFT_X=value, each style runs as given (a) and with that setting (b) instead, a
 round of each in turn on fresh servers (an A/B under the same load); prints b / a too.
 Prints sentences/s, events/s and the ratios Sift/raw and Sift/int8-alone (and peer/raw) for each
@@ -107,6 +111,22 @@ def int8_encode(texts: list[str], repeats: int, window: int) -> dict[str, float]
     return {"median": statistics.median(rates), "runs": rates, "window": window}
 
 
+def faq_base(path: Path) -> list[dict[str, Any]]:
+    """--faq: the dataset itself as an FAQ base, one entry per category with its texts as paraphrases
+    (Banking77: 77 entries, about 10,000 points), so every ticket is matched against it at ingest."""
+    by_category: dict[str, list[str]] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if "category" not in row:
+                raise SystemExit(f"--faq needs a 'category' column in {path}")
+            if row["text"].strip():
+                by_category.setdefault(row["category"], []).append(row["text"])
+    return [
+        {"id": category, "question": texts[0], "paraphrases": texts[1:], "answer": f"answer for {category}"}
+        for category, texts in sorted(by_category.items())
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,6 +159,14 @@ class Server:
         self._wait_ready()
         self.key = saved_key(self.dir)
         self.headers = bearer(self.key)
+
+    def load_faqs(self, faqs: list[dict[str, Any]]) -> None:
+        """Write an FAQ base through the API (POST /v1/faqs:bulk, 100 entries a call) before the rounds."""
+        for start in range(0, len(faqs), 100):
+            body = {"faqs": faqs[start : start + 100]}
+            response = httpx.post(f"{self.base}/v1/faqs:bulk", json=body, headers=self.headers, timeout=600)
+            if response.status_code != 200:
+                raise SystemExit(f"POST /v1/faqs:bulk: {response.status_code} {response.text[:300]}")
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 180
@@ -298,12 +326,22 @@ def console_load(server: Server) -> dict[str, float]:
 
 
 def run_style(
-    texts: list[str], mode: str, per_request: int, clients: int, env: dict[str, str], rounds: int, console: bool = False
+    texts: list[str],
+    mode: str,
+    per_request: int,
+    clients: int,
+    env: dict[str, str],
+    rounds: int,
+    console: bool = False,
+    faqs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """`rounds` consecutive runs of every text (new ids each round) through one server: events/s
     per round (the median is the result) and the server's memory after each round; with console,
-    while the console's Pipeline page is open in a headless browser."""
+    while the console's Pipeline page is open in a headless browser; with faqs, that FAQ base is
+    written first (its time is not counted)."""
     server = Server(mode, env)
+    if faqs:
+        server.load_faqs(faqs)
     with console_page(server) if console else nullcontext(lambda: {"polls": 0.0, "seconds": 0.0}) as load:
         result = _rounds(server, texts, per_request, clients, rounds)
         result["console"] = load()
@@ -335,7 +373,14 @@ def _rounds(server: Server, texts: list[str], per_request: int, clients: int, ro
 
 
 def run_versus(
-    texts: list[str], mode: str, per_request: int, clients: int, env: dict[str, str], other: dict[str, str], rounds: int
+    texts: list[str],
+    mode: str,
+    per_request: int,
+    clients: int,
+    env: dict[str, str],
+    other: dict[str, str],
+    rounds: int,
+    faqs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The same style with the server's settings as given (a) and with `other` on top of them (b),
     alternating a round of each, every round on a fresh server, so both see the same load; the
@@ -343,7 +388,7 @@ def run_versus(
     runs: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
     for _ in range(rounds):
         for name, settings in (("a", env), ("b", {**env, **other})):
-            result = run_style(texts, mode, per_request, clients, settings, 1)
+            result = run_style(texts, mode, per_request, clients, settings, 1, faqs=faqs)
             if result["done"] != len(texts) or result["points"] != len(texts):
                 raise SystemExit(f"{name}: {result['done']} done and {result['points']} points for {len(texts)} events")
             runs[name].append(result)
@@ -482,6 +527,9 @@ def main() -> None:
     )
     parser.add_argument("--env", action="append", default=[], help="extra SIFT_X=value for the server")
     parser.add_argument(
+        "--faq", action="store_true", help="write the dataset as an FAQ base (one entry per category) before each run"
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="consecutive runs of the texts per server (memory growth across runs)"
     )
     parser.add_argument(
@@ -497,6 +545,7 @@ def main() -> None:
     if args.peer:
         peer_executable()  # fail before the long runs, not after them
     texts = load_texts(args.dataset, args.limit)
+    faqs = faq_base(args.dataset) if args.faq else None
     styles = [int(s) for s in args.styles.split(",")]
     threads = len(os.sched_getaffinity(0))
     env = dict(item.split("=", 1) for item in args.env)
@@ -504,6 +553,8 @@ def main() -> None:
     window = int(env.get("SIFT_BATCH_SIZE", Settings().batch_size))
     int8 = int8_encode(texts, args.raw_repeats, window)
     print(f"texts: {len(texts)} from {args.dataset}; mode: {args.mode}; cores: {threads}")
+    if faqs:
+        print(f"FAQ base before each run: {len(faqs)} entries, {sum(1 + len(f['paraphrases']) for f in faqs)} texts")
     print(f"raw SentenceTransformer.encode (batch 32): {raw['median']:.1f} sentences/s (median of {args.raw_repeats})")
     print(
         f"Sift's int8 encoder alone ({window}-text windows): {int8['median']:.1f} sentences/s"
@@ -516,7 +567,7 @@ def main() -> None:
     consoles = {"off": [False], "on": [True], "both": [False, True]}[args.console]
     for style, console in ((style, console) for style in styles for console in consoles):
         clients = args.clients if style == 1 else 2
-        result = run_style(texts, args.mode, style, clients, env, args.rounds, console=console)
+        result = run_style(texts, args.mode, style, clients, env, args.rounds, console=console, faqs=faqs)
         if console:
             busy = result["console"]["seconds"] / sum(r["seconds"] for r in result["rounds"])
             print(
@@ -567,10 +618,11 @@ def versus(
 ) -> None:
     """--versus: each style as given (a) and with the --versus settings (b), rounds alternating."""
     other = dict(item.split("=", 1) for item in args.versus)
+    faqs = faq_base(args.dataset) if args.faq else None
     results = []
     for style in styles:
         clients = args.clients if style == 1 else 2
-        result = run_versus(texts, args.mode, style, clients, env, other, args.rounds)
+        result = run_versus(texts, args.mode, style, clients, env, other, args.rounds, faqs=faqs)
         results.append(result)
         for name in ("a", "b"):
             rate = result["events_per_s"][name]

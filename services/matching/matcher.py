@@ -196,15 +196,12 @@ class Matcher:
         filters: Sequence[Mapping[str, Any] | None] | None = None,
         calibration: Calibration | None = None,
     ) -> list[MatchResult]:
-        """One result per vector (with its own filters, if any): one search each, one SQL read
-        for all entries they found."""
+        """One result per vector (with its own filters, if any): one batch search for all of them,
+        one SQL read for all entries they found."""
         collection = self.index(model).collection
         limit = max(self.settings.match_candidates, top_k)
         each = filters if filters is not None else [None] * len(vectors)
-        hits = [
-            self.store.search(collection, v.tolist(), limit=limit, filters=filters_for(f))
-            for v, f in zip(vectors, each, strict=True)
-        ]
+        hits = self.store.search_batch(collection, vectors, limit=limit, filters=[filters_for(f) for f in each])
         with self.reads() as session:
             rows = faq_repo.rows_by_id(session, ids={str(h.payload.get("faq_id")) for hs in hits for h in hs})
             if calibration is None:

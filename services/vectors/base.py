@@ -82,6 +82,12 @@ class VectorStore(Protocol):
         """Nearest points by cosine similarity, best first, honouring filters and leaving out exclude_ids
         (with_payload=False: ids and scores only, the hits' payloads empty)."""
 
+    def search_batch(
+        self, name: str, vectors: Examples, *, limit: int, filters: Sequence[Filters | None] | None = None
+    ) -> list[list[Hit]]:
+        """search for each vector (with its own filters, when given) in one call: one list of hits
+        per vector, in order, with payloads; the same hits as one search each."""
+
     def recommend(
         self,
         name: str,
@@ -116,6 +122,18 @@ class VectorStore(Protocol):
 
     def close(self) -> None:
         """Flush and release resources."""
+
+
+def batch_queries(
+    vectors: Examples, filters: Sequence[Filters | None] | None
+) -> list[tuple[list[float], Filters | None]]:
+    """A batch search's (vector, filters) pairs; filters, when given, must have one entry per vector."""
+    rows = vectors.tolist() if isinstance(vectors, np.ndarray) else [[float(x) for x in v] for v in vectors]
+    if filters is None:
+        return [(row, None) for row in rows]
+    if len(filters) != len(rows):
+        raise InvalidInput(f"a batch search got {len(rows)} vectors and {len(filters)} filters; give one per vector")
+    return list(zip(rows, filters, strict=True))
 
 
 def plain_vector(vector: Any) -> list[float] | None:

@@ -61,6 +61,13 @@ class FaultyStore:
             with_payload=with_payload,
         )
 
+    def search_batch(
+        self, name: str, vectors: Examples, *, limit: int, filters: Sequence[Filters | None] | None = None
+    ) -> list[list[Hit]]:
+        """Nearest points for each vector."""
+        self._check("search")
+        return self.inner.search_batch(name, vectors, limit=limit, filters=filters)
+
     def recommend(
         self,
         name: str,

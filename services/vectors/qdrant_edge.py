@@ -21,6 +21,7 @@ from services.vectors.base import (
     PayloadIndex,
     VectorPoint,
     average_example,
+    batch_queries,
     plain_vector,
     point_ids,
     range_bounds,
@@ -231,6 +232,28 @@ class QdrantEdgeStore:
         with _engine(action):
             query = qe.Query.Nearest([float(x) for x in vector])
         return self._query(name, query, action, limit, filters, exclude_ids, with_vectors, with_payload)
+
+    def search_batch(
+        self, name: str, vectors: Examples, *, limit: int, filters: Sequence[Filters | None] | None = None
+    ) -> list[list[Hit]]:
+        """One search per vector, planned by the engine as one batch (one pass over the segments)."""
+        queries = batch_queries(vectors, filters)
+        if not queries:
+            return []
+        shard = self._shard(name)
+        with _engine(f"cannot search {name!r}"):
+            requests = [
+                qe.QueryRequest(
+                    limit=limit,
+                    query=qe.Query.Nearest(row),
+                    filter=edge_filter(f),
+                    with_payload=True,
+                    with_vector=False,
+                )
+                for row, f in queries
+            ]
+            results = shard.query_batch(qe.QueryBatchRequest(requests))
+        return [_hits(points, False, True) for points in results]
 
     def recommend(
         self,

@@ -20,6 +20,7 @@ from services.vectors.base import (
     Hit,
     PayloadIndex,
     VectorPoint,
+    batch_queries,
     plain_vector,
     point_ids,
     range_bounds,
@@ -192,6 +193,21 @@ class QdrantServerStore:
         with _client(action):
             query = [float(x) for x in vector]
         return self._query(name, query, action, limit, filters, exclude_ids, with_vectors, with_payload)
+
+    def search_batch(
+        self, name: str, vectors: Examples, *, limit: int, filters: Sequence[Filters | None] | None = None
+    ) -> list[list[Hit]]:
+        """One search per vector, in one request."""
+        queries = batch_queries(vectors, filters)
+        if not queries:
+            return []
+        with _client(f"cannot search {name!r}"):
+            requests = [
+                qm.QueryRequest(query=row, filter=server_filter(f), limit=limit, with_payload=True)
+                for row, f in queries
+            ]
+            results = self.client.query_batch_points(name, requests=requests)
+        return [_hits(result.points, False, True) for result in results]
 
     def recommend(
         self,

@@ -64,6 +64,13 @@ class TimedStore:
                 with_payload=with_payload,
             )
 
+    def search_batch(
+        self, name: str, vectors: Examples, *, limit: int, filters: Sequence[Filters | None] | None = None
+    ) -> list[list[Hit]]:
+        """Nearest points for each vector, in one call."""
+        with metrics.vector_timer("search_batch"):
+            return self.inner.search_batch(name, vectors, limit=limit, filters=filters)
+
     def recommend(
         self,
         name: str,

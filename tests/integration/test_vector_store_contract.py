@@ -259,6 +259,26 @@ def test_search_with_a_filter_that_matches_nothing_is_empty(shared: VectorStore)
     assert shared.search(NAME, VECTORS[0], limit=N, filters={"metadata.category": []}) == []
 
 
+def test_a_batch_search_gives_each_vector_the_hits_of_its_own_search(shared: VectorStore) -> None:
+    vectors = [VECTORS[i] for i in (4, 0, 1, 2, 7)]
+    filters = [None, {"kind": "review"}, {"metadata.category": ["billing", "returns"]}, {"kind": "no-such-kind"}, None]
+    batch = shared.search_batch(NAME, np.array(vectors), limit=5, filters=filters)
+    alone = [shared.search(NAME, v, limit=5, filters=f) for v, f in zip(vectors, filters, strict=True)]
+    pairs = [[(h.id, h.payload) for h in hits] for hits in alone]
+    assert [[(h.id, h.payload) for h in hits] for hits in batch] == pairs
+    assert [[h.score for h in hits] for hits in batch] == [pytest.approx([h.score for h in hits]) for hits in alone]
+    assert batch[0][0].id == POINTS[4].id
+    assert {h.payload["kind"] for h in batch[1]} == {"review"}
+    assert batch[3] == []
+    assert shared.search_batch(NAME, [VECTORS[4]], limit=3) == [shared.search(NAME, VECTORS[4], limit=3)]
+    assert shared.search_batch(NAME, [], limit=3) == []
+
+
+def test_a_batch_search_needs_one_filter_per_vector(shared: VectorStore) -> None:
+    with pytest.raises(InvalidInput, match="2 vectors and 1 filters"):
+        shared.search_batch(NAME, [VECTORS[0], VECTORS[1]], limit=3, filters=[None])
+
+
 def test_retrieve_by_ids_with_and_without_vectors(shared: VectorStore) -> None:
     unknown = str(uuid.uuid4())
     wanted = [POINTS[2].id, unknown, POINTS[7].id]
@@ -330,6 +350,8 @@ def test_an_unknown_collection_is_not_found(backend: Backend) -> None:
         backend.store.search("no_such_collection", VECTORS[0], limit=3)
     with pytest.raises(NotFound):
         backend.store.recommend("no_such_collection", positive=[VECTORS[0]], limit=3)
+    with pytest.raises(NotFound):
+        backend.store.search_batch("no_such_collection", [VECTORS[0]], limit=3)
 
 
 def names(hits: list[Hit]) -> list[str]:
