@@ -42,7 +42,8 @@ vectors and of trending items hold what earlier users' feeds read), then over a 
 The feed requests mix: 80% users with a history, 10% such users with a filter
 (category=<one of theirs>&max_price=<category median price>&in_stock=true), 10% cold-start
 users that have no history. p50/p90/p99/max (np.percentile over every measured request) in ms
-and requests/s. The client and the server share this machine's cores. The bar: feed p99 <= 50 ms
+and requests/s. The client and the server share this machine's cores (--server-cpus 1: once
+ready, `sift up` runs on CPU 1 and the clients on the others, or on --client-cpus). The bar: feed p99 <= 50 ms
 with 100,000 items, one request at a time. Checks on every feed answer: seen items returned,
 filter violations, short feeds (< 10 items), non-200 answers.
 
@@ -988,6 +989,7 @@ def over_socket(
     log: Path,
     profile: bool = False,
     scale: ScaleExtras | None = None,
+    cpus: tuple[set[int], set[int]] | None = None,
 ) -> dict[str, Any]:
     import httpx
 
@@ -1002,6 +1004,8 @@ def over_socket(
         try:
             with httpx.Client(base_url=base_url, timeout=120) as http:
                 out["ready_s"] = round(wait_ready(http, proc, log), 1)
+                if cpus is not None:
+                    out["cpus"] = {"server": pin(proc.pid, cpus[0]), "clients": pin(os.getpid(), cpus[1])}
                 key = saved_key(data_dir)
                 http.headers.update(bearer(key))
                 print(f"# sift up ready in {out['ready_s']:.1f} s (pid {proc.pid}, port {port})", flush=True)
@@ -1054,6 +1058,18 @@ def over_socket(
     if out["stop"]["returncode"] not in (0, 1) or out["log_tracebacks"] or out["log_errors"]:
         print(f"# sift up log tail:\n{tail(log)}", flush=True)
     return out
+
+
+def pin(pid: int, cpus: set[int]) -> list[int]:
+    """Confine every thread of a running process to cpus (threads it starts later inherit it)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cpus)
+    return sorted(cpus)
+
+
+def cpu_list(text: str) -> set[int]:
+    """'1' or '0,1' as a set of CPUs."""
+    return {int(c) for c in text.split(",") if c.strip()}
 
 
 @contextmanager
@@ -1133,6 +1149,13 @@ def main() -> None:
         metavar="N",
         help="N more feeds of other random requests before the clock: a process that has served for a while",
     )
+    parser.add_argument(
+        "--server-cpus",
+        type=cpu_list,
+        metavar="LIST",
+        help="once ready, confine `sift up` to these CPUs (e.g. 1) and this bench's clients to --client-cpus",
+    )
+    parser.add_argument("--client-cpus", type=cpu_list, metavar="LIST", help="with --server-cpus (default: the others)")
     parser.add_argument(
         "--scale", type=int, default=0, metavar="N", help="also bench/scale.py's figures, ingesting N new events"
     )
@@ -1245,6 +1268,7 @@ def main() -> None:
             log,
             profile=args.profile,
             scale=extras,
+            cpus=cpus_of(args),
         )
         results["checks"] = checks.summary()
         print(f"# checks on every feed answer over the socket: {json.dumps(results['checks'])}", flush=True)
@@ -1276,6 +1300,14 @@ def main() -> None:
         "recommend_settings": {k: v for k, v in knobs.items() if k.startswith("recommend_")},
     }
     print(json.dumps({**head, **results, "bar": bar, "phases_s": PHASES}, default=_plain))
+
+
+def cpus_of(args: argparse.Namespace) -> tuple[set[int], set[int]] | None:
+    """(server, clients) CPUs from --server-cpus / --client-cpus, or None: the scheduler decides."""
+    if not args.server_cpus:
+        return None
+    clients = args.client_cpus or (os.sched_getaffinity(0) - args.server_cpus) or args.server_cpus
+    return args.server_cpus, clients
 
 
 def code_version() -> dict[str, Any]:

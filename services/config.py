@@ -393,8 +393,8 @@ def get_settings() -> Settings:
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, e.g. a container's cpuset)."""
+    """The cores this process may run on (its main thread's affinity, e.g. a cpuset), from any thread."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        return max(1, len(os.sched_getaffinity(os.getpid())))
     except AttributeError:  # pragma: no cover - not Linux
         return max(1, os.cpu_count() or 1)

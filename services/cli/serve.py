@@ -48,7 +48,7 @@ def serve_all(settings: Settings) -> int:
             create_app(runtime), host=settings.host, port=settings.port, log_level="warning", log_config=None
         )
     )
-    api_thread = threading.Thread(target=server.run, name="sift-api", daemon=True)
+    api_thread = threading.Thread(target=on_one_core, args=(server.run,), name="sift-api", daemon=True)
     api_thread.start()
     if not _wait_started(server, api_thread):
         console.print(
@@ -79,6 +79,17 @@ def serve_all(settings: Settings) -> int:
         server.should_exit = True
         api_thread.join(timeout=10)
         runtime.close()
+
+
+def on_one_core(run: Any) -> None:
+    """Run the API on one of the process's cores: its event loop and the request threads it starts
+    (they inherit the mask) pass the GIL to each other on that core instead of across cores, which
+    cost a third more CPU a request from 8 clients (docs/decisions/api-threads-on-one-core.md). The
+    worker and its encode threads keep every core."""
+    cores = os.sched_getaffinity(os.getpid())
+    if len(cores) > 1:
+        os.sched_setaffinity(0, {max(cores)})  # 0: this thread
+    run()
 
 
 def _first_start_key(runtime: Runtime) -> str | None:

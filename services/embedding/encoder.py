@@ -118,7 +118,9 @@ class Encoder:
         self._lock = threading.Lock()
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sift-tokenize")
         # int8: `streams` threads, each running whole batches on one core (see _encode_parallel)
-        self._streams = ThreadPoolExecutor(max_workers=max(1, streams), thread_name_prefix="sift-encode")
+        self._streams = ThreadPoolExecutor(
+            max_workers=max(1, streams), thread_name_prefix="sift-encode", initializer=on_every_core
+        )
 
     @classmethod
     def load(
@@ -240,6 +242,12 @@ class Encoder:
         for module in list(self._model)[1:]:
             features = module(features)
         return features
+
+
+def on_every_core() -> None:
+    """An encode thread runs on any of the process's cores, even when the thread that started it
+    was confined to one (the API's, in `sift up`)."""
+    os.sched_setaffinity(0, os.sched_getaffinity(os.getpid()))
 
 
 def default_batch_size(device: str) -> int:

@@ -204,3 +204,29 @@ def test_int8_batches_run_side_by_side_one_core_each(int8: Encoder) -> None:
     np.testing.assert_array_equal(again, expected)  # same batches, same order: the same vectors
     assert threads and all(name.startswith("sift-encode") for name in threads)  # never the caller's thread
     assert len(threads) == int8._streams._max_workers == torch.get_num_threads()
+
+
+def test_int8_encode_threads_use_every_core_when_the_api_thread_starts_them(int8: Encoder) -> None:
+    """In `sift up` the API's threads run on one core; encode threads they start must not inherit it."""
+    import os
+    import threading
+
+    from services.cli.serve import on_one_core
+
+    cores = os.sched_getaffinity(os.getpid())
+    if len(cores) < 2:
+        pytest.skip("one core: nothing to confine")
+    session = int8._session
+    seen: list[set[int]] = []
+
+    class Traced:
+        def run(self, *args: object) -> object:
+            seen.append(os.sched_getaffinity(0))
+            return session.run(*args)
+
+    fresh = Encoder(int8._model, version=int8.version, device="cpu", batch_size=4, session=Traced(), streams=2)
+    texts = [f"card question {n}" for n in range(16)]  # 4 batches: they go to the encode threads
+    thread = threading.Thread(target=on_one_core, args=(lambda: fresh.encode(texts),))
+    thread.start()
+    thread.join()
+    assert seen and all(mask == cores for mask in seen)
