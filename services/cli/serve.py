@@ -86,7 +86,7 @@ def on_one_core(run: Any) -> None:
     (they inherit the mask) pass the GIL to each other on that core instead of across cores, which
     cost a third more CPU a request from 8 clients (docs/decisions/api-threads-on-one-core.md). The
     worker and its encode threads keep every core."""
-    cores = os.sched_getaffinity(os.getpid())
+    cores = os.sched_getaffinity(os.getpid()) if hasattr(os, "sched_setaffinity") else set()  # Linux only
     if len(cores) > 1:
         os.sched_setaffinity(0, {max(cores)})  # 0: this thread
     run()

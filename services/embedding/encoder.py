@@ -247,7 +247,8 @@ class Encoder:
 def on_every_core() -> None:
     """An encode thread runs on any of the process's cores, even when the thread that started it
     was confined to one (the API's, in `sift up`)."""
-    os.sched_setaffinity(0, os.sched_getaffinity(os.getpid()))
+    if hasattr(os, "sched_setaffinity"):  # Linux only
+        os.sched_setaffinity(0, os.sched_getaffinity(os.getpid()))
 
 
 def default_batch_size(device: str) -> int:
