@@ -20,7 +20,8 @@ halves by index parity; a calibration (services.matching.calibration.fit for Sif
 similarity with choose_threshold for ref) is fitted on one half and applied to the other, both
 ways; "precision" is the share of answered queries whose first answer is right, "abstain" the
 share not answered, each the mean of the two directions.
-Latency: p50/p99 ms of one single-text match at a time (query embedding included), in process
+Latency: p50/p99 ms of one single-text match at a time (query embedding included; also split into
+the longest tenth of the texts and the rest), in process
 (Matcher.match_texts), through the ASGI app (POST /v1/match via TestClient), and over a real
 socket to a `sift up` process (10,000 points only; --socket-only runs just that line; --profile samples
 that process with py-spy during it, bench/request_profile.py), for a base of 1 point and
@@ -294,8 +295,9 @@ def percentiles(seconds: Sequence[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}
 
 
-def timed(call: Any, texts: Sequence[str]) -> dict[str, float]:
-    """Warm-up calls, then one call per text, one at a time."""
+def timed(call: Any, texts: Sequence[str]) -> dict[str, Any]:
+    """Warm-up calls, then one call per text, one at a time; also the figures of the longest
+    tenth of the texts and of the rest (a query's embedding grows with its tokens)."""
     for text in texts[:WARM_UP]:
         call(text)
     seconds = []
@@ -303,7 +305,17 @@ def timed(call: Any, texts: Sequence[str]) -> dict[str, float]:
         started = time.perf_counter()
         call(text)
         seconds.append(time.perf_counter() - started)
-    return percentiles(seconds)
+    figures: dict[str, Any] = percentiles(seconds)
+    cut = float(np.percentile([len(t) for t in texts], 90))
+    longest = [s for s, t in zip(seconds, texts, strict=True) if len(t) > cut]
+    rest = [s for s, t in zip(seconds, texts, strict=True) if len(t) <= cut]
+    if longest and rest:
+        figures["by_length"] = {
+            "longest_from_chars": round(cut),
+            "longest": percentiles(longest),
+            "rest": percentiles(rest),
+        }
+    return figures
 
 
 def latency(encoder: Encoder, faqs: Sequence[faq.FaqIn], texts: Sequence[str]) -> dict[str, Any]:
@@ -395,6 +407,14 @@ def show_latency(name: str, result: dict[str, Any]) -> None:
             f"p50 {r['p50_ms']:>7.2f} ms  p99 {r['p99_ms']:>7.2f} ms  ({result['queries']} queries)",
             flush=True,
         )
+        if "by_length" in r:
+            b = r["by_length"]
+            print(
+                f"  by length: texts over {b['longest_from_chars']} chars (the longest tenth) "
+                f"p50 {b['longest']['p50_ms']:.2f} / p99 {b['longest']['p99_ms']:.2f} ms, "
+                f"the rest p50 {b['rest']['p50_ms']:.2f} / p99 {b['rest']['p99_ms']:.2f} ms",
+                flush=True,
+            )
 
 
 def matching_phases(
