@@ -152,5 +152,6 @@ def calibrate(matcher: Matcher, *, now: datetime | None = None) -> MatchCalibrat
         session.add(row)
         session.flush()
         session.expunge(row)
+    matcher.changed()
     log.info("match calibration %s: %s", row.id, fitted.metrics)
     return row

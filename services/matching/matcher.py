@@ -3,7 +3,8 @@
 A match of a text (its vector v, made by the ticket kind's served encoder) goes like this:
 1. the SIFT_MATCH_CANDIDATES nearest paraphrase points (question and paraphrases of every
    entry) are read from the FAQ collection, honouring the filters (tags, locale); points whose
-   entry is gone or no longer holds their text are dropped;
+   entry is gone or no longer holds their text are dropped (the entries, like the calibration,
+   as read at most recent.CHECK_S ago: services/matching/recent.py);
 2. paraphrase score: a softmax of the similarities over the candidates (temperature
    SIFT_MATCH_TEMPERATURE), summed per entry: p_nn(f). An entry with many close paraphrases
    beats one lucky near-duplicate;
@@ -30,7 +31,7 @@ import logging
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +42,7 @@ from services.classify.serving import ActiveModels, KindModel
 from services.config import Settings
 from services.db.models import Event, Faq, MatchCalibration
 from services.matching import faq as faq_repo
+from services.matching.recent import Entry, Recent
 from services.vectors.base import Filters, Hit, VectorStore
 
 log = logging.getLogger(__name__)
@@ -101,7 +103,7 @@ class Calibration:
 
 def fuse(
     hits: Sequence[Hit],
-    current: Mapping[str, set[str]],
+    current: Mapping[str, Set[str]],
     intent: Mapping[str, Any] | None,
     *,
     temperature: float,
@@ -165,6 +167,7 @@ class Matcher:
         self._ensured: set[str] = set()
         self._derived: tuple[tuple[Any, ...], float] | None = None  # (encoder, base fingerprint), threshold
         self._deriving = threading.Lock()  # held by the one thread deriving a new threshold
+        self._recent = Recent()  # calibration and entries read in the last CHECK_S
 
     def index(self, model: KindModel | None = None) -> faq_repo.FaqIndex:
         """Where FAQ writes go now: the FAQ collection of the ticket kind's served encoder."""
@@ -197,25 +200,38 @@ class Matcher:
         calibration: Calibration | None = None,
     ) -> list[MatchResult]:
         """One result per vector (with its own filters, if any): one batch search for all of them,
-        one SQL read for all entries they found."""
+        then the entries they found and the calibration, read from SQL at most once per
+        recent.CHECK_S (in one session, when one is needed)."""
         collection = self.index(model).collection
         limit = max(self.settings.match_candidates, top_k)
         each = filters if filters is not None else [None] * len(vectors)
         hits = self.store.search_batch(collection, vectors, limit=limit, filters=[filters_for(f) for f in each])
-        with self.reads() as session:
-            rows = faq_repo.rows_by_id(session, ids={str(h.payload.get("faq_id")) for hs in hits for h in hs})
-            if calibration is None:
-                calibration = self.calibration(session, model)
-            for row in rows.values():
-                session.expunge(row)
         s = self.settings
+        key = (model.encoder.version, intent_version(model), s.match_abstain_below, s.match_uncalibrated_threshold)
+        seen = self._recent.look(key, {str(h.payload.get("faq_id")) for hs in hits for h in hs})
+        entries = dict(seen.entries)
+        if calibration is None:
+            calibration = seen.calibration
+        if seen.missing or calibration is None:
+            served: Calibration | None = None
+            with self.reads() as session:
+                read = _entries(faq_repo.rows_by_id(session, ids=seen.missing))
+                if calibration is None:
+                    calibration = served = self.calibration(session, model)
+            self._recent.keep(seen, key, served, read)
+            entries.update(read)
         head_weight = s.match_head_weight if _trained(intents) else 0.0
-        current = {faq_id: set(faq_repo.texts_of(row.question, row.paraphrases)) for faq_id, row in rows.items()}
+        current = {faq_id: entry.texts for faq_id, entry in entries.items()}
         results = []
         for found, intent in zip(hits, intents, strict=True):
             ranked = fuse(found, current, intent, temperature=s.match_temperature, head_weight=head_weight)
-            results.append(_result(ranked, rows, calibration, top_k=top_k))
+            results.append(_result(ranked, entries, calibration, top_k=top_k))
         return results
+
+    def changed(self) -> None:
+        """The FAQ base or the calibration changed in this process: the next match reads them again
+        (another process's change is served within recent.CHECK_S)."""
+        self._recent.changed()
 
     def calibration(self, session: Any, model: KindModel) -> Calibration:
         """The latest calibration for the served encoder and intent head, else the raw one."""
@@ -258,6 +274,7 @@ class Matcher:
         try:
             with self.reads() as session:
                 self._derive(session, model, key)
+            self.changed()  # the new threshold is served from the next match on
         except Exception:  # the last threshold stays; the next match after a change tries again
             log.exception("could not derive the match threshold from the FAQ base")
         finally:
@@ -343,8 +360,15 @@ def _trained(intents: Sequence[Mapping[str, Any] | None]) -> bool:
     return any(i is not None and not i.get("zero_shot") for i in intents)
 
 
+def _entries(rows: Mapping[str, Faq]) -> dict[str, Entry]:
+    return {
+        faq_id: Entry(row.question, row.answer, frozenset(faq_repo.texts_of(row.question, row.paraphrases)))
+        for faq_id, row in rows.items()
+    }
+
+
 def _result(
-    ranked: list[tuple[str, float, float]], rows: Mapping[str, Faq], calibration: Calibration, *, top_k: int
+    ranked: list[tuple[str, float, float]], rows: Mapping[str, Entry], calibration: Calibration, *, top_k: int
 ) -> MatchResult:
     if not ranked:
         return MatchResult([], 0.0, True, calibration.coef is not None, 0.0, 0.0, 0.0)

@@ -151,6 +151,7 @@ def test_calibration_on_held_out_labels_is_stored_and_applied(client: TestClient
     )
     with runtime.db.session_scope() as s:
         labels.record(s, labels=items, max_labels=100, max_text_chars=1000)
+    assert match(client, "I forgot my password")["calibrated"] is False
     response = client.post("/v1/match:calibrate")
     assert response.status_code == 200, response.text
     calibration = response.json()
@@ -159,6 +160,49 @@ def test_calibration_on_held_out_labels_is_stored_and_applied(client: TestClient
     result = match(client, "I forgot my password")
     assert result["calibrated"] is True
     assert result["abstain"] == (result["confidence"] < calibration["threshold"])
+
+
+def test_a_change_made_elsewhere_is_served_within_the_check_and_one_made_here_at_once(
+    client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A match reads the calibration and the entries it found at most once per recent.CHECK_S; an
+    FAQ write or a calibration through this process is served from the next match on."""
+    from datetime import UTC, datetime
+
+    from services.db.models import Faq, MatchCalibration
+    from services.matching import matcher as matching
+    from services.matching import recent
+
+    def store(threshold: float) -> None:  # as another process would: straight into SQL
+        model = runtime.matcher.models.for_kind("ticket")
+        row = MatchCalibration(
+            encoder_version=model.encoder.version,
+            intent_version=matching.intent_version(model),
+            coef=[0.0, 0.0, 0.0, 0.0],  # confidence 0.5 whatever the scores
+            threshold=threshold,
+            target=0.95,
+            created_at=datetime.now(UTC),
+        )
+        with runtime.db.session_scope() as s:
+            s.add(row)
+            s.get(Faq, "password_reset").answer = f"answer {threshold}"  # type: ignore[union-attr]
+
+    monkeypatch.setattr(recent, "CHECK_S", 3600.0)
+    before = match(client, "I forgot my password")
+    assert before["calibrated"] is False and before["matches"][0]["answer"].startswith("Use 'forgot password'")
+    store(0.1)
+    assert match(client, "I forgot my password") == before  # what it read before
+    monkeypatch.setattr(recent, "CHECK_S", 0.0)
+    answered = match(client, "I forgot my password")
+    assert answered["calibrated"] is True and answered["confidence"] == 0.5 and answered["abstain"] is False
+    assert answered["matches"][0]["answer"] == "answer 0.1"
+    monkeypatch.setattr(recent, "CHECK_S", 3600.0)
+    store(0.9)
+    assert match(client, "I forgot my password") == answered
+    extra = {"question": "Is the app free?", "answer": "Yes."}
+    assert client.put("/v1/faqs/app_price", json=extra).status_code in (200, 201)
+    changed = match(client, "I forgot my password")  # a change here: all read again at once
+    assert changed["abstain"] is True and changed["matches"][0]["answer"] == "answer 0.9"
 
 
 def test_threshold_is_the_lowest_that_reaches_the_target_precision() -> None:

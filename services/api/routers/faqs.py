@@ -91,7 +91,9 @@ def _out(row: Any) -> FaqOut:
 
 
 def _refresh(request: Request, runtime: Runtime) -> None:
-    """The base changed: recent tickets' stored suggestions are matched again in the background."""
+    """The base changed: this process's matches see it at once, and recent tickets' stored
+    suggestions are matched again in the background."""
+    runtime.matcher.changed()
     try:
         send(request.app.state.enqueuer_app, REFRESH_SUGGESTIONS, runtime.tenant)
     except BrokerUnavailable as exc:  # the write stands; the next change or calibration refreshes them
