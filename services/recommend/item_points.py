@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from services.recommend.memo import Memo
+from services.memo import Memo
 from services.vectors.base import VectorStore
 
 CAPACITY = 200_000

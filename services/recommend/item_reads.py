@@ -8,7 +8,7 @@ done (interactions.on_recorded), and every neighbour list when an item is delete
 overlapped a forget keeps nothing. Another process's recordings (a second `sift api`, a CLI
 import) reach a feed here within `ttl_s` (SIFT_RECOMMEND_CACHE_S), as trending items do. Entries
 are tuples of strings and floats (untracked by the garbage collector); at most `capacity`
-items of each aggregate, the least recently used going first (services/recommend/memo.py).
+items of each aggregate, the least recently used going first (services/memo.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 from sqlalchemy.orm import Session
 
+from services.memo import Memo
 from services.recommend import reads
-from services.recommend.memo import Memo
 
 CAPACITY = 100_000
 _ABSENT = -1.0  # popularity of an item without a stats row (returned as no entry, as the read does)

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from services.memo import Memo
 from services.recommend.item_points import ItemPoints
-from services.recommend.memo import Memo
 from services.vectors.base import Hit, PayloadIndex, VectorPoint
 from services.vectors.qdrant_edge import QdrantEdgeStore
 

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CODE = [p for folder in ("services", "worker") for p in sorted((ROOT / folder).rglob("*.py"))]
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
-MAX_TOP_LEVEL_MODULES = 12
+MAX_TOP_LEVEL_MODULES = 13
 
 
 def test_no_module_is_longer_than_400_lines() -> None:

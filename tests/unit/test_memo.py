@@ -3,7 +3,7 @@ that overlapped a forget keeps nothing."""
 
 from __future__ import annotations
 
-from services.recommend.memo import Memo
+from services.memo import Memo
 
 
 def test_a_kept_value_is_found_until_it_expires() -> None:
