@@ -1,6 +1,7 @@
-"""What a match reads from SQL beside the vector store, kept in this process for CHECK_S: the
-served calibration (with the base threshold) and the FAQ entries its hits name. A process that
-matches often then opens no SQL session for most matches (three statements a match before).
+"""What a match reads from SQL beside the vector store, kept in this process for CHECK_S (a Memo:
+services/memo.py): the served calibration (with the base threshold) and the FAQ entries its hits
+name. A process that matches often then opens no SQL session for most matches (three statements a
+match before).
 
 A change made through this process (an FAQ write, a new calibration, a newly derived base
 threshold) is told with `changed` and served from the next match on; one made by another process
@@ -10,13 +11,15 @@ predate the change.
 
 from __future__ import annotations
 
-import itertools
-import time
 from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from services.memo import Lookup, Memo
+
 CHECK_S = 2.0
+CAPACITY = 100_000  # entries and calibrations in the process, the least recently used going first
+_CALIBRATION, _ENTRY = "calibration", "entry"
 
 
 @dataclass(frozen=True)
@@ -30,48 +33,35 @@ class Entry:
 
 @dataclass(frozen=True)
 class Seen:
-    """What a lookup found kept (calibration None: not kept), the entries to read, and what `keep` checks."""
+    """What a lookup found kept (calibration None: not kept), the entries to read, and the lookup
+    `keep` checks."""
 
     calibration: Any
     entries: dict[str, Entry]
     missing: set[str]
-    at: float
-    change: int
+    lookup: Lookup[tuple[str, Hashable]]
 
 
 class Recent:
-    """The calibration of one served model pair and the entries read, each with its read time."""
+    """The calibrations of the served model pairs and the entries read, each with its read time."""
 
     def __init__(self) -> None:
-        self._count = itertools.count(1)
-        self._change = 0  # the number of the last `changed`
-        self._calibration: tuple[Hashable, float, Any] | None = None
-        self._entries: dict[str, tuple[float, Entry]] = {}
+        self._memo: Memo[tuple[str, Hashable]] = Memo(CAPACITY)
 
     def look(self, key: Hashable, ids: Iterable[str]) -> Seen:
         """The calibration of key and the entries of ids read less than CHECK_S ago, and the ids to read."""
-        now, change, held, entries = time.monotonic(), self._change, self._calibration, self._entries
-        calibration = held[2] if held is not None and held[0] == key and now - held[1] < CHECK_S else None
-        found: dict[str, Entry] = {}
-        missing: set[str] = set()
-        for faq_id in ids:
-            entry = entries.get(faq_id)
-            if entry is not None and now - entry[0] < CHECK_S:
-                found[faq_id] = entry[1]
-            else:
-                missing.add(faq_id)
-        return Seen(calibration, found, missing, now, change)
+        lookup = self._memo.look([(_CALIBRATION, key), *((_ENTRY, i) for i in ids)], ttl_s=CHECK_S)
+        entries = {str(k[1]): value for k, value in lookup.found.items() if k[0] == _ENTRY}
+        missing = {str(k[1]) for k in lookup.missing if k[0] == _ENTRY}
+        return Seen(lookup.found.get((_CALIBRATION, key)), entries, missing, lookup)
 
     def keep(self, seen: Seen, key: Hashable, calibration: Any, entries: Mapping[str, Entry]) -> None:
         """Keep what was read after `seen` (calibration None: none was), unless something changed since."""
-        if seen.change != self._change:
-            return
+        values: dict[tuple[str, Hashable], Any] = {(_ENTRY, i): entry for i, entry in entries.items()}
         if calibration is not None:
-            self._calibration = (key, seen.at, calibration)
-        self._entries.update((faq_id, (seen.at, entry)) for faq_id, entry in entries.items())
+            values[(_CALIBRATION, key)] = calibration
+        self._memo.keep(seen.lookup, values)
 
     def changed(self) -> None:
         """The base or the calibration changed: forget everything."""
-        self._change = next(self._count)
-        self._calibration = None
-        self._entries = {}
+        self._memo.clear()
