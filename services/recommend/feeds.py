@@ -10,6 +10,7 @@ inside the vector query, so the limit still fills. `rank` scores a given list wi
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
@@ -31,7 +32,7 @@ from services.events import batch
 from services.events.accept import point_id_for
 from services.recommend import interactions, reads
 from services.recommend.interactions import Touch
-from services.recommend.item_points import ItemPoints
+from services.recommend.item_points import ENTRY_TTL_S, ItemPoints
 from services.recommend.item_reads import ItemReads
 from services.recommend.learned import Ease, ServedModel, served_blend
 from services.recommend.scoring import (
@@ -52,6 +53,9 @@ _RECOMMEND_EXAMPLES = 10  # examples per side in the vector query: the best-weig
 log = logging.getLogger(__name__)
 _MAX_RANK_ITEMS = 1000
 _PREFILL_ITEMS = 20_000  # per kind, read into the item cache when the API starts (about 40 MB)
+# With the embedded store, which only this process writes: every item up to this many per kind
+# (about 200 MB at 100,000), kept until it changes (see item_points.py).
+_PREFILL_ITEMS_EMBEDDED = 100_000
 _EXTRA_PER_SOURCE = 30  # neighbours, trending and newest items a warm feed adds to the vector query's
 # Feeds and ranks compute one at a time in a process (their reads still take no writer's turn): side by
 # side, threads trade the GIL between short SQLite and Qdrant calls; 8 clients' feeds at 100,000 items
@@ -90,7 +94,9 @@ class Recommender:
         self.reads = reads
         self.weights = weights_from(settings)
         self.served = ServedModel(sessions=sessions, reload_s=settings.model_reload_s)
-        self.points = ItemPoints(store)
+        # The embedded store has one writer, this process, which forgets what it changes: its
+        # entries need no age limit. Another process's writes to a server reach this one within it.
+        self.points = ItemPoints(store, ttl_s=math.inf if settings.embedded_vectors else ENTRY_TTL_S)
         # closes over the settings, not self: a cycle would keep a closed recommender and its listeners alive
         self.item_reads = ItemReads(ttl_s=lambda: settings.recommend_cache_s)
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
@@ -166,10 +172,13 @@ class Recommender:
         )
         return [Similar(str(h.payload.get("event_id")), round(h.score, 6), f"similar to “{title}”") for h in hits]
 
-    def prefill(self, *, items: int = _PREFILL_ITEMS) -> int:
+    def prefill(self, *, items: int | None = None) -> int:
         """Read each kind's item collection into the page cache (a feed's candidates are mostly
-        items no request read before) and the points of its most interacted items into the item
-        cache, so that a new process's first feeds find most candidates there; returns the points read."""
+        items no request read before) and the points of its most interacted items, then of its
+        newest, into the item cache, so that a new process's first feeds find most candidates
+        there; returns the points read."""
+        if items is None:
+            items = _PREFILL_ITEMS_EMBEDDED if self.settings.embedded_vectors else _PREFILL_ITEMS
         read = 0
         for kind, collection in self._collections().items():
             took = time.monotonic()
@@ -182,7 +191,9 @@ class Recommender:
                     time.monotonic() - took,
                 )
             with self.reads() as session:
-                ids = list(reads.most_interacted(session, kind, items))
+                ids = list(
+                    dict.fromkeys([*reads.most_interacted(session, kind, items), *reads.newest(session, kind, items)])
+                )[:items]
             for start in range(0, len(ids), 1000):
                 read += len(self._retrieve(collection, kind, ids[start : start + 1000]))
         return read

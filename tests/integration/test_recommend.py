@@ -4,6 +4,7 @@ deletion, filters, cold start, determinism, a bounded read per feed, and bad inp
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,8 @@ from services.api.app import create_app
 from services.db.models import Interaction, ItemPair, ItemStats
 from services.embedding.encoder import Encoder
 from services.events import accept as ingest
+from services.recommend.feeds import Recommender
+from services.recommend.item_points import ENTRY_TTL_S
 from services.runtime import Runtime
 from tests.conftest import authorize, open_runtime, settings_for
 from tests.recording import run_batch
@@ -374,7 +377,7 @@ def test_a_new_item_is_in_feeds_as_soon_as_it_is_done(client: TestClient, runtim
     assert "lamp" in ids(feed(client, "newcomer", kind="product", limit=50))
 
 
-def test_prefill_reads_the_most_interacted_items_into_the_feeds_cache(
+def test_prefill_reads_the_most_interacted_items_then_the_others_into_the_feeds_cache(
     client: TestClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for user, item in [("u1", "pan"), ("u2", "pan"), ("u1", "knife"), ("u3", "news-new")]:
@@ -388,6 +391,29 @@ def test_prefill_reads_the_most_interacted_items_into_the_feeds_cache(
     assert set(warmed) == {runtime.models.for_kind(k).collection for k in ("product", "news")}
     assert all(size > 0 for size in warmed.values()), warmed
     assert len(recommender.points) == 2
-    assert recommender.prefill() == 3 and len(recommender.points) == 3  # every item with an interaction
-    feed(client, "u9")  # a cold feed: trending and newest items, most of them not read yet
-    assert len(recommender.points) > 3
+    items = len(_events())
+    assert recommender.prefill(items=3) == 6 and len(recommender.points) == 6  # interacted ones first, then the newest
+    assert recommender.prefill() == items and len(recommender.points) == items  # every item (embedded store)
+    retrieved: list[str] = []
+    get = recommender.points.get
+    monkeypatch.setattr(recommender.points, "get", lambda name, ids: retrieved.extend(ids) or get(name, ids))
+    fetch = recommender.points._fetch
+    fetched: list[str] = []
+    monkeypatch.setattr(recommender.points, "_fetch", lambda name, ids: fetched.extend(ids) or fetch(name, ids))
+    assert feed(client, "u9") and feed(client, "u1")  # a cold feed and one with a history
+    assert retrieved and not fetched  # every candidate's point came from memory
+
+
+def test_a_process_that_alone_writes_its_store_keeps_items_until_they_change(runtime: Runtime) -> None:
+    """Embedded, every write goes through this process, which forgets what it changes (the tests
+    of items sent again and deleted); another process's writes to a server reach it in ENTRY_TTL_S."""
+    assert runtime.recommender.points.ttl_s == math.inf
+    served = runtime.settings.model_copy(update={"qdrant_url": "http://qdrant.example:6333"})
+    recommender = Recommender(
+        settings=served,
+        store=runtime.store,
+        models=runtime.models,
+        sessions=runtime.db.session_scope,
+        reads=runtime.db.read_scope,
+    )
+    assert recommender.points.ttl_s == ENTRY_TTL_S
