@@ -8,12 +8,13 @@ or metadata, or deleted (a new encoder writes a new collection). This process fo
 item at once: the worker's batch tells it (events.batch.on_done) and Recommender.delete_item
 forgets what it deletes; with a vector store server, a process that runs no worker serves the
 old entry for at most ENTRY_TTL_S. The embedded store has one writer, the process that opened it,
-so there the Recommender keeps entries until they change or make room. At most CAPACITY entries in the process (about 2 KB each at 384 dimensions), whatever
-the number of tenants whose recommenders share it (PROCESS_ENTRIES): the least recently used go first,
-whichever tenant's they are. An entry keeps only the payload keys feeds read (PAYLOAD_KEYS, str values), as
-one flat tuple of strings and bytes (the vector's) beside its read time, which Python's garbage collector does
-not track (a tuple holding a dict or an ndarray stays tracked): a cache of
-100,000 payload dicts made each full collection traverse half a million more objects.
+so there the Recommender keeps entries until they change or make room. At most CAPACITY entries
+in the process (about 2 KB each at 384 dimensions), whatever the number of tenants whose
+recommenders share it (PROCESS_ENTRIES): the least recently used go first, whichever tenant's they
+are. An entry keeps only the payload keys feeds read (PAYLOAD_KEYS, str values), as one flat tuple
+of strings and bytes (the vector's) beside its read time, which Python's garbage collector does not
+track (a tuple holding a dict or an ndarray stays tracked): a cache of 100,000 payload dicts made
+each full collection traverse half a million more objects.
 """
 
 from __future__ import annotations
