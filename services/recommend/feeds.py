@@ -47,6 +47,7 @@ from services.recommend.scoring import (
     score_all,
     weights_from,
 )
+from services.training import reindex
 from services.vectors.base import Filters, Hit, VectorStore
 
 _RECOMMEND_EXAMPLES = 10  # examples per side in the vector query: the best-weighted positives, the latest dismissals
@@ -97,6 +98,7 @@ class Recommender:
         # The embedded store has one writer, this process, which forgets what it changes: its
         # entries need no age limit. Another process's writes to a server reach this one within it.
         self.points = ItemPoints(store, ttl_s=math.inf if settings.embedded_vectors else ENTRY_TTL_S)
+        reindex.on_written(self.points.forget)  # a new encoder's re-embedded points, as batch.on_done below
         # closes over the settings, not self: a cycle would keep a closed recommender and its listeners alive
         self.item_reads = ItemReads(ttl_s=lambda: settings.recommend_cache_s)
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}

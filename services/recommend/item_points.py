@@ -5,10 +5,11 @@ store's) and reads each hit's vector and payload here; the misses of a call are 
 Handing 100 hits' vectors and payloads from Qdrant Edge to Python cost about 2 ms a query, three
 queries a feed. A point changes under its id only when its item is sent again with another text
 or metadata, or deleted (a new encoder writes a new collection). This process forgets such an
-item at once: the worker's batch tells it (events.batch.on_done) and Recommender.delete_item
-forgets what it deletes; with a vector store server, a process that runs no worker serves the
-old entry for at most ENTRY_TTL_S. The embedded store has one writer, the process that opened it,
-so there the Recommender keeps entries until they change or make room. At most CAPACITY entries
+item at once: the worker's batch tells it (events.batch.on_done), so does a re-embedding for a
+new encoder (training.reindex.on_written), and Recommender.delete_item forgets what it deletes;
+with a vector store server, a process that runs no worker serves the old entry for at most
+ENTRY_TTL_S. The embedded store has one writer, the process that opened it, so there the
+Recommender keeps entries until they change or make room. At most CAPACITY entries
 in the process (about 2 KB each at 384 dimensions), whatever the number of tenants whose
 recommenders share it (PROCESS_ENTRIES): the least recently used go first, whichever tenant's they
 are. An entry keeps only the payload keys feeds read (PAYLOAD_KEYS, str values), as one flat tuple

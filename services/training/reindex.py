@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +42,23 @@ from services.vectors.schema import collection_for, payload_indexes
 
 log = logging.getLogger(__name__)
 CATCH_UP_FOR = timedelta(hours=1)
+# Told, in this process, of the points each re-embedding wrote (collection, point ids), weakly held:
+# the feeds' item cache forgets them, as it forgets an item a batch records done.
+_written_listeners: list[weakref.WeakMethod[Callable[[str, list[str]], None]]] = []
+
+
+def on_written(listener: Callable[[str, list[str]], None]) -> None:
+    """Call the bound method listener(collection, point_ids) after each page of points is re-embedded."""
+    _written_listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+
+
+def _tell_listeners(collection: str, point_ids: list[str]) -> None:
+    for ref in list(_written_listeners):
+        listener = ref()
+        if listener is None:
+            _written_listeners.remove(ref)
+        else:
+            listener(collection, point_ids)
 
 
 def current_encoder(session: Session, *, kind: str, settings: Settings) -> str:
@@ -225,6 +243,7 @@ class Reindexer:
             for i, e in enumerate(events)
         ]
         self.store.upsert(collection, points)
+        _tell_listeners(collection, [p.id for p in points])
         if record_version:
             with self.sessions() as session:
                 session.execute(

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from services.api.app import create_app
-from services.db.models import Interaction, ItemPair, ItemStats
+from services.db.models import Event, Interaction, ItemPair, ItemStats
 from services.embedding.encoder import Encoder
 from services.events import accept as ingest
 from services.recommend.feeds import Recommender
@@ -417,3 +417,15 @@ def test_a_process_that_alone_writes_its_store_keeps_items_until_they_change(run
         reads=runtime.db.read_scope,
     )
     assert recommender.points.ttl_s == ENTRY_TTL_S
+
+
+def test_points_a_new_encoder_re_embeds_leave_the_feeds_cache(runtime: Runtime, encoder: Encoder) -> None:
+    """The reindex's pages and its catch-up rewrite points outside a batch: the cache forgets them."""
+    recommender = runtime.recommender
+    assert recommender.prefill() == len(_events())
+    collection = runtime.models.for_kind("product").collection
+    with runtime.db.session_scope() as s:
+        pan = s.get(Event, "pan")
+        assert pan is not None
+        runtime.reindexer._embed([pan], encoder, collection, record_version=False)
+    assert len(recommender.points) == len(_events()) - 1
