@@ -5,19 +5,43 @@ entry is served for `ttl_s` after its read; at most `capacity` entries, the leas
 going first. A change to a source is told with `forget` (or `clear`); a read that overlapped any
 forget keeps nothing, since what it read may predate the change. Entries should be tuples
 of strings, numbers and bytes: the garbage collector then stops tracking them, so a full cache
-adds nothing to a collection's work.
+adds nothing to a collection's work. `Listeners` is how the code that changes a source tells the
+caches over it, in this process.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 K = TypeVar("K", bound=Hashable)
+P = ParamSpec("P")
+
+
+class Listeners(Generic[P]):
+    """Bound methods told of a change, held weakly: a listener goes with its owner (a closed
+    recommender's caches are no longer told, nor kept alive by being listeners)."""
+
+    def __init__(self) -> None:
+        self._refs: list[weakref.WeakMethod[Callable[P, None]]] = []
+
+    def add(self, listener: Callable[P, None]) -> None:
+        """Tell the bound method listener of every change from now on."""
+        self._refs.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+
+    def tell(self, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Call every listener still alive with these arguments."""
+        for ref in list(self._refs):
+            listener = ref()
+            if listener is None:
+                self._refs.remove(ref)
+            else:
+                listener(*args, **kwargs)
 
 
 @dataclass

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,28 +32,24 @@ from services.db import events as repo
 from services.db.models import Event, as_utc
 from services.errors import BrokerUnavailable, Transient
 from services.events.pipeline import Pipeline, Prepared
+from services.memo import Listeners
 from services.task_names import Sender
 
 log = logging.getLogger(__name__)
 # Told, in this process, of each kind's newly done events once their commit is in (weakly held: a
 # listener goes with its owner). The recommender drops its cached trending and newest items, so a new
 # item is in feeds at once instead of after SIFT_RECOMMEND_CACHE_S.
-_done_listeners: list[weakref.WeakMethod[Callable[[str, list[str]], None]]] = []
+_done_listeners: Listeners[[str, list[str]]] = Listeners()
 
 
 def on_done(listener: Callable[[str, list[str]], None]) -> None:
     """Call the bound method listener(kind, ids) after each batch's done events of a kind are recorded."""
-    _done_listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+    _done_listeners.add(listener)
 
 
 def _tell_listeners(done_by_kind: dict[str, list[str]]) -> None:
-    for ref in list(_done_listeners):
-        listener = ref()
-        if listener is None:
-            _done_listeners.remove(ref)
-            continue
-        for kind, ids in done_by_kind.items():
-            listener(kind, ids)
+    for kind, ids in done_by_kind.items():
+        _done_listeners.tell(kind, ids)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ its cost is bounded whatever the history; the interaction's id makes a retry wri
 from __future__ import annotations
 
 import uuid
-import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from services.db.models import Event, Interaction, ItemPair, ItemStats, as_utc
 from services.errors import InvalidInput, NotFound
+from services.memo import Listeners
 from services.timestamps import Timestamp
 
 ITEM_KINDS: tuple[str, ...] = ("product", "news")
@@ -31,7 +31,7 @@ POSITIVE_TYPES: tuple[str, ...] = ("view", "click", "purchase", "like")
 TYPES: tuple[str, ...] = (*POSITIVE_TYPES, "dismiss")
 _NAMESPACE = uuid.UUID("6f1d3c2a-3c52-4e8e-9d7e-2f0b7f6a9c11")
 _TOUCHED = "sift_recorded_items"  # session.info key: the items whose aggregates this transaction changed
-_recorded_listeners: list[weakref.WeakMethod[Callable[[str, set[str]], None]]] = []
+_recorded_listeners: Listeners[[str, set[str]]] = Listeners()
 
 
 class InteractionIn(BaseModel):
@@ -124,7 +124,7 @@ def record(
 def on_recorded(listener: Callable[[str, set[str]], None]) -> None:
     """Call the bound method listener(tenant, item_ids) after each commit of a transaction that
     changed the popularity or co-interaction pairs of those items (in this process)."""
-    _recorded_listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
+    _recorded_listeners.add(listener)
 
 
 def _tell_after_commit(session: Session, items: Iterable[str]) -> None:
@@ -142,12 +142,7 @@ def _committed(session: Session) -> None:
     if not items:
         return
     tenant = str(session.info.get("tenant", ""))
-    for ref in list(_recorded_listeners):
-        listener = ref()
-        if listener is None:
-            _recorded_listeners.remove(ref)
-        else:
-            listener(tenant, items)
+    _recorded_listeners.tell(tenant, items)
 
 
 def item_kinds(session: Session, *, ids: Sequence[str]) -> dict[str, str]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +34,7 @@ from services.db.models import Event, KindEncoder, ModelVersion, ReindexJob
 from services.embedding.encoder import model_version
 from services.errors import NotFound
 from services.events.pipeline import event_payload, text_to_embed
+from services.memo import Listeners
 from services.task_names import REINDEX, Sender
 from services.training.registry import encoder_path, switch_active
 from services.vectors.base import VectorPoint, VectorStore
@@ -44,21 +44,12 @@ log = logging.getLogger(__name__)
 CATCH_UP_FOR = timedelta(hours=1)
 # Told, in this process, of the points each re-embedding wrote (collection, point ids), weakly held:
 # the feeds' item cache forgets them, as it forgets an item a batch records done.
-_written_listeners: list[weakref.WeakMethod[Callable[[str, list[str]], None]]] = []
+_written_listeners: Listeners[[str, list[str]]] = Listeners()
 
 
 def on_written(listener: Callable[[str, list[str]], None]) -> None:
     """Call the bound method listener(collection, point_ids) after each page of points is re-embedded."""
-    _written_listeners.append(weakref.WeakMethod(listener))  # type: ignore[arg-type]
-
-
-def _tell_listeners(collection: str, point_ids: list[str]) -> None:
-    for ref in list(_written_listeners):
-        listener = ref()
-        if listener is None:
-            _written_listeners.remove(ref)
-        else:
-            listener(collection, point_ids)
+    _written_listeners.add(listener)
 
 
 def current_encoder(session: Session, *, kind: str, settings: Settings) -> str:
@@ -243,7 +234,7 @@ class Reindexer:
             for i, e in enumerate(events)
         ]
         self.store.upsert(collection, points)
-        _tell_listeners(collection, [p.id for p in points])
+        _written_listeners.tell(collection, [p.id for p in points])
         if record_version:
             with self.sessions() as session:
                 session.execute(

@@ -1,9 +1,12 @@
 """The in-process memo under the feeds' caches: expiry, least recently used first, and a read
-that overlapped a forget keeps nothing."""
+that overlapped a forget keeps nothing; the listeners that tell caches of a change."""
 
 from __future__ import annotations
 
-from services.memo import Memo
+import gc
+import weakref
+
+from services.memo import Listeners, Memo
 
 
 def test_a_kept_value_is_found_until_it_expires() -> None:
@@ -37,3 +40,25 @@ def test_a_read_that_overlapped_a_forget_or_a_clear_keeps_nothing() -> None:
     memo.keep(memo.look(["a"], ttl_s=60), {"a": 1})
     memo.forget(["a"])
     assert memo.look(["a"], ttl_s=60).missing == ["a"]
+
+
+def test_listeners_are_told_while_their_owner_lives_and_do_not_keep_it_alive() -> None:
+    class Cache:
+        def __init__(self) -> None:
+            self.forgotten: list[tuple[str, list[str]]] = []
+
+        def forget(self, name: str, ids: list[str]) -> None:
+            self.forgotten.append((name, ids))
+
+    listeners: Listeners[[str, list[str]]] = Listeners()
+    kept, dropped = Cache(), Cache()
+    listeners.add(kept.forget)
+    listeners.add(dropped.forget)
+    listeners.tell("items", ["a"])
+    assert kept.forgotten == dropped.forgotten == [("items", ["a"])]
+    gone = weakref.ref(dropped)
+    del dropped
+    gc.collect()
+    assert gone() is None  # being a listener kept nothing alive
+    listeners.tell("items", ["b"])
+    assert kept.forgotten == [("items", ["a"]), ("items", ["b"])]
