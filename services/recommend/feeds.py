@@ -95,12 +95,14 @@ class Recommender:
         self.reads = reads
         self.weights = weights_from(settings)
         self.served = ServedModel(sessions=sessions, reload_s=settings.model_reload_s)
-        # The embedded store has one writer, this process, which forgets what it changes: its
-        # entries need no age limit. Another process's writes to a server reach this one within it.
-        self.points = ItemPoints(store, ttl_s=math.inf if settings.embedded_vectors else ENTRY_TTL_S)
+        # With the embedded store this process (`sift up`) is the only one that writes items and
+        # interactions, and it forgets what it changes: no age limit. Another process's writes reach
+        # this one within the limit. The lambda closes over the settings, not self (a cycle would
+        # keep a closed recommender and its listeners alive).
+        embedded = settings.embedded_vectors
+        self.points = ItemPoints(store, ttl_s=math.inf if embedded else ENTRY_TTL_S)
         reindex.on_written(self.points.forget)  # a new encoder's re-embedded points, as batch.on_done below
-        # closes over the settings, not self: a cycle would keep a closed recommender and its listeners alive
-        self.item_reads = ItemReads(ttl_s=lambda: settings.recommend_cache_s)
+        self.item_reads = ItemReads(ttl_s=lambda: math.inf if embedded else settings.recommend_cache_s)
         self._cache: dict[tuple[str, str], tuple[float, Any]] = {}
         self._cache_lock = threading.Lock()
         self._refreshing: set[tuple[str, str]] = set()
@@ -176,26 +178,22 @@ class Recommender:
 
     def prefill(self, *, items: int | None = None) -> int:
         """Read each kind's item collection into the page cache (a feed's candidates are mostly
-        items no request read before) and the points of its most interacted items, then of its
-        newest, into the item cache, so that a new process's first feeds find most candidates
-        there; returns the points read."""
+        items no request read before), the points of its most interacted items, then of its newest,
+        into the item cache, and their neighbours and popularity, so that a new process's first
+        feeds find most of what they read here; returns the points read."""
         if items is None:
             items = _PREFILL_ITEMS_EMBEDDED if self.settings.embedded_vectors else _PREFILL_ITEMS
         read = 0
         for kind, collection in self._collections().items():
             took = time.monotonic()
-            size = self.store.warm(collection)
-            if size:
-                log.info(
-                    "read %s (%.0f MiB) into the page cache in %.1f s",
-                    collection,
-                    size / 2**20,
-                    time.monotonic() - took,
-                )
+            if size := self.store.warm(collection):
+                took = time.monotonic() - took
+                log.info("read %s (%.0f MiB) into the page cache in %.1f s", collection, size / 2**20, took)
             with self.reads() as session:
-                ids = list(
-                    dict.fromkeys([*reads.most_interacted(session, kind, items), *reads.newest(session, kind, items)])
-                )[:items]
+                interacted = list(reads.most_interacted(session, kind, items))
+                ids = list(dict.fromkeys([*interacted, *reads.newest(session, kind, items)]))[:items]
+                per_item = self.settings.recommend_neighbours
+                self.item_reads.prefill(session, ids, neighbours_of=interacted, per_item=per_item)
             for start in range(0, len(ids), 1000):
                 read += len(self._retrieve(collection, kind, ids[start : start + 1000]))
         return read

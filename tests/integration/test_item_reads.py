@@ -1,7 +1,7 @@
 """The feeds' cache of co-interaction neighbours and popularity over real SQLite: recorded
 interactions count in the next feed at once, a deleted item leaves every neighbour list, another
-process's changes are served at most SIFT_RECOMMEND_CACHE_S late, and a read that overlaps a
-change keeps nothing (services/recommend/item_reads.py)."""
+process's changes are served at most SIFT_RECOMMEND_CACHE_S late beside a vector store server,
+and a read that overlaps a change keeps nothing (services/recommend/item_reads.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from services.api.app import create_app
 from services.db.models import ItemStats
 from services.embedding.encoder import Encoder
 from services.recommend import reads
+from services.recommend.feeds import Recommender
 from services.recommend.item_reads import ItemReads
 from services.runtime import Runtime
 from tests.conftest import authorize
@@ -46,9 +47,9 @@ def _neighbours(runtime: Runtime, item_id: str) -> dict[tuple[str, str], float]:
         return runtime.recommender.item_reads.neighbours(session, [item_id], per_item=30)
 
 
-def _popularity(runtime: Runtime, ids: list[str]) -> dict[str, float]:
+def _popularity(runtime: Runtime, ids: list[str], cache: ItemReads | None = None) -> dict[str, float]:
     with runtime.db.read_scope() as session:
-        return runtime.recommender.item_reads.popularity(session, ids)
+        return (cache or runtime.recommender.item_reads).popularity(session, ids)
 
 
 def test_interactions_recorded_after_a_feed_count_in_the_next_feed_at_once(
@@ -79,14 +80,24 @@ def test_a_deleted_item_leaves_every_neighbour_list_at_once(client: TestClient, 
     assert _popularity(runtime, ["knife"]) == {}
 
 
-def test_another_process_s_changes_are_served_at_most_the_cache_s_late(client: TestClient, runtime: Runtime) -> None:
+def test_beside_a_server_another_process_s_changes_are_served_at_most_the_cache_s_late(
+    client: TestClient, runtime: Runtime
+) -> None:
+    """Beside a vector store server, other API processes record interactions too: entries age out.
+    Embedded, `sift up` records every interaction itself and forgets what it changes (the tests
+    above): entries stay until then."""
     act(client, "ann", "pan", "view")
-    assert _popularity(runtime, ["pan"]) == {"pan": 1.0}
+    embedded = runtime.recommender.item_reads
+    settings = runtime.settings.model_copy(update={"qdrant_url": "http://qdrant.example:6333"})
+    r = runtime.recommender
+    server = Recommender(settings=settings, store=r.store, models=r.models, sessions=r.sessions, reads=r.reads)
+    assert _popularity(runtime, ["pan"], server.item_reads) == {"pan": 1.0} == _popularity(runtime, ["pan"])
     with runtime.db.session_scope() as s:  # as another process would write it: this one is not told
         s.execute(sa.update(ItemStats).where(ItemStats.item_id == "pan").values(positives=7.0))
-    assert _popularity(runtime, ["pan"]) == {"pan": 1.0}
-    runtime.settings.recommend_cache_s = 0.0
-    assert _popularity(runtime, ["pan"]) == {"pan": 7.0}
+    assert _popularity(runtime, ["pan"], server.item_reads) == {"pan": 1.0}
+    settings.recommend_cache_s = runtime.settings.recommend_cache_s = 0.0
+    assert _popularity(runtime, ["pan"], server.item_reads) == {"pan": 7.0}
+    assert _popularity(runtime, ["pan"], embedded) == {"pan": 1.0}
 
 
 def test_a_read_that_overlaps_a_change_keeps_nothing(
@@ -122,8 +133,6 @@ def test_the_cache_keeps_at_most_its_capacity_dropping_the_least_recently_used(r
 def test_a_recommender_no_one_holds_is_freed_at_once_with_its_listeners(runtime: Runtime) -> None:
     import gc
     import weakref
-
-    from services.recommend.feeds import Recommender
 
     r = runtime.recommender
     made = Recommender(settings=r.settings, store=r.store, models=r.models, sessions=r.sessions, reads=r.reads)

@@ -18,6 +18,7 @@ from services.api.app import create_app
 from services.db.models import Event, Interaction, ItemPair, ItemStats
 from services.embedding.encoder import Encoder
 from services.events import accept as ingest
+from services.recommend import reads
 from services.recommend.feeds import Recommender
 from services.recommend.item_points import ENTRY_TTL_S
 from services.runtime import Runtime
@@ -400,13 +401,19 @@ def test_prefill_reads_the_most_interacted_items_then_the_others_into_the_feeds_
     fetch = recommender.points._fetch
     fetched: list[str] = []
     monkeypatch.setattr(recommender.points, "_fetch", lambda name, ids: fetched.extend(ids) or fetch(name, ids))
+    read_in_sql: list[str] = []
+    for name in ("neighbour_pairs", "popularity"):
+        read = getattr(reads, name)
+        monkeypatch.setattr(reads, name, lambda *a, _n=name, _r=read, **k: read_in_sql.append(_n) or _r(*a, **k))
     assert feed(client, "u9") and feed(client, "u1")  # a cold feed and one with a history
     assert retrieved and not fetched  # every candidate's point came from memory
+    assert not read_in_sql  # and the profile items' neighbours and the candidates' popularity
 
 
 def test_a_process_that_alone_writes_its_store_keeps_items_until_they_change(runtime: Runtime) -> None:
     """Embedded, every write goes through this process, which forgets what it changes (the tests
-    of items sent again and deleted); another process's writes to a server reach it in ENTRY_TTL_S."""
+    of items sent again and deleted); another process's writes to a server reach it in ENTRY_TTL_S
+    (neighbours and popularity: tests/integration/test_item_reads.py)."""
     assert runtime.recommender.points.ttl_s == math.inf
     served = runtime.settings.model_copy(update={"qdrant_url": "http://qdrant.example:6333"})
     recommender = Recommender(
