@@ -34,7 +34,7 @@ from services.recommend.interactions import ITEM_KINDS, Touch
 from services.recommend.learned import TASK, Blend, Ease, fit_ease, fit_transitions, positive_sequences
 from services.recommend.scoring import weights_from
 from services.training import lease
-from services.training.registry import fail_run, finish_run, get_run, switch_active, task_has_open_run
+from services.training.registry import get_run, switch_active, task_has_open_run
 from services.training.runs import Outcome
 from services.training.tuning import Progress
 from services.vectors.base import VectorStore
@@ -96,24 +96,9 @@ class RecommendTrainer:
             histories, items, kinds = snapshot(session)
             run.label_count = sum(map(len, histories.values()))
         report("snapshot", 1.0)
-        try:
-            with lease.Heartbeat(self.sessions, run_id):
-                outcome = self._train(histories, items, kinds, report)
-        except Exception as exc:
-            log.exception("training run %s failed", run_id)
-            with self.sessions() as session:
-                fail_run(session, run_id=run_id, task=TASK, error=exc)
-            raise
-        with self.sessions() as session:
-            finish_run(
-                session,
-                run_id=run_id,
-                task=TASK,
-                version=outcome.version,
-                promoted=outcome.promoted,
-                scores=outcome.metrics,
-            )
-        return outcome
+        return lease.run_to_end(
+            self.sessions, run_id=run_id, task=TASK, train=lambda: self._train(histories, items, kinds, report)
+        )
 
     def _train(self, histories: ev.Histories, items: list[str], kinds: dict[str, str], report: Progress) -> Outcome:
         s = self.settings

@@ -5,7 +5,8 @@ A message that starts a run may arrive twice (the broker re-delivers an unacked 
 visibility timeout, or a duplicate is sent). The process that starts the run takes a lease on its
 row (holder and expiry) with a conditional UPDATE, and a heartbeat thread extends it while the run
 trains; a second message for a run whose lease is live exits without training. A lease that was
-not extended for LEASE_S (the trainer died) may be taken again.
+not extended for LEASE_S (the trainer died) may be taken again. `run_to_end` is how every kind of
+run (classifiers, recommend) trains under its heartbeat and ends succeeded or failed.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import socket
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import or_, update
 
 from services.db.models import TrainingRun
+from services.training.registry import fail_run, finish_run
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,31 @@ class Heartbeat:
                     )
             except Exception as exc:  # a database blip: the next beat tries again, well within the lease
                 log.warning("cannot extend the lease of training run %s: %s", self.run_id, exc)
+
+
+class _Made(Protocol):
+    version: str
+    promoted: bool
+    metrics: dict[str, Any]
+
+
+M = TypeVar("M", bound=_Made)
+
+
+def run_to_end(sessions: Callable[[], Any], *, run_id: str, task: str, train: Callable[[], M]) -> M:
+    """train() under the run's heartbeat; then the run row says succeeded, with the version it made
+    and its metrics, or failed, with the error (raised again)."""
+    try:
+        with Heartbeat(sessions, run_id):
+            made = train()
+    except Exception as exc:
+        log.exception("training run %s failed", run_id)
+        with sessions() as session:
+            fail_run(session, run_id=run_id, task=task, error=exc)
+        raise
+    with sessions() as session:
+        finish_run(session, run_id=run_id, task=task, version=made.version, promoted=made.promoted, scores=made.metrics)
+    return made
 
 
 def time_limit_problems(*, budget_s: float, task_limit_s: float, visibility_timeout_s: float | None) -> list[str]:

@@ -46,7 +46,7 @@ from services.training.dataset import (
 )
 from services.training.estimate import estimate_method, holdout_scorer, kfold_scorer, split_for_run
 from services.training.heads import train_head
-from services.training.registry import encoder_path, fail_run, finish_run, get_run, switch_active
+from services.training.registry import encoder_path, get_run, switch_active
 from services.training.reindex import current_encoder, start_job
 from services.training.tuning import Progress, fine_tuned
 
@@ -159,24 +159,12 @@ class Trainer:
             snap = take_snapshot(session, task=task_name)
             run.label_count, run.max_label_id = len(snap.examples), snap.max_label_id
         report = self._reporter(run_id, progress)
-        try:
-            with lease.Heartbeat(self.sessions, run_id):
-                outcome = self._train(run_id, task_name, kind, fine_tune_allowed, snap, descriptions, report, deadline)
-        except Exception as exc:
-            log.exception("training run %s failed", run_id)
-            with self.sessions() as session:
-                fail_run(session, run_id=run_id, task=task_name, error=exc)
-            raise
-        with self.sessions() as session:
-            finish_run(
-                session,
-                run_id=run_id,
-                task=task_name,
-                version=outcome.version,
-                promoted=outcome.promoted,
-                scores=outcome.metrics,
-            )
-        return outcome
+        return lease.run_to_end(
+            self.sessions,
+            run_id=run_id,
+            task=task_name,
+            train=lambda: self._train(run_id, task_name, kind, fine_tune_allowed, snap, descriptions, report, deadline),
+        )
 
     def _reporter(self, run_id: str, progress: Progress | None) -> Progress:
         last = [0.0]

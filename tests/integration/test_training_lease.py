@@ -1,9 +1,10 @@
 """A training run trains in one process at a time: a re-delivered or duplicate message for a run
-under a live lease exits without training; a run whose trainer died (lease expired) is taken over.
-And the time budget, the task limit and the broker's visibility timeout are checked against each other."""
+under a live lease exits without training; a run whose trainer died (lease expired) is taken over;
+a run whose training raises ends failed with its error. And the time budget, the task limit and the broker's visibility timeout are checked against each other."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -47,13 +48,16 @@ def test_one_lease_at_a_time_and_an_expired_one_is_taken_over(runtime: Runtime) 
         assert lease.take(s, run_id=run_id, now=NOW + timedelta(seconds=lease.LEASE_S + 1))  # its trainer died
 
 
+def new_run_of(rt: Runtime, *, recommend: bool) -> str:
+    if not recommend:
+        return new_run(rt)
+    with rt.db.session_scope() as s:
+        return registry.new_run(s, task=TASK, now=NOW, others=[TASK]).id
+
+
 @pytest.mark.parametrize("recommend", [False, True], ids=["classifier", "recommend"])
 def test_a_message_for_a_run_under_a_live_lease_trains_nothing(runtime: Runtime, recommend: bool) -> None:
-    if recommend:
-        with runtime.db.session_scope() as s:
-            run_id = registry.new_run(s, task=TASK, now=NOW, others=[TASK]).id
-    else:
-        run_id = new_run(runtime)
+    run_id = new_run_of(runtime, recommend=recommend)
     with runtime.db.session_scope() as s:
         assert lease.take(s, run_id=run_id, now=datetime.now(UTC))
     sender = RecordingSender()
@@ -63,6 +67,26 @@ def test_a_message_for_a_run_under_a_live_lease_trains_nothing(runtime: Runtime,
         run = s.get(TrainingRun, run_id)
         assert run is not None and run.status == "running" and run.model_version is None
         assert s.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.task == run.task)) == 0
+
+
+@pytest.mark.parametrize("recommend", [False, True], ids=["classifier", "recommend"])
+def test_a_run_whose_training_raises_ends_failed_with_its_error_and_its_heartbeat_stops(
+    runtime: Runtime, recommend: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = new_run_of(runtime, recommend=recommend)
+    trainer = runtime.trainer.others[TASK] if recommend else runtime.trainer
+
+    def out_of_memory(*args: object) -> None:
+        raise MemoryError("the head did not fit")
+
+    monkeypatch.setattr(trainer, "_train", out_of_memory)
+    with pytest.raises(MemoryError, match="did not fit"):
+        runtime.trainer.run(run_id, send=RecordingSender())
+    with runtime.db.session_scope() as s:
+        run = s.get(TrainingRun, run_id)
+        assert run is not None and run.status == "failed" and run.finished_at is not None
+        assert run.error == "MemoryError: the head did not fit" and run.model_version is None
+    assert not [t for t in threading.enumerate() if t.name.startswith("sift-lease")]
 
 
 def test_the_heartbeat_extends_the_lease_while_the_run_trains(runtime: Runtime) -> None:
