@@ -23,8 +23,9 @@ share not answered, each the mean of the two directions.
 Latency: p50/p99 ms of one single-text match at a time (query embedding included; also split into
 the longest tenth of the texts and the rest), in process
 (Matcher.match_texts), through the ASGI app (POST /v1/match via TestClient), and over a real
-socket to a `sift up` process (10,000 points only; --socket-only runs just that line; --profile samples
-that process with py-spy during it, bench/request_profile.py), for a base of 1 point and
+socket to a `sift up` process (10,000 points only, one at a time and then from 8 clients at once,
+each with the server's CPU per match; --socket-only runs just that line; --profile samples
+that process with py-spy during the first, bench/request_profile.py), for a base of 1 point and
 for a base of 10,000 points: every csv row as a paraphrase of its intent (9,999 distinct texts),
 topped up with "<text> please" variants of the first rows (the exact count is printed).
 Prints each figure as it is measured, then one JSON line with all of them and each phase's wall time.
@@ -76,6 +77,7 @@ FAQ_CHUNK = 20
 LABEL_CHUNK = 1000
 MATCH_CHUNK = 256
 WARM_UP = 5
+CLIENTS = 8
 PHASES: dict[str, float] = {}
 
 
@@ -372,17 +374,61 @@ def socket_latency(faqs: Sequence[faq.FaqIn], texts: Sequence[str], *, profile: 
             for text in texts[:WARM_UP]:  # the first match derives the base's threshold: not in the profile
                 post(text)
             sampler = request_profile.Sampler(proc.pid) if profile else None
+            cpu = request_profile.cpu_seconds(proc.pid)
             figures = timed(post, texts)
+            figures["server_cpu_ms"] = round((request_profile.cpu_seconds(proc.pid) - cpu) * 1000 / len(texts), 2)
             if sampler is not None:
                 figures["profile"] = sampler.stop()
                 request_profile.show("match", figures["profile"])
+            cpu = request_profile.cpu_seconds(proc.pid)
+            concurrent = concurrent_matches(f"http://127.0.0.1:{port}", dict(http.headers), texts)
+            concurrent["server_cpu_ms"] = round((request_profile.cpu_seconds(proc.pid) - cpu) * 1000 / len(texts), 2)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
     points = sum(len(faq.texts_of(item.question, item.paraphrases)) for item in faqs)
-    return {"points": points, "queries": len(texts), "socket": figures}
+    return {"points": points, "queries": len(texts), "socket": figures, "socket_conc8": concurrent}
+
+
+def concurrent_matches(base_url: str, headers: dict[str, str], texts: Sequence[str]) -> dict[str, Any]:
+    """CLIENTS threads, each with its own connection and every CLIENTS-th text; p50/p99 of every
+    request and the matches answered per second of the whole."""
+    import threading
+
+    import httpx
+
+    barrier = threading.Barrier(CLIENTS + 1)
+    seconds: list[float] = []
+    failures: list[str] = []
+
+    def client(k: int) -> None:
+        try:
+            with httpx.Client(base_url=base_url, headers=headers, timeout=120) as http:
+                http.get("/readyz")  # open the connection before the clock starts
+                barrier.wait()
+                for text in texts[k::CLIENTS]:
+                    started = time.perf_counter()
+                    http.post("/v1/match", json={"text": text, "top_k": 3}).raise_for_status()
+                    seconds.append(time.perf_counter() - started)
+        except Exception as exc:  # reported below; the barrier is broken so no one waits forever
+            failures.append(f"client {k}: {type(exc).__name__}: {exc}")
+            barrier.abort()
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    if failures:
+        raise SystemExit(f"concurrent clients failed: {failures}")
+    figures: dict[str, Any] = percentiles(seconds)
+    figures.update(clients=CLIENTS, per_s=round(len(seconds) / wall, 1))
+    return figures
 
 
 def _wait_ready(http: Any) -> None:
@@ -398,13 +444,15 @@ def _wait_ready(http: Any) -> None:
 
 
 def show_latency(name: str, result: dict[str, Any]) -> None:
-    for way in ("in_process", "http", "socket"):
+    for way in ("in_process", "http", "socket", "socket_conc8"):
         if way not in result:
             continue
         r = result[way]
+        extra = f", {r['per_s']} matches/s" if "per_s" in r else ""
+        extra += f", server CPU {r['server_cpu_ms']} ms a match" if "server_cpu_ms" in r else ""
         print(
-            f"latency {name:<18} {way:<11} points {result['points']:>6}  "
-            f"p50 {r['p50_ms']:>7.2f} ms  p99 {r['p99_ms']:>7.2f} ms  ({result['queries']} queries)",
+            f"latency {name:<18} {way:<12} points {result['points']:>6}  "
+            f"p50 {r['p50_ms']:>7.2f} ms  p99 {r['p99_ms']:>7.2f} ms  ({result['queries']} queries{extra})",
             flush=True,
         )
         if "by_length" in r:
