@@ -26,7 +26,6 @@ from services.recommend import reads
 
 CAPACITY = 100_000
 _PREFILL_CHUNK = 1000
-_PAIR_CHUNK = 20  # items a neighbour statement reads (reads.neighbour_pairs builds one per size)
 _ABSENT = -1.0  # popularity of an item without a stats row (returned as no entry, as the read does)
 
 
@@ -79,8 +78,9 @@ class ItemReads:
     ) -> None:
         """Read the popularity of item_ids and the neighbours of neighbours_of (those with
         interactions) into memory, so that a new process's feeds find them here."""
-        for start in range(0, len(neighbours_of), _PAIR_CHUNK):
-            self.neighbours(session, neighbours_of[start : start + _PAIR_CHUNK], per_item=per_item)
+        step = reads.PAIR_PARTS  # the statement a feed's read uses, built once
+        for start in range(0, len(neighbours_of), step):
+            self.neighbours(session, neighbours_of[start : start + step], per_item=per_item)
         for start in range(0, len(item_ids), _PREFILL_CHUNK):
             self.popularity(session, item_ids[start : start + _PREFILL_CHUNK])
 

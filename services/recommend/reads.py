@@ -15,7 +15,7 @@ from services.config import Settings
 from services.db.models import Event, Interaction, ItemPair, ItemStats
 from services.recommend import interactions
 
-_PAIR_PARTS = 20  # SIFT_RECOMMEND_PROFILE_ITEMS' default
+PAIR_PARTS = 20  # SIFT_RECOMMEND_PROFILE_ITEMS' default
 
 
 def neighbour_pairs(session: Session, item_ids: Sequence[str], *, per_item: int) -> dict[tuple[str, str], float]:
@@ -23,7 +23,7 @@ def neighbour_pairs(session: Session, item_ids: Sequence[str], *, per_item: int)
     index range reads (pairs are stored both ways, so the weight is also pairs(neighbour, item))."""
     if not item_ids:
         return {}
-    parts = max(len(item_ids), _PAIR_PARTS)  # padded with "" (matches nothing): one statement to build
+    parts = max(len(item_ids), PAIR_PARTS)  # padded with "" (matches nothing): one statement to build
     params: dict[str, Any] = {f"item_{n}": "" for n in range(parts)}
     params.update({f"item_{n}": item_id for n, item_id in enumerate(item_ids)})
     rows = session.execute(_neighbour_statement(parts, per_item), params).tuples().all()  # one fetch, not one a row
