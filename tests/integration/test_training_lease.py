@@ -1,6 +1,7 @@
 """A training run trains in one process at a time: a re-delivered or duplicate message for a run
 under a live lease exits without training; a run whose trainer died (lease expired) is taken over;
-a run whose training raises ends failed with its error. And the time budget, the task limit and the broker's visibility timeout are checked against each other."""
+a run whose training raises ends failed with its error. And the time budget, the task limit and
+the broker's visibility timeout are checked against each other."""
 
 from __future__ import annotations
 
