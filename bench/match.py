@@ -57,6 +57,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import request_profile  # noqa: E402
 from apikey import bearer, runtime_key, saved_key  # noqa: E402  (bench/ is not a package)
+from clients import run_clients  # noqa: E402
 
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
@@ -395,37 +396,17 @@ def socket_latency(faqs: Sequence[faq.FaqIn], texts: Sequence[str], *, profile: 
 def concurrent_matches(base_url: str, headers: dict[str, str], texts: Sequence[str]) -> dict[str, Any]:
     """CLIENTS threads, each with its own connection and every CLIENTS-th text; p50/p99 of every
     request and the matches answered per second of the whole."""
-    import threading
 
-    import httpx
+    def client(k: int, http: Any) -> list[float]:
+        seconds = []
+        for text in texts[k::CLIENTS]:
+            started = time.perf_counter()
+            http.post("/v1/match", json={"text": text, "top_k": 3}).raise_for_status()
+            seconds.append(time.perf_counter() - started)
+        return seconds
 
-    barrier = threading.Barrier(CLIENTS + 1)
-    seconds: list[float] = []
-    failures: list[str] = []
-
-    def client(k: int) -> None:
-        try:
-            with httpx.Client(base_url=base_url, headers=headers, timeout=120) as http:
-                http.get("/readyz")  # open the connection before the clock starts
-                barrier.wait()
-                for text in texts[k::CLIENTS]:
-                    started = time.perf_counter()
-                    http.post("/v1/match", json={"text": text, "top_k": 3}).raise_for_status()
-                    seconds.append(time.perf_counter() - started)
-        except Exception as exc:  # reported below; the barrier is broken so no one waits forever
-            failures.append(f"client {k}: {type(exc).__name__}: {exc}")
-            barrier.abort()
-
-    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    if failures:
-        raise SystemExit(f"concurrent clients failed: {failures}")
+    results, wall = run_clients(base_url, headers, CLIENTS, client)
+    seconds = [x for s in results for x in s]
     figures: dict[str, Any] = percentiles(seconds)
     figures.update(clients=CLIENTS, per_s=round(len(seconds) / wall, 1))
     return figures

@@ -88,6 +88,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 import catalogue_vectors  # noqa: E402
 import request_profile  # noqa: E402
 from apikey import bearer, saved_key  # noqa: E402  (bench/ is not a package)
+from clients import run_clients  # noqa: E402
 
 from services.config import Settings  # noqa: E402
 from services.db.migrate import upgrade  # noqa: E402
@@ -851,32 +852,9 @@ def _body(response: Any) -> Any:
 
 def concurrent_feeds(base_url: str, key: str, requests: Sequence[FeedRequest], checks: Checks) -> dict[str, Any]:
     """CLIENTS threads, each with its own httpx.Client and every CLIENTS-th request."""
-    import httpx
-
-    barrier = threading.Barrier(CLIENTS + 1)
-    results: list[tuple[dict[str, list[float]], list[Any]] | None] = [None] * CLIENTS
-    failures: list[str] = []
-
-    def client(k: int) -> None:
-        try:
-            with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
-                http.get("/readyz")  # open the connection before the clock starts
-                barrier.wait()
-                results[k] = timed_feeds(http, requests[k::CLIENTS], None)
-        except Exception as exc:  # reported below; the barrier is broken so no one waits forever
-            failures.append(f"client {k}: {type(exc).__name__}: {exc}")
-            barrier.abort()
-
-    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
-    if failures:
-        raise SystemExit(f"concurrent clients failed: {failures}")
+    results, wall = run_clients(
+        base_url, bearer(key), CLIENTS, lambda k, http: timed_feeds(http, requests[k::CLIENTS], None)
+    )
     merged: dict[str, list[float]] = {"all": [], "history": [], "filtered": [], "cold": []}
     for result in results:
         assert result is not None
@@ -921,27 +899,20 @@ class ScaleExtras:
 
 def concurrent_similar(base_url: str, key: str, item_ids: Sequence[str]) -> dict[str, Any]:
     """GET /v1/items/{id}/similar from CLIENTS threads, each with its own client and every CLIENTS-th id."""
-    import httpx
-
-    seconds: list[list[float]] = [[] for _ in range(CLIENTS)]
     problems: list[str] = []
 
-    def client(k: int) -> None:
-        with httpx.Client(base_url=base_url, headers=bearer(key), timeout=120) as http:
-            for item in item_ids[k::CLIENTS]:
-                started = time.perf_counter()
-                response = http.get(f"/v1/items/{item}/similar", params={"limit": 10})
-                seconds[k].append(time.perf_counter() - started)
-                if response.status_code != 200 or len(response.json()["items"]) < 10:
-                    problems.append(f"{item}: {response.status_code}")
+    def client(k: int, http: Any) -> list[float]:
+        seconds = []
+        for item in item_ids[k::CLIENTS]:
+            started = time.perf_counter()
+            response = http.get(f"/v1/items/{item}/similar", params={"limit": 10})
+            seconds.append(time.perf_counter() - started)
+            if response.status_code != 200 or len(response.json()["items"]) < 10:
+                problems.append(f"{item}: {response.status_code}")
+        return seconds
 
-    started = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    out: dict[str, Any] = percentiles([x for s in seconds for x in s], time.perf_counter() - started)
+    results, wall = run_clients(base_url, bearer(key), CLIENTS, client)
+    out: dict[str, Any] = percentiles([x for s in results for x in s], wall)
     out["problems"] = len(problems)
     return out
 
