@@ -11,7 +11,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 # No --help: recipes.py takes positional arguments; the others are helpers the benches import.
-NOT_SCRIPTS = {"recipes.py", "apikey.py", "quality_flow.py", "request_profile.py", "catalogue_vectors.py"}
+NOT_SCRIPTS = {"recipes.py", "apikey.py", "clients.py", "quality_flow.py", "request_profile.py", "catalogue_vectors.py"}
 SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if p.name not in NOT_SCRIPTS)
 
 
